@@ -1,0 +1,54 @@
+"""Activation caches in a workspace: validate the request, run the model, register the cache."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from analysis.corpora import ensure_corpus
+from sae.activations import Manifest, cache_name, read_manifest, write_cache
+from sae.models import check_hook, hook_output_dim, model_info
+from store.corpora import context_tokens
+from store.errors import InputError
+from store.models import CacheRow, ModelRow, upsert_cache, upsert_model
+from store.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class CacheResult:
+    manifest: Manifest
+    path: Path
+    reused: bool
+
+
+def register_model(con: duckdb.DuckDBPyConnection, model) -> None:
+    info = model_info(model)
+    upsert_model(con, ModelRow(info.name, info.n_layers, info.d_model, info.n_params, info.d_vocab))
+
+
+def build_cache(ws: Workspace, con: duckdb.DuckDBPyConnection, model, hook: str, corpus_name: str,
+                tokens: int, batch: int = 32, progress: bool = True) -> CacheResult:
+    """Cache activations at `hook` for the first `tokens` tokens of a corpus (reuse or resume if present)."""
+    if tokens <= 0:
+        raise InputError(f"--tokens must be positive (got {tokens})")
+    if batch <= 0:
+        raise InputError(f"--batch must be positive (got {batch})")
+    check_hook(model, hook)
+    name = model.cfg.model_name
+    corpus = ensure_corpus(con, corpus_name, name, tokens)
+    n_contexts = min(-(-tokens // corpus.ctx), corpus.n_contexts)
+    if corpus.ctx > model.cfg.n_ctx:
+        raise InputError(f"corpus contexts ({corpus.ctx} tokens) exceed the model's context ({model.cfg.n_ctx})")
+    folder = ws.activations_dir / cache_name(name, hook, corpus.name)
+    old = read_manifest(folder)
+    if old is not None and old.complete and old.contexts_done >= n_contexts:
+        return CacheResult(old, folder, reused=True)
+    register_model(con, model)
+    want = Manifest(model=name, hook=hook, corpus=corpus.name, d=hook_output_dim(model, hook),
+                    ctx=corpus.ctx, n_contexts=n_contexts)
+    manifest = write_cache(model, hook, folder, lambda lo, hi: context_tokens(con, corpus.name, lo, hi),
+                           want, batch=batch, progress=progress)
+    upsert_cache(con, CacheRow(folder.name, name, hook, corpus.name, manifest.d, manifest.n_tokens,
+                               str(folder), manifest.complete))
+    return CacheResult(manifest, folder, reused=False)

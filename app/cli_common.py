@@ -1,0 +1,31 @@
+"""The `sparsescope` Typer app and what every command shares: the workspace option, output helpers."""
+from __future__ import annotations
+
+import os
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(name="sparsescope", help="SparseScope: sparse dictionaries on language-model activations.",
+                  no_args_is_help=True, rich_markup_mode="rich", pretty_exceptions_enable=False,
+                  add_completion=False)
+console = Console()
+err_console = Console(stderr=True)
+
+WorkspaceOpt = Annotated[Optional[str], typer.Option(
+    "--workspace", "-w", help="Workspace folder (env SPARSESCOPE_WORKSPACE, default ./workspace).",
+    envvar="SPARSESCOPE_WORKSPACE", show_default=False)]
+DeviceOpt = Annotated[Optional[str], typer.Option(
+    "--device", help="cuda, mps or cpu (default: the best available).", show_default=False)]
+
+
+def workspace(path: str | None, create: bool = True):
+    from store.workspace import Workspace
+
+    return Workspace.resolve(path, create=create)
+
+
+def quiet() -> bool:
+    """No progress bars when output is not a terminal and CI asked for quiet logs."""
+    return bool(os.environ.get("SPARSESCOPE_QUIET"))

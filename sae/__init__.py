@@ -1,0 +1,1 @@
+"""The compute engine: language models, corpora, activations, dictionaries, training."""

@@ -1,0 +1,173 @@
+"""Activation cache: float32 safetensors shards plus a JSON manifest, written as the model runs.
+
+A shard holds whole contexts (rows = contexts x ctx, in order), so a row maps back to (context, position).
+Every shard and the manifest are written to a temp file and renamed, and the manifest is rewritten after
+each shard: a killed run resumes from its last complete shard, a finished run is reused, and a corrupted
+shard is caught by its recorded size and SHA-256 before anything reads it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+
+from sae.errors import InputError
+from sae.models import stop_layer
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+TokenSource = Callable[[int, int], list[list[int]]]
+"""Returns the token ids of contexts start..stop-1."""
+
+
+@dataclass
+class Shard:
+    file: str
+    start_context: int
+    n_contexts: int
+    rows: int
+    bytes: int
+    sha256: str
+
+
+@dataclass
+class Manifest:
+    model: str
+    hook: str
+    corpus: str
+    d: int
+    ctx: int
+    n_contexts: int
+    """Contexts the cache is meant to hold when complete."""
+    shards: list[Shard] = field(default_factory=list)
+    complete: bool = False
+    dtype: str = "float32"
+    version: int = FORMAT_VERSION
+
+    @property
+    def contexts_done(self) -> int:
+        return sum(s.n_contexts for s in self.shards)
+
+    @property
+    def n_tokens(self) -> int:
+        return self.contexts_done * self.ctx
+
+
+def cache_name(model: str, hook: str, corpus: str) -> str:
+    return f"{model}__{hook}__{corpus}".replace("/", "_")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def read_manifest(folder: Path) -> Manifest | None:
+    """The manifest in `folder`, None if there is none; InputError if it is corrupted."""
+    path = Path(folder) / MANIFEST
+    if not path.exists():
+        return None
+    try:
+        raw = json.loads(path.read_text())
+        shards = [Shard(**s) for s in raw.pop("shards")]
+        manifest = Manifest(**raw, shards=shards)
+    except (json.JSONDecodeError, TypeError, KeyError, AttributeError) as exc:
+        raise InputError(f"activation cache manifest {path} is corrupted ({exc.__class__.__name__}); "
+                         "delete the folder to rebuild it") from None
+    if manifest.version != FORMAT_VERSION:
+        raise InputError(f"activation cache {folder} has format {manifest.version}, expected {FORMAT_VERSION}")
+    return manifest
+
+
+def check_shard(folder: Path, shard: Shard, full: bool = True) -> None:
+    """Raise InputError when a shard is missing, truncated, or (full=True) its hash differs."""
+    path = Path(folder) / shard.file
+    if not path.is_file():
+        raise InputError(f"activation shard {path} is missing")
+    if path.stat().st_size != shard.bytes:
+        raise InputError(f"activation shard {path} is corrupted: {path.stat().st_size} bytes, "
+                         f"manifest says {shard.bytes}")
+    if full and _sha256(path) != shard.sha256:
+        raise InputError(f"activation shard {path} is corrupted: SHA-256 differs from the manifest")
+
+
+def _capture(model, hook: str, tokens: torch.Tensor, stop_at: int | None) -> torch.Tensor:
+    """Activations at `hook` flattened per token: [batch * pos, d] (hook_z heads head-major)."""
+    out: list[torch.Tensor] = []
+
+    def save(act, hook):  # noqa: ARG001 - TransformerLens hook signature
+        out.append(act.detach())
+
+    model.run_with_hooks(tokens, fwd_hooks=[(hook, save)], stop_at_layer=stop_at, return_type=None)
+    act = out[0]
+    return act.reshape(act.shape[0] * act.shape[1], -1)
+
+
+def _start(folder: Path, want: Manifest) -> Manifest:
+    """Resume the manifest in `folder` when it describes the same cache, else start empty."""
+    old = read_manifest(folder)
+    if old is None:
+        return want
+    same = (old.model, old.hook, old.corpus, old.d, old.ctx) == (want.model, want.hook, want.corpus,
+                                                                  want.d, want.ctx)
+    if not same:
+        raise InputError(f"{folder} holds a different activation cache ({old.model} {old.hook} "
+                         f"{old.corpus}); delete it or choose another workspace")
+    for shard in old.shards:
+        check_shard(folder, shard, full=True)
+    old.n_contexts = max(old.n_contexts, want.n_contexts)
+    old.complete = old.contexts_done >= old.n_contexts
+    return old
+
+
+def write_cache(model, hook: str, folder: Path, tokens_of: TokenSource, manifest: Manifest,
+                batch: int = 32, shard_contexts: int = 256, progress: bool = True) -> Manifest:
+    """Run `model` up to `hook` over contexts 0..manifest.n_contexts-1 and write the cache into `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = _start(folder, manifest)
+    stop_at = stop_layer(model, hook)
+    device = next(model.parameters()).device
+    bar = tqdm(total=manifest.n_contexts * manifest.ctx, initial=manifest.n_tokens, unit="tok",
+               unit_scale=True, desc=f"activations {hook}", disable=not progress)
+    while manifest.contexts_done < manifest.n_contexts:
+        start = manifest.contexts_done
+        stop = min(start + shard_contexts, manifest.n_contexts)
+        parts = []
+        for lo in range(start, stop, batch):
+            ids = torch.tensor(tokens_of(lo, min(lo + batch, stop)), dtype=torch.long, device=device)
+            with torch.inference_mode():
+                parts.append(_capture(model, hook, ids, stop_at).float().cpu())
+            bar.update(ids.numel())
+        manifest.shards.append(_write_shard(folder, torch.cat(parts), start, stop - start))
+        manifest.complete = manifest.contexts_done >= manifest.n_contexts
+        _atomic_write_text(folder / MANIFEST, json.dumps(asdict(manifest), indent=1))
+    bar.close()
+    if not (folder / MANIFEST).exists():  # a finished cache found on disk: nothing to write
+        _atomic_write_text(folder / MANIFEST, json.dumps(asdict(manifest), indent=1))
+    return manifest
+
+
+def _write_shard(folder: Path, acts: torch.Tensor, start: int, n_contexts: int) -> Shard:
+    name = f"shard_{start:08d}.safetensors"
+    tmp = folder / f".{name}.tmp"
+    save_file({"activations": acts.contiguous()}, tmp)
+    os.replace(tmp, folder / name)
+    path = folder / name
+    return Shard(file=name, start_context=start, n_contexts=n_contexts, rows=acts.shape[0],
+                 bytes=path.stat().st_size, sha256=_sha256(path))

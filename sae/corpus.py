@@ -1,0 +1,160 @@
+"""Text sources and tokenisation into fixed-length contexts.
+
+Sources: `builtin` (English shipped with Python itself: the `pydoc_data` topics and the standard library's
+docstrings, read with `ast` so nothing is imported), a local .txt / .jsonl (field `text`) / .parquet (column
+`text`) file or a folder of them, or `hf:DATASET` (online, needs `datasets`).
+"""
+from __future__ import annotations
+
+import ast
+import json
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from sae.errors import InputError
+
+TEXT_SUFFIXES = (".txt", ".jsonl", ".parquet")
+_SKIP_DIRS = {"test", "tests", "site-packages", "idle_test", "__pycache__", "lib2to3"}
+
+
+@dataclass(frozen=True)
+class Contexts:
+    """Fixed-length token windows cut from a stream of documents."""
+    token_ids: list[list[int]]
+    texts: list[str]
+    n_tokens: int
+
+
+def builtin_documents() -> Iterator[str]:
+    """pydoc topics first, then every docstring of the standard library, in a fixed order."""
+    from pydoc_data.topics import topics
+
+    for key in sorted(topics):
+        yield topics[key]
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    for path in sorted(stdlib.rglob("*.py")):
+        if _SKIP_DIRS.intersection(path.relative_to(stdlib).parts):
+            continue
+        yield from _docstrings(path)
+
+
+def _docstrings(path: Path) -> Iterator[str]:
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (SyntaxError, UnicodeDecodeError, OSError):
+        return
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            doc = ast.get_docstring(node)
+            if doc and len(doc) >= 40:
+                yield doc
+
+
+def file_documents(path: Path) -> Iterator[str]:
+    """Documents from one file or a folder of .txt/.jsonl/.parquet files (sorted, recursive)."""
+    if not path.exists():
+        raise InputError(f"corpus source {path} does not exist")
+    files = sorted(p for p in path.rglob("*") if p.suffix in TEXT_SUFFIXES) if path.is_dir() else [path]
+    if not files:
+        raise InputError(f"no .txt, .jsonl or .parquet files in {path}")
+    for file in files:
+        if file.suffix not in TEXT_SUFFIXES:
+            raise InputError(f"corpus file {file} must end in .txt, .jsonl or .parquet")
+        yield from _read_file(file)
+
+
+def _read_file(file: Path) -> Iterator[str]:
+    if file.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(file)
+        if "text" not in table.column_names:
+            raise InputError(f"{file} has no column named 'text' (columns: {', '.join(table.column_names)})")
+        yield from (t for t in table.column("text").to_pylist() if t)
+        return
+    try:
+        raw = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{file} is not UTF-8 text (bad byte at offset {exc.start})") from None
+    if file.suffix == ".txt":
+        yield from (part for part in raw.split("\n\n") if part.strip())
+        return
+    for number, line in enumerate(raw.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            text = json.loads(line)["text"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise InputError(f"{file} line {number}: expected a JSON object with a 'text' field") from None
+        if text:
+            yield str(text)
+
+
+def hf_documents(dataset: str) -> Iterator[str]:
+    try:
+        import datasets
+    except ImportError:
+        raise InputError("hf: sources need `pip install datasets` and the network") from None
+    for row in datasets.load_dataset(dataset, split="train", streaming=True):
+        if row.get("text"):
+            yield row["text"]
+
+
+def documents(source: str) -> Iterator[str]:
+    if source == "builtin":
+        return builtin_documents()
+    if source.startswith("hf:"):
+        return hf_documents(source[3:])
+    return file_documents(Path(source).expanduser())
+
+
+def chunk(token_stream: Iterable[list[int]], ctx: int, bos_id: int | None, sep_id: int | None,
+          max_tokens: int | None = None) -> list[list[int]]:
+    """Cut documents' tokens into contexts of exactly `ctx` tokens.
+
+    Documents are joined with `sep_id` (the end-of-text token) between them; each context starts with
+    `bos_id` when the model expects one. A tail shorter than a full context is dropped, as in SAELens.
+    """
+    body = ctx - (1 if bos_id is not None else 0)
+    if body < 1:
+        raise InputError(f"--ctx {ctx} is too short")
+    contexts: list[list[int]] = []
+    buffer: list[int] = []
+    limit = None if max_tokens is None else -(-max_tokens // ctx)
+    for doc in token_stream:
+        buffer.extend(doc)
+        if sep_id is not None:
+            buffer.append(sep_id)
+        while len(buffer) >= body and (limit is None or len(contexts) < limit):
+            head, buffer = buffer[:body], buffer[body:]
+            contexts.append(([bos_id] if bos_id is not None else []) + head)
+        if limit is not None and len(contexts) >= limit:
+            break
+    return contexts
+
+
+def tokenize_source(tokenizer, source: str, ctx: int, bos: bool, max_tokens: int | None,
+                    batch_docs: int = 256) -> Contexts:
+    """Tokenise `source` into contexts of `ctx` tokens (at most `max_tokens` tokens, rounded up to contexts)."""
+    if max_tokens is not None and max_tokens <= 0:
+        raise InputError(f"--tokens must be positive (got {max_tokens})")
+    bos_id = tokenizer.bos_token_id if bos else None
+    sep_id = tokenizer.eos_token_id
+
+    def token_stream() -> Iterator[list[int]]:
+        batch: list[str] = []
+        for doc in documents(source):
+            batch.append(doc)
+            if len(batch) == batch_docs:
+                yield from tokenizer(batch, add_special_tokens=False)["input_ids"]
+                batch = []
+        if batch:
+            yield from tokenizer(batch, add_special_tokens=False)["input_ids"]
+
+    contexts = chunk(token_stream(), ctx, bos_id, sep_id, max_tokens)
+    if not contexts:
+        raise InputError(f"corpus source {source!r} has fewer tokens than one context of {ctx}")
+    texts = tokenizer.batch_decode(contexts)
+    return Contexts(token_ids=contexts, texts=texts, n_tokens=len(contexts) * ctx)

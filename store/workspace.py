@@ -1,0 +1,46 @@
+"""Where a workspace keeps its files: the DuckDB store, activation caches, dictionaries, reports."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from store.errors import InputError
+
+DEFAULT_WORKSPACE = "workspace"
+ENV_VAR = "SPARSESCOPE_WORKSPACE"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+    """The workspace folder; everything SparseScope writes lives under it."""
+
+    @classmethod
+    def resolve(cls, path: str | os.PathLike | None = None, create: bool = True) -> "Workspace":
+        """Pick the workspace from `path`, else $SPARSESCOPE_WORKSPACE, else ./workspace."""
+        root = Path(path or os.environ.get(ENV_VAR) or DEFAULT_WORKSPACE).expanduser()
+        if root.exists() and not root.is_dir():
+            raise InputError(f"workspace path {root} is a file, not a folder")
+        if create:
+            try:
+                root.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise InputError(f"cannot create workspace {root}: {exc.strerror}") from None
+        return cls(root)
+
+    @property
+    def db_path(self) -> Path:
+        return self.root / "sparsescope.duckdb"
+
+    @property
+    def activations_dir(self) -> Path:
+        return self.root / "activations"
+
+    @property
+    def dictionaries_dir(self) -> Path:
+        return self.root / "dictionaries"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.root / "reports"

@@ -1,0 +1,150 @@
+import json
+
+import pytest
+import torch
+
+from analysis.activations import build_cache
+from analysis.corpora import add_corpus
+from sae.activation_reader import ActivationReader
+from sae.activations import MANIFEST, Manifest, read_manifest, write_cache
+from sae.errors import InputError
+
+HOOK = "blocks.0.hook_resid_post"
+
+
+@pytest.fixture
+def corpus(con, tmp_path):
+    src = tmp_path / "t.txt"
+    src.write_text("".join(f"Line {i} of the test corpus says something new.\n\n" for i in range(400)))
+    return add_corpus(con, "t", str(src), "tiny-random", ctx=16)
+
+
+def _tokens(con, name):
+    from store.corpora import context_tokens
+
+    return lambda lo, hi: context_tokens(con, name, lo, hi)
+
+
+def _reference(model, con, corpus, n):
+    from store.corpora import context_tokens
+
+    ids = torch.tensor(context_tokens(con, corpus.name, 0, n))
+    _, cache = model.run_with_cache(ids, names_filter=HOOK)
+    return cache[HOOK].reshape(n, corpus.ctx, -1)
+
+
+def test_cache_matches_a_direct_forward_and_reads_back(tiny_model, con, ws, corpus):
+    result = build_cache(ws, con, tiny_model, HOOK, "t", tokens=16 * 40, batch=7, progress=False)
+    manifest = result.manifest
+    assert manifest.complete and manifest.contexts_done == 40 and manifest.d == 64
+    reader = ActivationReader(result.path)
+    ids, acts = zip(*reader.contexts())
+    acts = torch.cat(acts)
+    assert torch.equal(torch.cat(ids), torch.arange(40))
+    torch.testing.assert_close(acts, _reference(tiny_model, con, corpus, 40), atol=1e-5, rtol=1e-5)
+    again = build_cache(ws, con, tiny_model, HOOK, "t", tokens=16 * 40, progress=False)
+    assert again.reused
+
+
+def test_shuffled_batches_cover_every_row_once(tiny_model, con, ws, corpus):
+    folder = ws.activations_dir / "c"
+    want = Manifest(model="tiny-random", hook=HOOK, corpus="t", d=64, ctx=16, n_contexts=30)
+    write_cache(tiny_model, HOOK, folder, _tokens(con, "t"), want, batch=4, shard_contexts=8, progress=False)
+    reader = ActivationReader(folder)
+    rows = torch.cat(list(reader.batches(batch_size=50, shuffle=True, seed=1, skip_first=True)))
+    ordered = torch.cat([a[:, 1:].reshape(-1, 64) for _, a in reader.contexts()])
+    assert rows.shape == ordered.shape == (30 * 15, 64)
+    assert not torch.equal(rows, ordered)  # shuffled
+    assert torch.equal(rows.sort(dim=0).values, ordered.sort(dim=0).values)  # same multiset of rows
+
+
+def test_killed_run_resumes_from_last_complete_shard(tiny_model, con, ws, corpus, monkeypatch):
+    folder = ws.activations_dir / "r"
+    want = Manifest(model="tiny-random", hook=HOOK, corpus="t", d=64, ctx=16, n_contexts=32)
+    calls = []
+    real = _tokens(con, "t")
+
+    def dying(lo, hi):
+        calls.append(lo)
+        if lo >= 16:  # die while computing the third shard
+            raise KeyboardInterrupt
+        return real(lo, hi)
+
+    with pytest.raises(KeyboardInterrupt):
+        write_cache(tiny_model, HOOK, folder, dying, want, batch=8, shard_contexts=8, progress=False)
+    partial = read_manifest(folder)
+    assert partial.contexts_done == 16 and not partial.complete
+    resumed_from = []
+
+    def counting(lo, hi):
+        resumed_from.append(lo)
+        return real(lo, hi)
+
+    done = write_cache(tiny_model, HOOK, folder, counting, want, batch=8, shard_contexts=8, progress=False)
+    assert done.complete and done.contexts_done == 32 and min(resumed_from) == 16
+    acts = torch.cat([a for _, a in ActivationReader(folder).contexts()])
+    torch.testing.assert_close(acts, _reference(tiny_model, con, corpus, 32), atol=1e-5, rtol=1e-5)
+
+
+def test_corrupted_manifest_and_shards_are_detected(tiny_model, con, ws, corpus):
+    folder = ws.activations_dir / "x"
+    want = Manifest(model="tiny-random", hook=HOOK, corpus="t", d=64, ctx=16, n_contexts=16)
+    manifest = write_cache(tiny_model, HOOK, folder, _tokens(con, "t"), want, batch=8, shard_contexts=8,
+                           progress=False)
+    shard = folder / manifest.shards[1].file
+    data = bytearray(shard.read_bytes())
+    data[-5] ^= 0xFF  # same size, different bytes
+    shard.write_bytes(bytes(data))
+    reader = ActivationReader(folder)  # sizes still match
+    next(reader.contexts())  # first shard is fine
+    with pytest.raises(InputError, match="SHA-256"):
+        list(reader.contexts())
+    shard.write_bytes(bytes(data[:100]))
+    with pytest.raises(InputError, match="bytes"):
+        ActivationReader(folder)
+    (folder / MANIFEST).write_text("{not json")
+    with pytest.raises(InputError, match="manifest .* is corrupted"):
+        ActivationReader(folder)
+    (folder / MANIFEST).write_text(json.dumps({"model": "m"}))
+    with pytest.raises(InputError, match="corrupted"):
+        read_manifest(folder)
+
+
+def test_resume_refuses_a_different_cache_in_the_same_folder(tiny_model, con, ws, corpus):
+    folder = ws.activations_dir / "y"
+    want = Manifest(model="tiny-random", hook=HOOK, corpus="t", d=64, ctx=16, n_contexts=8)
+    write_cache(tiny_model, HOOK, folder, _tokens(con, "t"), want, progress=False)
+    other = Manifest(model="tiny-random", hook="blocks.1.hook_resid_post", corpus="t", d=64, ctx=16, n_contexts=8)
+    with pytest.raises(InputError, match="different activation cache"):
+        write_cache(tiny_model, "blocks.1.hook_resid_post", folder, _tokens(con, "t"), other, progress=False)
+
+
+def test_hook_z_is_flattened_head_major(tiny_model, con, ws, corpus):
+    hook = "blocks.1.attn.hook_z"
+    result = build_cache(ws, con, tiny_model, hook, "t", tokens=16 * 4, progress=False)
+    _, acts = next(ActivationReader(result.path).contexts())
+    from store.corpora import context_tokens
+
+    _, cache = tiny_model.run_with_cache(torch.tensor(context_tokens(con, "t", 0, 4)), names_filter=hook)
+    z = cache[hook]  # [batch, pos, head, d_head]
+    assert acts.shape[-1] == z.shape[2] * z.shape[3]
+    torch.testing.assert_close(acts[0, 3, 16:32], z[0, 3, 1], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("hook, message", [
+    ("blocks.7.hook_resid_post", "layers 0..1"),
+    ("blocks.0.hook_nonsense", "unknown hook"),
+])
+def test_bad_hooks_write_nothing(tiny_model, con, ws, corpus, hook, message):
+    with pytest.raises(InputError, match=message):
+        build_cache(ws, con, tiny_model, hook, "t", tokens=100, progress=False)
+    assert not ws.activations_dir.exists()
+    assert con.execute("SELECT count(*) FROM activation_caches").fetchone()[0] == 0
+
+
+def test_zero_tokens_and_unknown_corpus(tiny_model, con, ws, corpus):
+    with pytest.raises(ValueError, match="positive"):
+        build_cache(ws, con, tiny_model, HOOK, "t", tokens=0, progress=False)
+    with pytest.raises(ValueError, match="unknown corpus"):
+        build_cache(ws, con, tiny_model, HOOK, "nope", tokens=10, progress=False)
+    assert not ws.activations_dir.exists()
