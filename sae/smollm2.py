@@ -104,6 +104,10 @@ def load(device: torch.device):
         _build_cache(folder)
     cfg = HookedTransformerConfig(**json.loads((folder / "config.json").read_text()),
                                   device=str(device), init_weights=False)
-    model = HookedTransformer(cfg, tokenizer=load_tokenizer(), move_to_device=False)
+    tokenizer = load_tokenizer()
+    # TransformerLens swaps in a reloaded tokenizer that prepends BOS (<|im_start|> here) to every encode
+    # unless the tokenizer claims to handle BOS itself. SmolLM2 is trained without one, so keep ours as is.
+    tokenizer.init_kwargs["add_bos_token"] = True
+    model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
     model.load_state_dict(load_file(folder / "weights.safetensors"), strict=False)
     return model.to(device).eval()
