@@ -1,0 +1,78 @@
+"""Saving and loading dictionaries in SAELens' format (cfg.json + sae_weights.safetensors)."""
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from sae_lens import SAE
+from sae_lens.constants import SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME
+from sae_lens.saes.sae import TrainingSAE
+
+
+def save_dictionary(sae: TrainingSAE, path: Path, activation_scale: float = 1.0) -> None:
+    """Write the inference version of a training dictionary to the folder `path`, atomically.
+
+    The training loop trains on x * activation_scale, where activation_scale brings the mean input norm to
+    sqrt(d_in) (SAELens' convention, so coefficients and MP's residual threshold transfer across models).
+    The scale is folded into the saved weights, so the saved dictionary works on raw activations; the live
+    `sae` is left untouched. The folder is written next to `path` and renamed into place: a reader sees the
+    old dictionary or the new one, never half of one.
+    """
+    path = Path(path)
+    if not activation_scale > 0:
+        raise ValueError(f"activation_scale must be positive (got {activation_scale})")
+    clone = _detached_copy(sae)
+    if activation_scale != 1.0:
+        clone.fold_activation_norm_scaling_factor(activation_scale)
+    clone.cfg.metadata.activation_scale = activation_scale
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        clone.save_inference_model(staging)
+        _swap_into_place(staging, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _detached_copy(sae: TrainingSAE) -> TrainingSAE:
+    """Same class, config and state, without the live module's caches: folding it leaves `sae` as it is."""
+    clone = type(sae)(copy.deepcopy(sae.cfg))
+    clone.load_state_dict(sae.state_dict())
+    return clone
+
+
+def _swap_into_place(staging: Path, path: Path) -> None:
+    if not path.exists():
+        staging.rename(path)
+        return
+    # A directory cannot replace a non-empty one in a single rename: move the old one aside first.
+    old = path.with_name(f".{path.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    path.rename(old)
+    staging.rename(path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_dictionary(path: Path, device: str | torch.device = "cpu") -> SAE:
+    """SAE.load_from_disk with one-line ValueErrors for a missing, incomplete or corrupt folder."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ValueError(f"no dictionary folder at {path}")
+    for name in (SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME):
+        if not (path / name).is_file():
+            raise ValueError(f"{path} is not a dictionary folder (missing {name})")
+    try:
+        architecture = json.loads((path / SAE_CFG_FILENAME).read_text()).get("architecture")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
+        raise ValueError(f"{path / SAE_CFG_FILENAME} is not valid JSON ({exc.__class__.__name__})") from None
+    try:
+        return SAE.load_from_disk(path, device=str(device))
+    except KeyError:
+        raise ValueError(f"{path}: unknown dictionary architecture {architecture!r}") from None
+    except Exception as exc:  # noqa: BLE001 - safetensors, torch and SAELens fail in many ways on bad files
+        first_line = str(exc).splitlines()[0] if str(exc) else ""
+        raise ValueError(f"cannot load the dictionary in {path}: {exc.__class__.__name__}: {first_line}") from None

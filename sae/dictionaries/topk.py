@@ -1,0 +1,143 @@
+"""TopK SAE (Gao et al. 2024) with AuxK, trained with sparse kernels; saved as SAELens' own `topk`.
+
+Same numbers as SAELens' TopKTrainingSAE on the same weights and batch (tests/unit/test_dictionaries_topk.py),
+but only the encoder's forward matmul is dense: the decoder, its backward and the encoder's backward run over
+the k chosen features (sparse_ops). SAELens' own `use_sparse_activations` only makes the decoder forward
+sparse; its backward stays dense, and on CPU it is slower than the dense default.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from sae_lens.saes.sae import SAEConfig, TrainStepInput, TrainStepOutput
+from sae_lens.saes.topk_sae import TopKSAEConfig, TopKTrainingSAE, TopKTrainingSAEConfig
+from torch import Tensor
+
+from sae.dictionaries.sparse_ops import Pairs, gather_encode, pairs_from_topk, sparse_decode
+
+
+@dataclass
+class SparseTopKTrainingSAEConfig(TopKTrainingSAEConfig):
+    """TopKTrainingSAEConfig plus the dead-feature window that SAELens keeps in its trainer."""
+
+    aux_loss_coefficient: float = 1 / 32
+    """AuxK loss weight; 1/32 as in Gao et al. 2024 (SAELens defaults to 1)."""
+    dead_feature_window: int = 1000
+    """Training steps without firing after which a feature counts as dead for the AuxK loss."""
+
+    @classmethod
+    def architecture(cls) -> str:
+        return "sparsescope_topk"
+
+    def get_inference_config_class(self) -> type[SAEConfig]:
+        return TopKSAEConfig
+
+
+class SparseTopKMixin:
+    """Sparse training forward pass shared by the TopK and BatchTopK training SAEs."""
+
+    steps_since_fired: Tensor
+
+    def _init_firing(self) -> None:
+        # Persistent so that a training checkpoint resumes with the same dead-feature mask; dropped from the
+        # inference weights in process_state_dict_for_saving_inference.
+        self.register_buffer("steps_since_fired", torch.zeros(self.cfg.d_sae, dtype=torch.long,
+                                                              device=self.W_dec.device))
+
+    def dead_neuron_mask(self) -> Tensor:
+        """Features that have not fired for more than cfg.dead_feature_window steps."""
+        return self.steps_since_fired > self.cfg.dead_feature_window
+
+    @torch.no_grad()
+    def record_firing(self, fired: Tensor) -> None:
+        self.steps_since_fired += 1
+        self.steps_since_fired[fired.to(self.steps_since_fired.device)] = 0
+
+    def process_state_dict_for_saving_inference(self, state_dict: dict[str, Any]) -> None:
+        state_dict.pop("steps_since_fired", None)
+        super().process_state_dict_for_saving_inference(state_dict)
+
+    def training_forward_pass(self, step_input: TrainStepInput) -> TrainStepOutput:
+        if not self._sparse_path_applies():
+            return super().training_forward_pass(step_input)
+        output, hidden = self._sparse_training_forward(step_input)
+        self._after_sparse_forward(hidden)
+        return output
+
+    def _after_sparse_forward(self, hidden: Tensor) -> None:
+        """Hook for per-step state that depends on the chosen pre-activations (BatchTopK's threshold)."""
+
+    def _select(self, pre: Tensor) -> tuple[Tensor, Pairs]:
+        raise NotImplementedError
+
+    def _sparse_path_applies(self) -> bool:
+        # Hooks on the SAE need the dense activations, and input normalisation changes the loss; both
+        # fall back to SAELens' dense pass.
+        hooked = any(h._forward_hooks or h._backward_hooks for h in self.hook_dict.values())
+        return self.cfg.normalize_activations == "none" and not hooked
+
+    def _sparse_training_forward(self, step_input: TrainStepInput) -> tuple[TrainStepOutput, Tensor]:
+        x = step_input.sae_in.to(self.dtype)
+        b_dec = self.b_dec if self.cfg.apply_b_dec_to_input else None
+        rescale = self.cfg.rescale_acts_by_decoder_norm
+        scale = self.W_dec.norm(dim=-1) if rescale else None
+        with torch.no_grad():
+            pre = torch.addmm(self.b_enc, x if b_dec is None else x - b_dec, self.W_enc)  # [N, d_sae]
+            if rescale:
+                pre.mul_(scale)
+            values, pairs = self._select(pre)
+        hidden = gather_encode(values, x, b_dec, self.W_enc, self.b_enc, scale, pairs)
+        acts = hidden.relu()
+        coef = acts * (1 / scale)[pairs.cols] if rescale else acts
+        sae_out = sparse_decode(coef, self.W_dec, pairs) + self.b_dec
+        mse_loss = self.mse_loss_fn(sae_out, x).sum(dim=-1).mean()
+        aux_loss = self._sparse_aux_loss(pre, x, sae_out, step_input.dead_neuron_mask, b_dec, scale)
+        losses = {"mse_loss": mse_loss, "auxiliary_reconstruction_loss": aux_loss}
+        fired = acts.detach() > 0
+        feature_acts = _coo(pairs, acts.detach(), x.shape[0], self.cfg.d_sae)
+        metrics = {"fired": torch.bincount(pairs.cols[fired], minlength=self.cfg.d_sae) > 0,
+                   "l0": fired.sum() / x.shape[0]}
+        output = TrainStepOutput(sae_in=x, sae_out=sae_out, feature_acts=feature_acts,
+                                 hidden_pre=_coo(pairs, hidden.detach(), x.shape[0], self.cfg.d_sae),
+                                 loss=mse_loss + aux_loss, losses=losses, metrics=metrics)
+        return output, hidden
+
+    def _sparse_aux_loss(self, pre: Tensor, x: Tensor, sae_out: Tensor, dead: Tensor | None,
+                         b_dec: Tensor | None, scale: Tensor | None) -> Tensor:
+        """SAELens' calculate_topk_aux_loss over the sparse kernels (k_aux = d_in / 2, Appendix B.1)."""
+        if dead is None or (num_dead := int(dead.sum())) == 0:
+            return sae_out.new_tensor(0.0)
+        k_aux = x.shape[-1] // 2
+        weight = min(num_dead / k_aux, 1.0)
+        k_aux = min(k_aux, num_dead)
+        with torch.no_grad():
+            pre.masked_fill_(~dead, float("-inf"))  # the main selection is done; reuse the buffer
+            values, indices = pre.topk(k_aux, dim=-1, sorted=False)
+            pairs = pairs_from_topk(indices, self.cfg.d_sae)
+        hidden = gather_encode(values.reshape(-1), x, b_dec, self.W_enc, self.b_enc, scale, pairs)
+        coef = hidden * (1 / scale)[pairs.cols] if scale is not None else hidden
+        recons = sparse_decode(coef, self.W_dec, pairs)
+        residual = (x - sae_out).detach()
+        return self.cfg.aux_loss_coefficient * weight * (recons - residual).pow(2).sum(dim=-1).mean()
+
+
+def _coo(pairs: Pairs, values: Tensor, n: int, d_sae: int) -> Tensor:
+    """The code as a sparse COO tensor: what SAELens' trainer and loggers accept without densifying."""
+    indices = torch.stack([pairs.rows, pairs.cols])
+    return torch.sparse_coo_tensor(indices, values, (n, d_sae), check_invariants=False)
+
+
+class SparseTopKTrainingSAE(SparseTopKMixin, TopKTrainingSAE):
+    """SAELens' TopKTrainingSAE with a sparse training forward and backward pass."""
+
+    cfg: SparseTopKTrainingSAEConfig  # type: ignore[assignment]
+
+    def __init__(self, cfg: SparseTopKTrainingSAEConfig, use_error_term: bool = False):
+        super().__init__(cfg, use_error_term)
+        self._init_firing()
+
+    def _select(self, pre: Tensor) -> tuple[Tensor, Pairs]:
+        values, indices = pre.topk(self.cfg.k, dim=-1, sorted=False)
+        return values.reshape(-1), pairs_from_topk(indices, self.cfg.d_sae)
