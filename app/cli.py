@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 
 from app import cmd_data, cmd_demo  # noqa: F401  (commands register themselves on `app`)
+from app import cmd_steer  # noqa: F401  (steer)
 from app.cli_common import app, err_console
 
 
