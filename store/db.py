@@ -18,9 +18,11 @@ from store.migrations import migrate
 LOCK_WAIT_S = 30.0
 
 
-def _is_lock_error(exc: Exception) -> bool:
+def is_lock_error(exc: Exception) -> bool:
+    # another process holds the file ("Could not set lock"), or this process has it open with the other
+    # read_only setting ("different configuration"; e.g. the UI saving a label while a page reads)
     text = str(exc).lower()
-    return "lock" in text or "conflicting" in text
+    return "lock" in text or "conflicting" in text or "different configuration" in text
 
 
 def connect(path: str | Path = ":memory:", read_only: bool = False,
@@ -32,8 +34,8 @@ def connect(path: str | Path = ":memory:", read_only: bool = False,
         try:
             con = duckdb.connect(str(path), read_only=read_only)
             break
-        except duckdb.IOException as exc:
-            if not _is_lock_error(exc) or time.monotonic() > deadline:
+        except (duckdb.IOException, duckdb.ConnectionException) as exc:
+            if not is_lock_error(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(delay)
             delay = min(delay * 2, 1.0)

@@ -1,0 +1,96 @@
+"""Read a prompt through the dictionaries of one site: which features fire on each token, and how strongly.
+
+The model runs once, just far enough to reach the hook; every dictionary on that hook then encodes the same
+activations. Only the strongest N_TOP features of each token are kept, which is what the prompt inspector shows.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+import torch
+
+from store.errors import InputError
+
+N_TOP = 10
+"""Features kept per token and dictionary."""
+MAX_CHARS = 4000
+"""Longest prompt accepted (characters); the tokens are further cut to the model's context."""
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One dictionary's strongest features on every token of the prompt."""
+
+    ids: np.ndarray
+    """[T, n_top] feature ids, strongest first (-1 where fewer features fire)."""
+    acts: np.ndarray
+    """[T, n_top] their activations (0 where the id is -1)."""
+
+    def strongest(self) -> tuple[np.ndarray, np.ndarray]:
+        """([T] strongest feature of each token (-1: none fires), [T] its activation)."""
+        return self.ids[:, 0], self.acts[:, 0]
+
+
+@dataclass(frozen=True)
+class Inspection:
+    model: str
+    hook: str
+    token_ids: list[int]
+    tokens: list[str]
+    """Text of each token, as the tokenizer decodes it alone."""
+    readings: dict[str, Reading] = field(default_factory=dict)
+    """Dictionary name -> its reading."""
+    truncated: bool = False
+    """True when the prompt was longer than the model's context and its tail was cut."""
+
+
+@torch.no_grad()
+def site_activations(model, hook: str, text: str) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """(token ids [T], activations at `hook` [T, d] flattened per token (hook_z head-major), truncated)."""
+    from sae.models import stop_layer
+
+    if not text.strip():
+        raise InputError("the prompt is empty: type some text")
+    if len(text) > MAX_CHARS:
+        raise InputError(f"the prompt has {len(text):,} characters; the inspector takes at most {MAX_CHARS:,}")
+    tokens = model.to_tokens(text, truncate=False)[0]  # (T,), with BOS when the model's convention has one
+    truncated = len(tokens) > model.cfg.n_ctx
+    tokens = tokens[: model.cfg.n_ctx]
+    _, cache = model.run_with_cache(tokens[None], names_filter=hook, stop_at_layer=stop_layer(model, hook))
+    acts = cache[hook][0]  # (T, d) or (T, n_heads, d_head) for hook_z
+    return tokens.cpu(), acts.reshape(acts.shape[0], -1).float(), truncated
+
+
+@torch.no_grad()
+def read_dictionary(sae, acts: torch.Tensor, n_top: int = N_TOP) -> Reading:
+    """The n_top strongest features of `sae` on each row of acts [T, d_in]."""
+    from analysis.evaluate import flat_input
+    from sae.dictionaries import codebook_code_ids, dictionary_arch
+
+    if acts.shape[-1] != sae.cfg.d_in:
+        raise InputError(f"the dictionary reads d_in={sae.cfg.d_in}, the hook gives d={acts.shape[-1]}")
+    flat_input(sae)
+    device = next(sae.parameters()).device
+    x = acts.to(device)
+    feature_acts = sae.encode(x).float()  # (T, d_sae)
+    n = min(n_top, sae.cfg.d_sae)
+    if dictionary_arch(sae) == "codebook":
+        # every chosen code carries the same weight: rank them by similarity (best first) instead
+        ids = codebook_code_ids(sae, x)[:, :n]
+        values = feature_acts.gather(1, ids)
+    else:
+        values, ids = feature_acts.topk(n, dim=1)
+    ids = torch.where(values > 0, ids, torch.full_like(ids, -1))
+    values = torch.where(values > 0, values, torch.zeros_like(values))
+    return Reading(ids.cpu().numpy().astype(np.int64), values.cpu().numpy().astype(np.float64))
+
+
+def inspect_prompt(model, hook: str, text: str, dictionaries: Mapping[str, object],
+                   n_top: int = N_TOP) -> Inspection:
+    """Run `model` on `text` up to `hook` and read the activations with every dictionary given (name -> SAE)."""
+    token_ids, acts, truncated = site_activations(model, hook, text)
+    tokens = [model.tokenizer.decode([t]) for t in token_ids.tolist()]
+    readings = {name: read_dictionary(sae, acts, n_top) for name, sae in dictionaries.items()}
+    return Inspection(model.cfg.model_name, hook, token_ids.tolist(), tokens, readings, truncated)
