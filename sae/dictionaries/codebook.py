@@ -35,7 +35,7 @@ from sae_lens.saes.sae import (
 )
 from torch import Tensor, nn
 
-from sae.dictionaries.sparse_ops import pairs_from_topk, sparse_decode
+from sae.dictionaries.sparse_ops import full_precision, pairs_from_topk, sparse_decode
 
 LN_EPS = 1e-5
 """torch.nn.LayerNorm's default epsilon."""
@@ -183,7 +183,10 @@ class CodebookTrainingSAE(_CodebookMixin, TrainingSAE[CodebookTrainingSAEConfig]
         return self.encode(x), scores.reshape(*lead, self.cfg.d_sae)
 
     def training_forward_pass(self, step_input: TrainStepInput) -> TrainStepOutput:
-        x = step_input.sae_in.to(self.dtype)
+        with full_precision(step_input.sae_in.device):
+            return self._training_forward(step_input.sae_in.to(self.dtype))
+
+    def _training_forward(self, x: Tensor) -> TrainStepOutput:
         h, mu, sigma = layer_norm_with_stats(x)
         ids = self.code_ids(h)
         pairs = pairs_from_topk(ids, self.cfg.d_sae)

@@ -16,12 +16,16 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from sae.dictionaries.sparse_ops import full_precision
+
 STOP_REASONS = ("max_steps", "threshold", "repeat", "no_positive")
 """stop_reason codes: ran all steps; residual norm fell below the threshold; the chosen atom was already
 chosen (its step is applied, as in SAELens); no atom has a positive correlation left."""
 
 CHUNK_ROWS = 256
-"""Rows per chunk of the selection loop: [256, d_sae] correlations stay in L2/L3 on CPUs (measured best)."""
+"""Rows per chunk of the selection loop on CPU: [256, d_sae] correlations stay in cache (measured best)."""
+GPU_CHUNK_ROWS = 16384
+"""On GPUs the loop runs over big chunks: per-kernel work, not cache, is what matters there."""
 
 GRAM_MAX_BYTES = 2 << 30
 """Above this size of G the encoder recomputes r W^T per step instead (O(d_sae^2) memory)."""
@@ -42,10 +46,10 @@ class Pursuit(NamedTuple):
 
 def gram(W: Tensor) -> Tensor | None:
     """G = W W^T, or None when it would exceed GRAM_MAX_BYTES."""
-    if W.shape[0] ** 2 * W.element_size() > GRAM_MAX_BYTES:
+    if W.shape[0] ** 2 * 4 > GRAM_MAX_BYTES:
         return None
-    with torch.no_grad():
-        return W @ W.T
+    with torch.no_grad(), full_precision(W.device):
+        return W.float() @ W.float().T
 
 
 @torch.no_grad()
@@ -56,59 +60,69 @@ def pursue(sae_in: Tensor, W: Tensor, G: Tensor | None, steps: int, threshold: f
     threshold > 0 stops an input once its residual norm falls below it; stop_on_repeat stops it once an
     atom is chosen a second time or no correlation is positive (SAELens' stop_on_duplicate_support).
     """
-    n = sae_in.shape[0]
-    ids = torch.full((n, steps), -1, dtype=torch.long, device=sae_in.device)
-    coeffs = torch.zeros(n, steps, dtype=sae_in.dtype, device=sae_in.device)
-    n_steps = torch.full((n,), steps, dtype=torch.long, device=sae_in.device)
-    reason = torch.zeros(n, dtype=torch.long, device=sae_in.device)
-    for start in range(0, n, CHUNK_ROWS):
-        rows = torch.arange(start, min(n, start + CHUNK_ROWS), device=sae_in.device)
-        _pursue_chunk(sae_in[rows], W, G, rows, Pursuit(ids, coeffs, n_steps, reason), threshold,
-                      stop_on_repeat)
-    return Pursuit(ids, coeffs, n_steps, reason)
+    rows = CHUNK_ROWS if sae_in.device.type == "cpu" else GPU_CHUNK_ROWS
+    with full_precision(sae_in.device):
+        chunks = [_pursue_chunk(sae_in[i:i + rows].float(), W.float(), G, steps, threshold, stop_on_repeat)
+                  for i in range(0, sae_in.shape[0], rows)]
+    if not chunks:
+        return _empty(sae_in, steps)
+    return Pursuit(*(torch.cat(parts) for parts in zip(*chunks)))
 
 
-def _pursue_chunk(r: Tensor, W: Tensor, G: Tensor | None, rows: Tensor, out: Pursuit, threshold: float,
-                  stop_on_repeat: bool) -> None:
-    r = r.clone()
+def _empty(sae_in: Tensor, steps: int) -> Pursuit:
+    long = dict(dtype=torch.long, device=sae_in.device)
+    return Pursuit(torch.zeros(0, steps, **long), sae_in.new_zeros(0, steps), torch.zeros(0, **long),
+                   torch.zeros(0, **long))
+
+
+def _pursue_chunk(x: Tensor, W: Tensor, G: Tensor | None, steps: int, threshold: float,
+                  stop_on_repeat: bool) -> Pursuit:
+    b, m = x.shape[0], W.shape[0]
+    adaptive = threshold > 0 or stop_on_repeat
+    ids = torch.zeros(b, steps, dtype=torch.long, device=x.device)
+    coeffs = x.new_zeros(b, steps)
+    n_steps = torch.full((b,), steps, dtype=torch.long, device=x.device)
+    reason = torch.zeros(b, dtype=torch.long, device=x.device)
+    live = torch.arange(b, device=x.device)  # rows still running (adaptive mode drops finished ones)
+    r = x.clone()
     c = _padded_correlations(r, W)  # [B, d_sae padded to a multiple of _BLOCK], pads are -inf
-    m = W.shape[0]
-    for t in range(out.atom_ids.shape[1]):
+    gathered = x.new_empty(b, m)  # G[j], reused every step
+    for t in range(steps):
         j, c_max = _block_argmax(c)
-        w = W[j]  # [B, d_in]
-        a = torch.linalg.vecdot(r, w).relu_()
-        a[c_max <= 0] = 0  # SAELens' relu(c).max() picks a zero: nothing is added
-        repeat = (out.atom_ids[rows, :t] == j[:, None]).any(dim=1) if stop_on_repeat else None
+        w = W.index_select(0, j)  # [B, d_in]; index_select copies whole rows, much faster than W[j]
+        a = torch.linalg.vecdot(r, w).relu_().masked_fill_(c_max <= 0, 0)  # SAELens: relu(c).max() = 0 adds 0
         r.addcmul_(w, a[:, None], value=-1)
         if G is None:
             c[:, :m] = r @ W.T
         else:
-            c[:, :m].addcmul_(G[j], a[:, None], value=-1)
-        added = a > 0
-        out.atom_ids[rows, t] = torch.where(added, j, -1)
-        out.coeffs[rows, t] = a
-        done = _stopped(r, added, repeat, threshold, stop_on_repeat, out, rows, t)
-        if done is not None and done.any():
+            rows_g = gathered[: j.shape[0]]
+            torch.index_select(G, 0, j, out=rows_g)
+            c[:, :m].addcmul_(rows_g, a[:, None], value=-1)
+        if not adaptive:
+            ids[:, t], coeffs[:, t] = j, a
+            continue
+        repeat = (ids[live, :t] == j[:, None]).any(dim=1) & (a > 0)
+        ids[live, t], coeffs[live, t] = j, a
+        done = _stopped(r, a, repeat, threshold, stop_on_repeat, t, n_steps, reason, live)
+        if done.any():
             keep = ~done
-            r, c, rows = r[keep], c[keep], rows[keep]
-            if rows.numel() == 0:
-                return
+            r, c, live = r[keep], c[keep], live[keep]
+            if live.numel() == 0:
+                break
+    ids[coeffs <= 0] = -1
+    return Pursuit(ids, coeffs, n_steps, reason)
 
 
-def _stopped(r: Tensor, added: Tensor, repeat: Tensor | None, threshold: float, stop_on_repeat: bool,
-             out: Pursuit, rows: Tensor, t: int) -> Tensor | None:
-    """Record the inputs that stop after step t; None in fixed-k mode."""
-    if threshold <= 0 and not stop_on_repeat:
-        return None
-    below = r.norm(dim=-1) < threshold if threshold > 0 else torch.zeros_like(added)
-    if stop_on_repeat:
-        no_positive, repeat = ~added, repeat & added
-    else:
-        no_positive = repeat = torch.zeros_like(added)
+def _stopped(r: Tensor, a: Tensor, repeat: Tensor, threshold: float, stop_on_repeat: bool, t: int,
+             n_steps: Tensor, reason: Tensor, live: Tensor) -> Tensor:
+    """Mark the live rows that stop after step t (n_steps, reason) and return that mask."""
+    below = r.norm(dim=-1) < threshold if threshold > 0 else torch.zeros_like(repeat)
+    no_positive = a <= 0 if stop_on_repeat else torch.zeros_like(repeat)
+    repeat = repeat if stop_on_repeat else torch.zeros_like(repeat)
     done = below | repeat | no_positive
-    reason = torch.where(below, 1, torch.where(repeat, 2, 3))
-    out.n_steps[rows[done]] = t + 1
-    out.stop_reason[rows[done]] = reason[done]
+    stopped = live[done]
+    n_steps[stopped] = t + 1
+    reason[stopped] = torch.where(below, 1, torch.where(repeat, 2, 3))[done]
     return done
 
 
@@ -129,10 +143,11 @@ def _block_argmax(c: Tensor) -> tuple[Tensor, Tensor]:
     blocks, then two short argmaxes, gives the same index.
     """
     b, width = c.shape
-    blocks = c.view(b, width // _BLOCK, _BLOCK)
-    block_max = blocks.amax(dim=2)  # [B, n_blocks]
+    n_blocks = width // _BLOCK
+    block_max = c.view(b, n_blocks, _BLOCK).amax(dim=2)  # [B, n_blocks]
     best, block = block_max.max(dim=1)
-    within = blocks[torch.arange(b, device=c.device), block].argmax(dim=1)
+    flat_block = torch.arange(b, device=c.device) * n_blocks + block
+    within = c.view(b * n_blocks, _BLOCK).index_select(0, flat_block).argmax(dim=1)
     return block * _BLOCK + within, best
 
 
@@ -142,16 +157,15 @@ def rederive(sae_in: Tensor, W: Tensor, atom_ids: Tensor) -> tuple[Tensor, Tenso
     The same recurrence as the unrolled loop (a = relu(r . W[j]), r <- r - a W[j]), so autograd gives the
     gradients of the unrolled loop; steps with atom -1 add nothing.
     """
-    r = sae_in
-    coeffs = []
-    for t in range(atom_ids.shape[1]):
-        j = atom_ids[:, t]
-        used = j >= 0
-        w = W[j.clamp(min=0)]
-        a = torch.linalg.vecdot(r, w).relu() * used
-        r = r - a[:, None] * w
-        coeffs.append(a)
-    return torch.stack(coeffs, dim=1), r
+    with full_precision(sae_in.device):
+        r, coeffs = sae_in.float(), []
+        for t in range(atom_ids.shape[1]):
+            j = atom_ids[:, t]
+            w = W.index_select(0, j.clamp(min=0)).float()
+            a = torch.linalg.vecdot(r, w).relu() * (j >= 0)
+            r = r - a[:, None] * w
+            coeffs.append(a)
+        return torch.stack(coeffs, dim=1), r
 
 
 def scatter_codes(atom_ids: Tensor, coeffs: Tensor, d_sae: int) -> Tensor:

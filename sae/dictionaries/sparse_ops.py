@@ -33,6 +33,11 @@ class Pairs(NamedTuple):
     """[d_sae] index (in by_feature order) of each feature's first pair."""
 
 
+def full_precision(device: torch.device) -> torch.autocast:
+    """Turn autocast off: the sparse kernels and matching pursuit's running updates need float32."""
+    return torch.autocast(device_type=device.type, enabled=False)
+
+
 def pairs_from_topk(indices: Tensor, d_sae: int) -> Pairs:
     """Pairs for a code with exactly k features per token: indices [N, k]."""
     n, k = indices.shape

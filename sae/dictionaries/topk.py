@@ -15,7 +15,7 @@ from sae_lens.saes.sae import SAEConfig, TrainStepInput, TrainStepOutput
 from sae_lens.saes.topk_sae import TopKSAEConfig, TopKTrainingSAE, TopKTrainingSAEConfig
 from torch import Tensor
 
-from sae.dictionaries.sparse_ops import Pairs, gather_encode, pairs_from_topk, sparse_decode
+from sae.dictionaries.sparse_ops import Pairs, full_precision, gather_encode, pairs_from_topk, sparse_decode
 
 
 @dataclass
@@ -84,16 +84,23 @@ class SparseTopKMixin:
         rescale = self.cfg.rescale_acts_by_decoder_norm
         scale = self.W_dec.norm(dim=-1) if rescale else None
         with torch.no_grad():
-            pre = torch.addmm(self.b_enc, x if b_dec is None else x - b_dec, self.W_enc)  # [N, d_sae]
+            # The one dense matmul; under autocast (GPU) it runs in bf16, everything after it in float32.
+            pre = torch.addmm(self.b_enc, x if b_dec is None else x - b_dec, self.W_enc).float()  # [N, d_sae]
             if rescale:
                 pre.mul_(scale)
             values, pairs = self._select(pre)
+        with full_precision(x.device):
+            return self._sparse_losses(x, pre, values, pairs, b_dec, scale, step_input.dead_neuron_mask)
+
+    def _sparse_losses(self, x: Tensor, pre: Tensor, values: Tensor, pairs: Pairs, b_dec: Tensor | None,
+                       scale: Tensor | None, dead: Tensor | None) -> tuple[TrainStepOutput, Tensor]:
+        rescale = scale is not None
         hidden = gather_encode(values, x, b_dec, self.W_enc, self.b_enc, scale, pairs)
         acts = hidden.relu()
         coef = acts * (1 / scale)[pairs.cols] if rescale else acts
         sae_out = sparse_decode(coef, self.W_dec, pairs) + self.b_dec
         mse_loss = self.mse_loss_fn(sae_out, x).sum(dim=-1).mean()
-        aux_loss = self._sparse_aux_loss(pre, x, sae_out, step_input.dead_neuron_mask, b_dec, scale)
+        aux_loss = self._sparse_aux_loss(pre, x, sae_out, dead, b_dec, scale)
         losses = {"mse_loss": mse_loss, "auxiliary_reconstruction_loss": aux_loss}
         fired = acts.detach() > 0
         feature_acts = _coo(pairs, acts.detach(), x.shape[0], self.cfg.d_sae)
