@@ -1,0 +1,110 @@
+"""Writing the results of a feature-statistics pass, and the token strings searches need.
+
+A dictionary's results are replaced as a whole in one transaction: readers see either the previous
+analysis or the new one, never a mix, and a failure midway leaves the previous results in place.
+"""
+from __future__ import annotations
+
+import json
+from typing import Mapping, Sequence
+
+import duckdb
+import pyarrow as pa
+
+from store.db import transaction
+from store.errors import InputError
+
+RESULT_COLUMNS: dict[str, tuple[str, ...]] = {
+    "features": ("feature", "count", "density", "mean_act", "max_act"),
+    "feature_histograms": ("feature", "bin", "bin_lo", "bin_hi", "count"),
+    "feature_examples": ("feature", "kind", "band", "rank", "corpus", "context_id", "position",
+                         "activation", "window_start", "token_acts"),
+    "feature_logits": ("feature", "sign", "rank", "token_id", "token", "value"),
+    "feature_neighbors": ("feature", "kind", "rank", "other", "score"),
+    "mp_steps": ("feature", "step", "count"),
+    "mp_parents": ("feature", "rank", "parent", "count"),
+}
+"""Result tables and the columns an incoming Arrow table must have (features may add decoder columns)."""
+
+_DELETE = {table: f"DELETE FROM {table} WHERE dictionary = ?" for table in RESULT_COLUMNS}
+_INSERT = {table: f"INSERT INTO {table} BY NAME SELECT ?::VARCHAR AS dictionary, * FROM _incoming"
+           for table in RESULT_COLUMNS}
+# an example's token id is copied from its context at write time so token searches need no list indexing
+_INSERT["feature_examples"] = (
+    "INSERT INTO feature_examples BY NAME "
+    "SELECT ?::VARCHAR AS dictionary, i.*, c.token_ids[i.position + 1] AS token_id "
+    "FROM _incoming i LEFT JOIN contexts c ON c.corpus = i.corpus AND c.context_id = i.context_id")
+
+
+def _check(tables: Mapping[str, pa.Table]) -> None:
+    unknown = set(tables) - set(RESULT_COLUMNS)
+    if unknown:
+        raise ValueError(f"unknown result tables {sorted(unknown)}; expected some of {sorted(RESULT_COLUMNS)}")
+    if "features" not in tables:
+        raise ValueError("a feature analysis needs at least the `features` table")
+    for name, table in tables.items():
+        missing = set(RESULT_COLUMNS[name]) - set(table.column_names)
+        if missing:
+            raise ValueError(f"table {name} lacks columns {sorted(missing)}")
+        if "dictionary" in table.column_names:
+            raise ValueError(f"table {name} must not carry a dictionary column (the store adds it)")
+
+
+def _model_of(con: duckdb.DuckDBPyConnection, corpus: str) -> str:
+    row = con.execute("SELECT model FROM corpora WHERE name = ?", [corpus]).fetchone()
+    if row is None:
+        raise InputError(f"unknown corpus {corpus!r}; pass model= or add the corpus first")
+    return row[0]
+
+
+def write_feature_stats(con: duckdb.DuckDBPyConnection, dictionary: str, corpus: str,
+                        tables: Mapping[str, pa.Table], *, n_tokens: int, model: str | None = None,
+                        config: Mapping | None = None) -> None:
+    """Replace every result of `dictionary` with `tables` and mark it analysed, all in one transaction.
+
+    tables: name -> Arrow table without a dictionary column (see RESULT_COLUMNS); result tables not given
+    end up empty for this dictionary. model defaults to the corpus' model. Labels are left untouched.
+    """
+    _check(tables)
+    model = model or _model_of(con, corpus)
+    with transaction(con):
+        for table in RESULT_COLUMNS:
+            con.execute(_DELETE[table], [dictionary])
+        for name, table in tables.items():
+            _insert(con, name, table, dictionary)
+        con.execute("INSERT OR REPLACE INTO analyses (dictionary, model, corpus, n_tokens, config, finished) "
+                    "VALUES (?, ?, ?, ?, ?, current_timestamp)",
+                    [dictionary, model, corpus, n_tokens, json.dumps(dict(config or {}))])
+
+
+def _insert(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table, dictionary: str) -> None:
+    con.register("_incoming", table)
+    try:
+        con.execute(_INSERT[name], [dictionary])
+    finally:
+        con.unregister("_incoming")
+
+
+def delete_feature_stats(con: duckdb.DuckDBPyConnection, dictionary: str) -> None:
+    """Forget a dictionary's analysis (labels stay, in case it is analysed again)."""
+    with transaction(con):
+        for table in RESULT_COLUMNS:
+            con.execute(_DELETE[table], [dictionary])
+        con.execute("DELETE FROM analyses WHERE dictionary = ?", [dictionary])
+
+
+def write_vocab(con: duckdb.DuckDBPyConnection, model: str, tokens: Sequence[str]) -> None:
+    """Store the text of every token id of `model` (tokens[i] is id i), replacing what was there."""
+    table = pa.table({"token_id": pa.array(range(len(tokens)), pa.int32()),
+                      "token": pa.array(list(tokens), pa.string())})
+    with transaction(con):
+        con.execute("DELETE FROM vocab WHERE model = ?", [model])
+        con.register("_incoming", table)
+        try:
+            con.execute("INSERT INTO vocab SELECT ?::VARCHAR, token_id, token FROM _incoming", [model])
+        finally:
+            con.unregister("_incoming")
+
+
+def has_vocab(con: duckdb.DuckDBPyConnection, model: str) -> bool:
+    return con.execute("SELECT count(*) > 0 FROM vocab WHERE model = ?", [model]).fetchone()[0]

@@ -1,0 +1,250 @@
+"""Reading feature results: one feature's page, pages of features, searches, and labels.
+
+Every value is bound with `?`; the only text pasted into SQL is a column name picked from a fixed list.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import duckdb
+
+from store.db import transaction
+from store.errors import InputError
+
+ORDER_COLUMNS = {
+    "feature": "f.feature", "count": "f.count", "density": "f.density", "mean_act": "f.mean_act",
+    "max_act": "f.max_act", "decoder_norm": "f.decoder_norm", "max_decoder_cos": "f.max_decoder_cos",
+    "label": "l.label",
+}
+"""Columns a page of features can be sorted by (user input is looked up here, never pasted)."""
+
+
+@dataclass(frozen=True)
+class FeatureRow:
+    feature: int
+    count: int
+    density: float
+    mean_act: float
+    max_act: float
+    decoder_norm: float | None
+    max_decoder_cos: float | None
+    label: str | None
+
+
+@dataclass(frozen=True)
+class Example:
+    kind: str
+    """'top' or 'quantile'."""
+    band: int | None
+    """Quantile band b: activation in (b/Q, (b+1)/Q] x max_act; None for top examples."""
+    rank: int
+    corpus: str
+    context_id: int
+    position: int
+    activation: float
+    window_start: int
+    token_acts: list[float]
+    """The feature's activation on each token of the window, which starts at window_start."""
+    tokens: list[str]
+    """Text of the window's tokens (empty if the context or the vocabulary is not in the store)."""
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """One entry of a ranked side list: a token (logits), another feature (neighbours, parents) or a step."""
+
+    rank: int
+    id: int
+    value: float
+    text: str | None = None
+
+
+@dataclass
+class FeatureCard:
+    dictionary: str
+    feature: int
+    count: int
+    density: float
+    mean_act: float
+    max_act: float
+    decoder_norm: float | None
+    max_decoder_cos: float | None
+    label: str
+    notes: str
+    corpus: str
+    n_tokens: int
+    histogram: list[tuple[float, float, int]] = field(default_factory=list)
+    """(bin_lo, bin_hi, count) of non-zero activations, bins [lo, hi), log-spaced."""
+    top_examples: list[Example] = field(default_factory=list)
+    quantile_examples: list[Example] = field(default_factory=list)
+    """Sorted by band (highest first), then rank."""
+    promoted: list[Ranked] = field(default_factory=list)
+    """Tokens whose logits the feature's decoder direction raises most."""
+    suppressed: list[Ranked] = field(default_factory=list)
+    decoder_neighbors: list[Ranked] = field(default_factory=list)
+    cooccurring: list[Ranked] = field(default_factory=list)
+    """Features firing on the same tokens, by Jaccard index."""
+    mp_steps: list[Ranked] = field(default_factory=list)
+    """Matching-pursuit dictionaries: (step, count) as Ranked(rank=step, id=step, value=count)."""
+    mp_parents: list[Ranked] = field(default_factory=list)
+
+
+_CARD_HEAD = """
+SELECT f.count, f.density, f.mean_act, f.max_act, f.decoder_norm, f.max_decoder_cos,
+       coalesce(l.label, ''), coalesce(l.notes, ''), a.corpus, a.n_tokens, a.model
+FROM features f JOIN analyses a ON a.dictionary = f.dictionary
+LEFT JOIN feature_labels l ON l.dictionary = f.dictionary AND l.feature = f.feature
+WHERE f.dictionary = ? AND f.feature = ?"""
+
+_CARD_EXAMPLES = """
+SELECT e.kind, e.band, e.rank, e.corpus, e.context_id, e.position, e.activation, e.window_start,
+       e.token_acts, c.token_ids[e.window_start + 1 : e.window_start + len(e.token_acts)]
+FROM (SELECT * FROM feature_examples WHERE dictionary = ? AND feature = ?) e
+LEFT JOIN contexts c ON c.corpus = e.corpus AND c.context_id = e.context_id
+ORDER BY e.kind DESC, e.band DESC, e.rank"""
+
+# every ranked side list of a feature in one round trip
+_CARD_SIDES = """
+SELECT CASE WHEN sign = 1 THEN 'promoted' ELSE 'suppressed' END, rank, token_id, value, token
+  FROM feature_logits WHERE dictionary = $d AND feature = $f
+UNION ALL SELECT CASE WHEN kind = 'decoder' THEN 'decoder' ELSE 'cooc' END, rank, other, score, NULL
+  FROM feature_neighbors WHERE dictionary = $d AND feature = $f
+UNION ALL SELECT 'steps', step, step, count, NULL FROM mp_steps WHERE dictionary = $d AND feature = $f
+UNION ALL SELECT 'parents', rank, parent, count, NULL FROM mp_parents WHERE dictionary = $d AND feature = $f
+ORDER BY 1, 2"""
+
+
+def feature_card(con: duckdb.DuckDBPyConnection, dictionary: str, feature: int) -> FeatureCard:
+    """Everything the feature page shows, in five queries."""
+    head = con.execute(_CARD_HEAD, [dictionary, feature]).fetchone()
+    if head is None:
+        raise InputError(f"no feature {feature} in analysed dictionary {dictionary!r}")
+    *stats, corpus, n_tokens, model = head
+    card = FeatureCard(dictionary, feature, *stats, corpus=corpus, n_tokens=n_tokens)
+    card.histogram = [tuple(r) for r in con.execute(
+        "SELECT bin_lo, bin_hi, count FROM feature_histograms WHERE dictionary = ? AND feature = ? "
+        "ORDER BY bin", [dictionary, feature]).fetchall()]
+    rows = con.execute(_CARD_EXAMPLES, [dictionary, feature]).fetchall()
+    text = _token_texts(con, model, {t for r in rows for t in (r[9] or [])})
+    for r in rows:
+        example = Example(*r[:9], tokens=[text.get(t, "") for t in (r[9] or [])])
+        (card.top_examples if r[0] == "top" else card.quantile_examples).append(example)
+    lists = {"promoted": card.promoted, "suppressed": card.suppressed, "decoder": card.decoder_neighbors,
+             "cooc": card.cooccurring, "steps": card.mp_steps, "parents": card.mp_parents}
+    for part, rank, id_, value, token in con.execute(_CARD_SIDES, {"d": dictionary, "f": feature}).fetchall():
+        lists[part].append(Ranked(rank, id_, value, token))
+    return card
+
+
+def _token_texts(con: duckdb.DuckDBPyConnection, model: str, ids: set[int]) -> dict[int, str]:
+    if not ids:
+        return {}
+    rows = con.execute("SELECT token_id, token FROM vocab WHERE model = ? AND token_id IN "
+                       "(SELECT unnest(?::INTEGER[]))", [model, sorted(ids)]).fetchall()
+    return dict(rows)
+
+
+_PAGE = """
+SELECT f.feature, f.count, f.density, f.mean_act, f.max_act, f.decoder_norm, f.max_decoder_cos, l.label
+FROM features f LEFT JOIN feature_labels l ON l.dictionary = f.dictionary AND l.feature = f.feature
+WHERE f.dictionary = ? AND f.density BETWEEN ? AND ?"""
+
+
+def _order(order_by: str, descending: bool) -> str:
+    if order_by not in ORDER_COLUMNS:
+        raise InputError(f"cannot sort by {order_by!r}; choose one of {', '.join(ORDER_COLUMNS)}")
+    direction = "DESC" if descending else "ASC"
+    return f" ORDER BY {ORDER_COLUMNS[order_by]} {direction} NULLS LAST, f.feature LIMIT ? OFFSET ?"
+
+
+def features_page(con: duckdb.DuckDBPyConnection, dictionary: str, order_by: str = "feature",
+                  descending: bool = False, limit: int = 50, offset: int = 0) -> list[FeatureRow]:
+    """One page of a dictionary's features with their labels, sorted by a column of ORDER_COLUMNS."""
+    sql = _PAGE + _order(order_by, descending)
+    rows = con.execute(sql, [dictionary, 0.0, 1.0, int(limit), int(offset)]).fetchall()
+    return [FeatureRow(*r) for r in rows]
+
+
+def search_by_density(con: duckdb.DuckDBPyConnection, dictionary: str, lo: float, hi: float,
+                      limit: int = 50, offset: int = 0, order_by: str = "density",
+                      descending: bool = True) -> list[FeatureRow]:
+    """Features whose firing density lies in [lo, hi] (e.g. 0 for dead ones, > 0.1 for dense ones)."""
+    sql = _PAGE + _order(order_by, descending)
+    rows = con.execute(sql, [dictionary, float(lo), float(hi), int(limit), int(offset)]).fetchall()
+    return [FeatureRow(*r) for r in rows]
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    feature: int
+    score: float
+    """Why it matched: examples on the token (top-token search), logit effect (logit search)."""
+    density: float
+    max_act: float
+    label: str | None
+
+
+_HIT_COLUMNS = """SELECT h.feature, h.score, f.density, f.max_act, l.label FROM hits h
+JOIN features f ON f.dictionary = ? AND f.feature = h.feature
+LEFT JOIN feature_labels l ON l.dictionary = f.dictionary AND l.feature = h.feature
+ORDER BY h.score DESC, h.feature LIMIT ?"""
+
+_TOP_TOKEN = """
+WITH ids AS (SELECT token_id FROM vocab
+             WHERE model = (SELECT model FROM analyses WHERE dictionary = ?)
+               AND lower(trim(token)) = lower(trim(?))),
+hits AS (SELECT feature, count(*) + max(activation) / (1 + max(activation)) AS score
+         FROM feature_examples WHERE dictionary = ? AND kind = 'top'
+           AND token_id IN (SELECT token_id FROM ids) GROUP BY feature)
+""" + _HIT_COLUMNS
+
+_LOGIT_TOKEN = """
+WITH hits AS (SELECT feature, max(value) AS score FROM feature_logits
+              WHERE dictionary = ? AND sign = 1 AND lower(trim(token)) = lower(trim(?)) GROUP BY feature)
+""" + _HIT_COLUMNS
+
+
+def search_by_top_token(con: duckdb.DuckDBPyConnection, dictionary: str, text: str,
+                        limit: int = 50) -> list[SearchHit]:
+    """Features whose top examples fire on a token reading `text` (case and surrounding spaces ignored).
+
+    Score: number of top examples on that token, ties broken by the strongest activation among them.
+    """
+    rows = con.execute(_TOP_TOKEN, [dictionary, text, dictionary, dictionary, int(limit)]).fetchall()
+    return [SearchHit(*r) for r in rows]
+
+
+def search_by_logit_token(con: duckdb.DuckDBPyConnection, dictionary: str, text: str,
+                          limit: int = 50) -> list[SearchHit]:
+    """Features that promote a token reading `text` among their top logit effects, strongest first."""
+    rows = con.execute(_LOGIT_TOKEN, [dictionary, text, dictionary, int(limit)]).fetchall()
+    return [SearchHit(*r) for r in rows]
+
+
+def search_by_label(con: duckdb.DuckDBPyConnection, dictionary: str, text: str,
+                    limit: int = 50) -> list[FeatureRow]:
+    """Features whose label or notes contain `text` (case-insensitive, taken literally: no wildcards)."""
+    rows = con.execute(
+        "SELECT f.feature, f.count, f.density, f.mean_act, f.max_act, f.decoder_norm, f.max_decoder_cos, "
+        "l.label FROM feature_labels l JOIN features f ON f.dictionary = l.dictionary AND f.feature = l.feature "
+        "WHERE l.dictionary = ? AND (contains(lower(l.label), lower(?)) OR contains(lower(l.notes), lower(?))) "
+        "ORDER BY f.feature LIMIT ?", [dictionary, text, text, int(limit)]).fetchall()
+    return [FeatureRow(*r) for r in rows]
+
+
+def set_label(con: duckdb.DuckDBPyConnection, dictionary: str, feature: int, label: str,
+              notes: str = "") -> None:
+    """Give a feature a label and notes; they are kept when the dictionary is analysed again."""
+    with transaction(con):
+        exists = con.execute("SELECT count(*) FROM features WHERE dictionary = ? AND feature = ?",
+                             [dictionary, feature]).fetchone()[0]
+        if not exists:
+            raise InputError(f"no feature {feature} in analysed dictionary {dictionary!r}")
+        con.execute("INSERT OR REPLACE INTO feature_labels (dictionary, feature, label, notes, updated) "
+                    "VALUES (?, ?, ?, ?, current_timestamp)", [dictionary, feature, label, notes])
+
+
+def analysed_dictionaries(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, int]]:
+    """(dictionary, corpus, n_tokens) of every dictionary whose analysis has finished."""
+    return [tuple(r) for r in con.execute(
+        "SELECT dictionary, corpus, n_tokens FROM analyses ORDER BY dictionary").fetchall()]

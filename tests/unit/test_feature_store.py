@@ -1,0 +1,189 @@
+"""Feature results in the store: round trip, atomic replacement, labels, searches, hostile input."""
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+import store.features as features_mod
+from store import InputError, connect
+from store.features import write_feature_stats, write_vocab
+from store.queries import (feature_card, features_page, search_by_density, search_by_label,
+                           search_by_logit_token, search_by_top_token, set_label)
+
+VOCAB = ["<bos>", " the", " cat", " sat", " on", " mat", " dog", "The", " ran", "."]
+CONTEXTS = [[0, 1, 2, 3, 4, 1, 5, 9], [0, 7, 6, 8, 4, 1, 5, 9], [0, 1, 6, 3, 9, 2, 8, 9]]
+N_FEATURES = 4
+
+
+def make_tables(scale: float = 1.0, n_features: int = N_FEATURES) -> dict[str, pa.Table]:
+    """Hand-made results: feature f fires on ' cat' (f even) or ' dog' (f odd), densities f / 10."""
+    feats = list(range(n_features))
+    examples = []
+    for f in feats:
+        ctx, pos = (0, 2) if f % 2 == 0 else (1, 2)  # ' cat' in context 0, ' dog' in context 1
+        examples.append(dict(feature=f, kind="top", band=None, rank=0, corpus="c", context_id=ctx,
+                             position=pos, activation=scale * (f + 1), window_start=0,
+                             token_acts=[0.0, 0.0, scale * (f + 1), 0.5]))
+        examples.append(dict(feature=f, kind="quantile", band=0, rank=0, corpus="c", context_id=2,
+                             position=5, activation=0.1 * scale, window_start=3,
+                             token_acts=[0.0, 0.0, 0.1 * scale]))
+    return {
+        "features": pa.table({"feature": pa.array(feats, pa.int32()),
+                              "count": [f * 10 for f in feats], "density": [f / 10 for f in feats],
+                              "mean_act": [scale * f for f in feats], "max_act": [scale * (f + 1) for f in feats],
+                              "decoder_norm": [1.0] * n_features, "max_decoder_cos": [0.5] * n_features}),
+        "feature_histograms": pa.table({"feature": pa.array(feats, pa.int32()), "bin": pa.array([0] * n_features, pa.int16()),
+                                        "bin_lo": [0.1] * n_features, "bin_hi": [scale * 10] * n_features,
+                                        "count": [f * 10 for f in feats]}),
+        "feature_examples": pa.Table.from_pylist(examples, schema=pa.schema([
+            ("feature", pa.int32()), ("kind", pa.string()), ("band", pa.int16()), ("rank", pa.int16()),
+            ("corpus", pa.string()), ("context_id", pa.int32()), ("position", pa.int32()),
+            ("activation", pa.float32()), ("window_start", pa.int32()), ("token_acts", pa.list_(pa.float32()))])),
+        "feature_logits": pa.table({"feature": pa.array(feats * 2, pa.int32()),
+                                    "sign": pa.array([1] * n_features + [-1] * n_features, pa.int8()),
+                                    "rank": pa.array([0] * 2 * n_features, pa.int16()),
+                                    "token_id": pa.array([3] * n_features + [8] * n_features, pa.int32()),
+                                    "token": [" sat"] * n_features + [" ran"] * n_features,
+                                    "value": [scale * (f + 1) for f in feats] + [-1.0] * n_features}),
+        "feature_neighbors": pa.table({"feature": pa.array(feats * 2, pa.int32()),
+                                       "kind": ["decoder"] * n_features + ["cooccurrence"] * n_features,
+                                       "rank": pa.array([0] * 2 * n_features, pa.int16()),
+                                       "other": pa.array([(f + 1) % n_features for f in feats] * 2, pa.int32()),
+                                       "score": [0.5] * 2 * n_features}),
+        "mp_steps": pa.table({"feature": pa.array(feats, pa.int32()), "step": pa.array([1] * n_features, pa.int16()),
+                              "count": [5] * n_features}),
+        "mp_parents": pa.table({"feature": pa.array(feats, pa.int32()), "rank": pa.array([0] * n_features, pa.int16()),
+                                "parent": pa.array([0] * n_features, pa.int32()), "count": [3] * n_features}),
+    }
+
+
+@pytest.fixture
+def con():
+    connection = connect(":memory:")
+    connection.execute("INSERT INTO corpora (name, model, source, ctx, bos, n_contexts, n_tokens) "
+                       "VALUES ('c', 'm', 'test', 8, true, 3, 24)")
+    for i, ids in enumerate(CONTEXTS):
+        connection.execute("INSERT INTO contexts VALUES ('c', ?, ?, 'text')", [i, ids])
+    write_vocab(connection, "m", VOCAB)
+    yield connection
+    connection.close()
+
+
+def rows(con, table: str, dictionary: str) -> int:
+    return con.execute(f"SELECT count(*) FROM {table} WHERE dictionary = ?", [dictionary]).fetchone()[0]
+
+
+def test_round_trip_feature_card(con):
+    write_feature_stats(con, "d", "c", make_tables(), n_tokens=24)
+    card = feature_card(con, "d", 2)
+    assert (card.count, card.density, card.max_act, card.corpus, card.n_tokens) == (20, 0.2, 3.0, "c", 24)
+    assert card.histogram == [(0.1, 10.0, 20)]
+    top = card.top_examples[0]
+    assert (top.context_id, top.position, top.activation) == (0, 2, 3.0)
+    assert top.tokens == ["<bos>", " the", " cat", " sat"] and top.token_acts == [0.0, 0.0, 3.0, 0.5]
+    q = card.quantile_examples[0]
+    assert q.band == 0 and q.tokens == [" sat", ".", " cat"]  # context 2, positions 3..5
+    assert [(r.id, r.text, r.value) for r in card.promoted] == [(3, " sat", 3.0)]
+    assert [(r.id, r.text) for r in card.suppressed] == [(8, " ran")]
+    assert [r.id for r in card.decoder_neighbors] == [3] and [r.id for r in card.cooccurring] == [3]
+    assert [(r.id, r.value) for r in card.mp_steps] == [(1, 5)]
+    assert [(r.id, r.value) for r in card.mp_parents] == [(0, 3)]
+    assert card.label == "" and card.notes == ""
+
+
+def test_unknown_feature_or_dictionary_is_an_input_error(con):
+    write_feature_stats(con, "d", "c", make_tables(), n_tokens=24)
+    with pytest.raises(InputError):
+        feature_card(con, "d", 99)
+    with pytest.raises(InputError):
+        feature_card(con, "never analysed", 0)
+
+
+def test_rewrite_replaces_everything_and_leaves_other_dictionaries(con):
+    write_feature_stats(con, "d", "c", make_tables(), n_tokens=24)
+    write_feature_stats(con, "other", "c", make_tables(), n_tokens=24)
+    new = make_tables(scale=2.0, n_features=3)
+    del new["mp_steps"], new["mp_parents"]
+    write_feature_stats(con, "d", "c", new, n_tokens=48)
+    assert rows(con, "features", "d") == 3 and rows(con, "feature_examples", "d") == 6
+    assert rows(con, "mp_steps", "d") == 0 and rows(con, "mp_parents", "d") == 0
+    card = feature_card(con, "d", 2)
+    assert card.max_act == 6.0 and card.n_tokens == 48 and card.mp_steps == []
+    assert rows(con, "features", "other") == N_FEATURES and rows(con, "mp_steps", "other") == N_FEATURES
+
+
+def test_failure_midway_keeps_previous_results(con, monkeypatch):
+    write_feature_stats(con, "d", "c", make_tables(), n_tokens=24)
+    calls = []
+    real_insert = features_mod._insert
+
+    def failing_insert(*args):
+        calls.append(args[1])
+        if len(calls) == 3:  # after the deletes and two inserts
+            raise RuntimeError("disk on fire")
+        real_insert(*args)
+
+    monkeypatch.setattr(features_mod, "_insert", failing_insert)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        write_feature_stats(con, "d", "c", make_tables(scale=5.0), n_tokens=99)
+    monkeypatch.undo()
+    assert feature_card(con, "d", 2).max_act == 3.0
+    assert rows(con, "feature_examples", "d") == 2 * N_FEATURES
+    assert con.execute("SELECT n_tokens FROM analyses WHERE dictionary = 'd'").fetchone()[0] == 24
+
+
+def test_bad_table_fails_whole_write(con):
+    write_feature_stats(con, "d", "c", make_tables(), n_tokens=24)
+    bad = make_tables(scale=5.0)
+    bad["feature_neighbors"] = bad["feature_neighbors"].set_column(
+        1, "kind", pa.array(["sideways"] * 2 * N_FEATURES))  # violates the CHECK constraint
+    with pytest.raises(Exception):
+        write_feature_stats(con, "d", "c", bad, n_tokens=99)
+    assert feature_card(con, "d", 2).max_act == 3.0
+    with pytest.raises(ValueError, match="lacks columns"):
+        write_feature_stats(con, "d", "c", {"features": pa.table({"feature": [1]})}, n_tokens=1)
+    with pytest.raises(ValueError, match="unknown result tables"):
+        write_feature_stats(con, "d", "c", {**make_tables(), "evil": pa.table({"x": [1]})}, n_tokens=1)
+
+
+def test_labels_survive_reanalysis(con):
+    write_feature_stats(con, "d", "c", make_tables(), n_tokens=24)
+    set_label(con, "d", 1, "dog detector", "fires on ' dog'")
+    write_feature_stats(con, "d", "c", make_tables(scale=2.0), n_tokens=48)
+    card = feature_card(con, "d", 1)
+    assert (card.label, card.notes) == ("dog detector", "fires on ' dog'")
+    with pytest.raises(InputError):
+        set_label(con, "d", 99, "nothing here")
+
+
+def test_searches(con):
+    write_feature_stats(con, "d", "c", make_tables(), n_tokens=24)
+    assert [h.feature for h in search_by_top_token(con, "d", "cat", 10)] == [2, 0]  # stronger first
+    assert [h.feature for h in search_by_top_token(con, "d", " DOG ", 10)] == [3, 1]
+    assert search_by_top_token(con, "d", "zebra", 10) == []
+    assert [h.feature for h in search_by_logit_token(con, "d", "sat", 2)] == [3, 2]
+    assert [r.feature for r in search_by_density(con, "d", 0.15, 1.0, 10)] == [3, 2]
+    assert [r.feature for r in search_by_density(con, "d", 0.0, 0.0, 10)] == [0]
+    set_label(con, "d", 2, "Cat things")
+    assert [r.feature for r in search_by_label(con, "d", "cat", 10)] == [2]
+    assert search_by_label(con, "d", "%", 10) == []  # wildcards are taken literally
+
+
+def test_features_page_orders_and_rejects_unknown_columns(con):
+    write_feature_stats(con, "d", "c", make_tables(), n_tokens=24)
+    page = features_page(con, "d", order_by="max_act", descending=True, limit=2, offset=1)
+    assert [r.feature for r in page] == [2, 1]
+    with pytest.raises(InputError, match="cannot sort by"):
+        features_page(con, "d", order_by="density; DROP TABLE features")
+
+
+def test_hostile_text_is_stored_literally(con):
+    write_feature_stats(con, "d", "c", make_tables(), n_tokens=24)
+    evil = "'; DROP TABLE features; --"
+    set_label(con, "d", 0, evil, notes='" OR 1=1 --')
+    assert feature_card(con, "d", 0).label == evil
+    assert [r.feature for r in search_by_label(con, "d", "DROP TABLE", 10)] == [0]
+    assert search_by_top_token(con, "d", evil, 10) == []
+    assert rows(con, "features", "d") == N_FEATURES
+    write_feature_stats(con, evil, "c", make_tables(), n_tokens=24)  # a hostile dictionary name too
+    assert feature_card(con, evil, 1).count == 10
