@@ -47,7 +47,10 @@ def main() -> None:
     parser.add_argument("--d-sae", type=int, default=4608)
     parser.add_argument("--n", type=int, default=4096)
     parser.add_argument("--k", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     n = min(args.n, 2048) if args.quick else args.n
     generator = torch.Generator().manual_seed(0)
     W = torch.randn(args.d_sae, args.d_in, generator=generator)

@@ -48,7 +48,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8, help="timed steps of each (after one warm-up step)")
     parser.add_argument("--dead-fraction", type=float, default=0.0,
                         help="share of features marked dead, to include the AuxK loss in both")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     steps = 2 if args.quick else args.steps
     torch.manual_seed(0)
 

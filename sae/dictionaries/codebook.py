@@ -134,7 +134,8 @@ class _CodebookMixin:
 
     def _reconstruct(self, x: Tensor) -> Tensor:
         h, mu, sigma, lead = self._normalized_input(x)
-        acts = self.hook_sae_acts_post(_indicators(self.code_ids(h), self.cfg.d_sae, h.dtype).reshape(*lead, self.cfg.d_sae))
+        acts = _indicators(self.code_ids(h), self.cfg.d_sae, h.dtype).reshape(*lead, self.cfg.d_sae)
+        acts = self.hook_sae_acts_post(acts)  # steering hooks edit the codes here
         return self._decode_with_stats(acts.reshape(-1, self.cfg.d_sae), mu, sigma, lead)
 
     def forward(self, x: Tensor) -> Tensor:
