@@ -1,0 +1,184 @@
+"""Evaluate a dictionary on held-out data: reconstruction on activations, and what splicing it does to the model.
+
+All metrics are computed here from their definitions (METHODS.md "Metrics every dictionary gets"); in
+particular FVU is the ratio of sums sum||x - x_hat||^2 / sum||x - mean||^2, not a per-row average.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+DENSE = 0.1
+"""A feature firing on more than this fraction of tokens counts as dense."""
+HIST_BINS = 16
+CLEAN_MEMO_BYTES = 1 << 30
+"""Clean log-probabilities are kept for the KL of later dictionaries up to this size, else recomputed."""
+
+
+def flat_input(sae) -> None:
+    """Make a hook_z dictionary take flat [.., n_heads * d_head] rows (we flatten heads ourselves)."""
+    if getattr(sae, "hook_z_reshaping_mode", False):
+        sae.turn_off_forward_pass_hook_z_reshaping()
+
+
+def _histogram(values: Tensor, bins: int = HIST_BINS) -> tuple[list[float], list[float]]:
+    """Integer-aligned bins from 0 to max+1: (edges, fraction of values per bin)."""
+    top = int(values.max()) + 1 if values.numel() else 1
+    width = max(1, math.ceil(top / bins))
+    edges = list(range(0, top + width, width))
+    counts = torch.histc(values.float(), bins=len(edges) - 1, min=0, max=edges[-1])
+    return [float(e) for e in edges], (counts / max(1, values.numel())).tolist()
+
+
+def _encode(sae, arch: str, x: Tensor, steps: list[Tensor], reasons: list[Tensor]) -> Tensor:
+    """Feature activations; for MP also collects the pursuit steps that added an atom and stop reasons."""
+    if arch != "mp":
+        return sae.encode(x)
+    from sae.dictionaries import mp_encode_steps
+
+    found = mp_encode_steps(sae, x)
+    steps.append((found.atom_ids >= 0).sum(-1).cpu())
+    reasons.append(found.stop_reason.cpu())
+    return found.feature_acts
+
+
+@torch.no_grad()
+def activation_metrics(sae, rows: Tensor, batch: int = 4096) -> dict[str, float]:
+    """L0, FVU, cosine, norm ratio, dead and dense fractions of `sae` on raw activation rows [n, d_in]."""
+    from sae.dictionaries import dictionary_arch
+
+    flat_input(sae)
+    arch, device = dictionary_arch(sae), next(sae.parameters()).device
+    n, d = rows.shape
+    sum_x = torch.zeros(d, dtype=torch.float64)
+    sum_sq = sse = cos = ratio = 0.0
+    fired = torch.zeros(sae.cfg.d_sae, dtype=torch.float64)
+    l0s, steps, reasons = [], [], []
+    for x in rows.split(batch):
+        x = x.to(device)
+        acts = _encode(sae, arch, x, steps, reasons)
+        x_hat = sae.decode(acts).float()
+        active = acts != 0
+        l0s.append(active.sum(-1).cpu())
+        fired += active.sum(0).double().cpu()
+        sse += float(((x - x_hat) ** 2).double().sum())
+        sum_x += x.double().sum(0).cpu()
+        sum_sq += float((x.double() ** 2).sum())
+        cos += float(torch.nn.functional.cosine_similarity(x, x_hat, dim=-1).double().sum())
+        ratio += float((x_hat.norm(dim=-1) / x.norm(dim=-1).clamp_min(1e-12)).double().sum())
+    l0 = torch.cat(l0s)
+    total_var = sum_sq - float((sum_x ** 2).sum()) / n  # sum ||x - mean||^2
+    metrics = {"eval_tokens": float(n), "fvu": sse / total_var if total_var > 0 else float("nan"),
+               "mse": sse / (n * d), "l0": float(l0.float().mean()), "l0_p50": float(l0.float().median()),
+               "l0_max": float(l0.max()), "cos": cos / n, "norm_ratio": ratio / n,
+               "dead": float((fired == 0).double().mean()), "dense": float((fired / n > DENSE).double().mean())}
+    metrics |= _hist_metrics("l0", l0)
+    if arch == "codebook":
+        metrics |= _code_metrics(fired)
+    if steps:
+        metrics |= _mp_metrics(torch.cat(steps), torch.cat(reasons))
+    return metrics
+
+
+def _hist_metrics(name: str, values: Tensor) -> dict[str, float]:
+    from store.dictionaries import histogram_metrics
+
+    edges, fractions = _histogram(values)
+    return histogram_metrics(name, edges, fractions)
+
+
+def _code_metrics(fired: Tensor) -> dict[str, float]:
+    """Share of codes used on the eval tokens and perplexity of the code distribution (exp of its entropy)."""
+    if fired.sum() == 0:
+        return {"code_usage": 0.0}
+    p = fired / fired.sum()
+    entropy = float(-(p[p > 0] * p[p > 0].log()).sum())
+    return {"code_usage": float((fired > 0).double().mean()), "code_perplexity": math.exp(entropy)}
+
+
+def _mp_metrics(steps: Tensor, reasons: Tensor) -> dict[str, float]:
+    """Pursuit steps that added an atom (mean, histogram) and the share of inputs per stop reason."""
+    from sae.dictionaries import STOP_REASONS
+
+    out = {"mp_steps": float(steps.float().mean())} | _hist_metrics("mp_steps", steps)
+    for index, reason in enumerate(STOP_REASONS):
+        out[f"mp_stop_{reason}"] = float((reasons == index).double().mean())
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- on the model
+
+def _splice_hook(sae, start: int, mode: str):
+    """A TransformerLens hook replacing positions >= start by the reconstruction ("sae") or zeros ("zero").
+
+    Position 0 (the attention sink, never trained on) keeps its clean value.
+    """
+    def hook(act: Tensor, hook):  # noqa: ARG001 - TransformerLens hook signature
+        out = act.clone()
+        if mode == "zero":
+            out[:, start:] = 0
+            return out
+        heads = act.shape[2:] if act.ndim == 4 else None  # hook_z: [b, p, h, dh] -> [b, p, h*dh] head-major
+        flat = act[:, start:].reshape(act.shape[0], act.shape[1] - start, -1)
+        recon = sae.decode(sae.encode(flat.float())).to(act.dtype)
+        out[:, start:] = recon.reshape(*recon.shape[:2], *heads) if heads is not None else recon
+        return out
+    return hook
+
+
+class ModelEval:
+    """CE loss clean / spliced / zero-ablated and KL to clean logits on fixed contexts at one hook.
+
+    Clean and zero-ablated runs do not depend on the dictionary: they are computed once and reused for
+    every dictionary evaluated at the same hook.
+    """
+
+    def __init__(self, model, hook: str, tokens: Tensor, batch: int = 8, splice_from: int = 1):
+        from sae.models import check_hook
+
+        check_hook(model, hook)
+        self.model, self.hook, self.batch, self.start = model, hook, batch, splice_from
+        self.tokens = tokens.to(next(model.parameters()).device)
+        self._clean: list[Tensor] | None = None
+        self.ce_clean = self._ce(None, keep_clean=True)
+        self.ce_zero = self._ce(_splice_hook(None, splice_from, "zero"))
+
+    def _logprobs(self, ids: Tensor, hook) -> Tensor:
+        hooks = [(self.hook, hook)] if hook is not None else []
+        logits = self.model.run_with_hooks(ids, fwd_hooks=hooks, return_type="logits")
+        return torch.log_softmax(logits[:, :-1].float(), dim=-1)  # predictions of tokens 1..ctx-1
+
+    def _ce(self, hook, keep_clean: bool = False) -> float:
+        total, count, memo = 0.0, 0, []
+        size = self.tokens.numel() * self.model.cfg.d_vocab * 4
+        with torch.no_grad():
+            for ids in self.tokens.split(self.batch):
+                logp = self._logprobs(ids, hook)
+                total += float(-logp.gather(-1, ids[:, 1:, None]).sum())
+                count += ids[:, 1:].numel()
+                if keep_clean and size <= CLEAN_MEMO_BYTES:
+                    memo.append(logp)
+        if keep_clean and memo:
+            self._clean = memo
+        return total / count
+
+    @torch.no_grad()
+    def evaluate(self, sae) -> dict[str, float]:
+        """ce_clean, ce_sae, ce_zero, ce_recovered, delta_ce and kl (mean per predicted token)."""
+        flat_input(sae)
+        hook = _splice_hook(sae, self.start, "sae")
+        total = kl = 0.0
+        count = 0
+        for i, ids in enumerate(self.tokens.split(self.batch)):
+            logp = self._logprobs(ids, hook)
+            clean = self._clean[i] if self._clean is not None else self._logprobs(ids, None)
+            total += float(-logp.gather(-1, ids[:, 1:, None]).sum())
+            kl += float((clean.exp() * (clean - logp)).sum())
+            count += ids[:, 1:].numel()
+        ce_sae = total / count
+        gap = self.ce_zero - self.ce_clean
+        return {"ce_clean": self.ce_clean, "ce_sae": ce_sae, "ce_zero": self.ce_zero,
+                "ce_recovered": (self.ce_zero - ce_sae) / gap if abs(gap) > 1e-9 else float("nan"),
+                "delta_ce": ce_sae - self.ce_clean, "kl": kl / count, "eval_contexts": float(self.tokens.shape[0])}
