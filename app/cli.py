@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from app import cmd_data, cmd_demo  # noqa: F401  (commands register themselves on `app`)
+from app import cmd_data, cmd_demo, cmd_dicts  # noqa: F401  (commands register themselves on `app`)
 from app import cmd_steer  # noqa: F401  (steer)
 from app import cmd_heads  # noqa: F401  (heads, head-pattern, head-ablate, head-rank, heads-export)
 from app.cli_common import app, err_console
