@@ -1,0 +1,100 @@
+"""Feature reports: a dictionary and chosen features exported as HTML, Markdown, JSON or PDF.
+
+    report = collect_report(con, "topk-demo", Selection(top=10, by="density"))
+    write_report(report, "html", Path("reports/topk.html"))
+
+`collect.py` gathers the Report from the store; html.py / markdown.py / json_io.py render it; browser.py
+drives headless Chromium (PNG figures through kaleido, PDF printing); neuronpedia.py exports dashboards in
+the layout Neuronpedia uploads. The JSON schema is documented in SCHEMA.md.
+"""
+from __future__ import annotations
+
+import io
+import tempfile
+import zipfile
+from pathlib import Path
+
+import duckdb
+
+from analysis.reports.browser import figures_to_png, find_browser, html_to_pdf
+from analysis.reports.collect import Report, ReportConfig, Selection, collect_report, select_features
+from analysis.reports.html import render_html
+from analysis.reports.json_io import import_report, report_to_json
+from analysis.reports.markdown import render_markdown
+from analysis.reports.output import check_out_path, folder_beside, temp_beside, write_atomic
+from store.errors import InputError
+from store.workspace import Workspace
+
+FORMATS = ("html", "md", "json", "pdf")
+MIME = {"html": "text/html", "md": "application/zip", "json": "application/json", "pdf": "application/pdf"}
+"""What `report_bytes` returns per format (Markdown comes zipped with its PNG figures)."""
+
+
+def check_format(fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise InputError(f"unknown report format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    return fmt
+
+
+def _write_markdown(report: Report, out: Path) -> list[Path]:
+    target = out.parent / f"{out.stem}_files"
+    with_images = find_browser() is not None
+    text, images = render_markdown(report, target.name, with_images=with_images)
+    if not images:
+        write_atomic(out, text)
+        return [out]
+    with folder_beside(target) as tmp:
+        figures_to_png({tmp / Path(rel).name: fig for rel, fig in images.items()})
+        write_atomic(out, text)
+    return [out, *sorted(target.iterdir())]
+
+
+def write_report(report: Report, fmt: str, out: str | Path) -> list[Path]:
+    """Write the report in `fmt` to `out` (Markdown also writes OUT_STEM_files/*.png); returns the files.
+
+    Nothing partial is left behind: every file is written under a temporary name and renamed at the end.
+    """
+    check_format(fmt)
+    out = check_out_path(out)
+    if fmt == "html":
+        write_atomic(out, render_html(report))
+    elif fmt == "json":
+        write_atomic(out, report_to_json(report))
+    elif fmt == "pdf":
+        html = render_html(report)
+        with temp_beside(out, ".pdf") as tmp:
+            html_to_pdf(html, tmp)
+    else:
+        return _write_markdown(report, out)
+    return [out]
+
+
+def report_bytes(report: Report, fmt: str) -> bytes:
+    """The report as one downloadable file in memory (Markdown: a zip of report.md and its PNGs)."""
+    check_format(fmt)
+    if fmt == "html":
+        return render_html(report).encode("utf-8")
+    if fmt == "json":
+        return report_to_json(report).encode("utf-8")
+    with tempfile.TemporaryDirectory(prefix="sparsescope-report-") as tmp:
+        out = Path(tmp) / f"report.{fmt}"
+        files = write_report(report, fmt, out)
+        if fmt == "pdf":
+            return out.read_bytes()
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+            for path in files:
+                zf.write(path, path.relative_to(tmp).as_posix())
+        return buffer.getvalue()
+
+
+def write_demo_report(ws: Workspace, con: duckdb.DuckDBPyConnection, dictionary: str, top: int = 5) -> Path:
+    """The demo's Markdown report of a dictionary's `top` densest features, in WORKSPACE/reports/DICT.md."""
+    ws.reports_dir.mkdir(parents=True, exist_ok=True)
+    report = collect_report(con, dictionary, Selection(top=top, by="density"))
+    return write_report(report, "md", ws.reports_dir / f"{dictionary}.md")[0]
+
+
+__all__ = ["FORMATS", "MIME", "Report", "ReportConfig", "Selection", "check_format", "collect_report",
+           "import_report", "render_html", "render_markdown", "report_bytes", "report_to_json",
+           "select_features", "write_demo_report", "write_report"]

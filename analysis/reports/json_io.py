@@ -1,0 +1,132 @@
+"""The JSON report (schema "sparsescope-report", version 1; see SCHEMA.md) and importing its labels.
+
+`report_to_json` writes everything the HTML report shows as data; `import_report` reads such a file and
+restores the features' labels and notes into a dictionary of the same name (or the one named) in another
+workspace. Readers accept any version up to SCHEMA_VERSION; a file from a newer SparseScope is refused.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from analysis.reports.collect import FeatureEntry, Report
+from store import dictionaries as dict_repo
+from store.errors import InputError
+from store.portability import import_labels
+from store.queries import Example
+
+SCHEMA = "sparsescope-report"
+SCHEMA_VERSION = 1
+
+
+def _clean(value: Any) -> Any:
+    """NaN and infinities become null, tuples lists: the file is strict JSON any reader accepts."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
+
+
+def _example(ex: Example) -> dict:
+    return {"band": ex.band, "rank": ex.rank, "corpus": ex.corpus, "context_id": ex.context_id,
+            "position": ex.position, "activation": ex.activation, "window_start": ex.window_start,
+            "tokens": list(ex.tokens), "token_acts": list(ex.token_acts)}
+
+
+def _feature(entry: FeatureEntry) -> dict:
+    c = entry.card
+    return {
+        "feature": c.feature, "label": c.label, "notes": c.notes, "count": c.count, "density": c.density,
+        "mean_act": c.mean_act, "max_act": c.max_act, "decoder_norm": c.decoder_norm,
+        "max_decoder_cos": c.max_decoder_cos, "histogram": [list(b) for b in c.histogram],
+        "top_examples": [_example(e) for e in c.top_examples],
+        "quantile_examples": [_example(e) for e in c.quantile_examples],
+        "promoted": [{"token_id": r.id, "token": r.text, "value": r.value} for r in c.promoted],
+        "suppressed": [{"token_id": r.id, "token": r.text, "value": r.value} for r in c.suppressed],
+        "decoder_neighbors": [{"feature": r.id, "cosine": r.value} for r in c.decoder_neighbors],
+        "cooccurring": [{"feature": r.id, "jaccard": r.value} for r in c.cooccurring],
+        "mp_steps": [{"step": r.id, "count": r.value} for r in c.mp_steps],
+        "mp_parents": [{"feature": r.id, "count": r.value} for r in c.mp_parents],
+        "head_attribution": [{"head": h, "share": s} for h, s in entry.head_attribution],
+        "steering_runs": list(entry.steering),
+    }
+
+
+def report_to_dict(report: Report) -> dict:
+    d = report.dictionary
+    summary = {k: getattr(d, k) for k in ("name", "model", "hook", "arch", "d_in", "d_sae", "k", "source",
+                                          "corpus", "n_tokens", "metrics")}
+    summary["peers"] = [vars(p) for p in d.peers]
+    summary["pareto"] = d.pareto
+    heads = None if report.heads is None else vars(report.heads)
+    return _clean({"schema": SCHEMA, "version": SCHEMA_VERSION, "generated": report.generated,
+                   "dictionary": summary, "features": [_feature(f) for f in report.features],
+                   "steering_runs": [vars(r) for r in report.steering], "heads": heads})
+
+
+def report_to_json(report: Report) -> str:
+    return json.dumps(report_to_dict(report), ensure_ascii=False, indent=1, allow_nan=False, default=str)
+
+
+def read_report(path: str | Path) -> dict:
+    """Load and check a JSON report; InputError when it is not one this version can read."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"no such file: {path}") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"{path} is not a JSON report: {exc}") from None
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        raise InputError(f"{path} is not a SparseScope JSON report (schema {SCHEMA!r} expected)")
+    version = data.get("version")
+    if not isinstance(version, int) or not 1 <= version <= SCHEMA_VERSION:
+        raise InputError(f"{path} has report schema version {version!r}; this SparseScope reads 1..{SCHEMA_VERSION}")
+    if not isinstance(data.get("dictionary"), dict) or not isinstance(data.get("features"), list):
+        raise InputError(f"{path} lacks the dictionary or features of a report")
+    return data
+
+
+def _labels(data: dict) -> list[tuple[int, str, str]]:
+    rows = []
+    for item in data["features"]:
+        feature, label, notes = item.get("feature"), item.get("label") or "", item.get("notes") or ""
+        if not isinstance(feature, int) or not isinstance(label, str) or not isinstance(notes, str):
+            raise InputError(f"malformed feature entry in report: {str(item)[:80]}")
+        if label or notes:
+            rows.append((feature, label, notes))
+    return rows
+
+
+def import_report(con: duckdb.DuckDBPyConnection, path: str | Path, dictionary: str | None = None) -> tuple[str, int]:
+    """Restore the labels and notes of a JSON report; returns (dictionary, number of features labelled).
+
+    The target dictionary (the report's own name unless `dictionary` is given) must exist in this workspace
+    with the same d_sae; nothing is written otherwise.
+    """
+    data = read_report(path)
+    target = dictionary or str(data["dictionary"].get("name") or "")
+    row = dict_repo.get_dictionary(con, target)
+    analysed = con.execute("SELECT count(*) FROM analyses WHERE dictionary = ?", [target]).fetchone()[0]
+    if row is None and not analysed:
+        known = ", ".join(d.name for d in dict_repo.list_dictionaries(con)) or "none"
+        raise InputError(f"unknown dictionary {target!r} in this workspace (known: {known}); "
+                         "pass --dict NAME to import into another one")
+    d_sae = row.d_sae if row else None
+    theirs = data["dictionary"].get("d_sae")
+    if d_sae is not None and theirs is not None and d_sae != theirs:
+        raise InputError(f"the report's dictionary has d_sae={theirs} but {target!r} has d_sae={d_sae}")
+    labels = _labels(data)
+    if d_sae is not None:
+        outside = [f for f, _, _ in labels if not 0 <= f < d_sae]
+        if outside:
+            raise InputError(f"feature(s) outside 0..{d_sae - 1}: {', '.join(map(str, outside[:20]))}")
+    return target, import_labels(con, target, labels)

@@ -1,0 +1,150 @@
+"""Neuronpedia-compatible export: a dictionary's feature dashboards in the JSON layout SAEDashboard uploads.
+
+Modelled on SAEDashboard's neuronpedia export (sae_dashboard/neuronpedia: NeuronpediaRunner writes one
+`batch-N.json` per batch of features with NeuronpediaConverter; the classes in neuronpedia_dashboard.py fix
+the fields). The folder we write:
+
+    OUT/run_settings.json      what was exported: dictionary, model, hook, corpus, tokens (our own record)
+    OUT/skipped_indexes.json   {"model_id", "layer", "sae_set", "log_sparsity": null, "skipped_indexes": [...]}
+                               dead features (never fired), which Neuronpedia creates as dead
+    OUT/batch-N.json           {"model_id", "layer", "sae_set", "features": [feature, ...]}
+
+Each feature, field by field (values rounded to 3 decimals, as SAEDashboard does):
+    feature_index                  feature id
+    activations                    one entry per stored example: {"bin_min", "bin_max", "bin_contains",
+                                   "tokens": [token strings of the window], "values": [activation per token]};
+                                   top examples use SAEDashboard's marker bin_min = -1, bin_max = max
+                                   activation, bin_contains = -1; quantile band b of Q uses bin_min/max =
+                                   b/Q and (b+1)/Q x max activation and bin_contains = the share of the
+                                   feature's firings in that range, estimated from its histogram
+    pos_str / pos_values           top 10 promoted tokens (W_dec @ W_U) and their logit effects
+    neg_str / neg_values           top 10 suppressed tokens
+    frac_nonzero                   firing density
+    freq_hist_data_bar_values      histogram bin centres (geometric, the bins are log-spaced)
+    freq_hist_data_bar_heights     histogram counts
+    decoder_weights_dist           attention-output dictionaries: share of the decoder norm per head; else []
+    n_prompts_total, n_tokens_in_prompt, dataset
+                                   contexts and context length of the analysed corpus, and its source
+    logits_hist_data_bar_*, neuron_alignment_*, correlated_neurons_*, correlated_features_*
+                                   empty lists: SparseScope does not compute the full logit-effect histogram,
+                                   neuron alignment or activation correlations (its co-occurrence is Jaccard,
+                                   not Pearson, so it is not passed off as correlated_features)
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import duckdb
+from tqdm.auto import tqdm
+
+from analysis.reports.collect import ReportConfig, Selection, dictionary_summary, select_features
+from analysis.reports.extras import head_attribution
+from analysis.reports.output import folder_beside
+from store.errors import InputError
+from store.queries import FeatureCard, feature_card
+
+_EMPTY = ("logits_hist_data_bar_heights", "logits_hist_data_bar_values", "neuron_alignment_indices",
+          "neuron_alignment_values", "neuron_alignment_l1", "correlated_neurons_indices", "correlated_neurons_l1",
+          "correlated_neurons_pearson", "correlated_features_indices", "correlated_features_l1",
+          "correlated_features_pearson")
+
+
+def _r(values) -> list[float]:
+    return [round(float(v), 3) for v in values]
+
+
+def layer_of(hook: str) -> int:
+    match = re.match(r"blocks\.(\d+)\.", hook or "")
+    return int(match.group(1)) if match else 0
+
+
+def _share(card: FeatureCard, lo: float, hi: float) -> float:
+    total = sum(c for _, _, c in card.histogram)
+    inside = sum(c for b_lo, b_hi, c in card.histogram if b_lo >= lo and b_hi <= hi * 1.000001)
+    return round(inside / total, 4) if total else 0.0
+
+
+def _activations(card: FeatureCard, n_bands: int) -> list[dict]:
+    out = []
+    for ex in card.top_examples + card.quantile_examples:
+        kept = [(t, a) for t, a in zip(ex.tokens, ex.token_acts) if not math.isnan(a)]
+        if ex.kind == "top":
+            bounds = {"bin_min": -1, "bin_max": round(card.max_act, 3), "bin_contains": -1}
+        else:
+            lo, hi = ex.band / n_bands * card.max_act, (ex.band + 1) / n_bands * card.max_act
+            bounds = {"bin_min": round(lo, 3), "bin_max": round(hi, 3), "bin_contains": _share(card, lo, hi)}
+        out.append({**bounds, "tokens": [t for t, _ in kept], "values": _r(a for _, a in kept)})
+    return out
+
+
+def feature_dashboard(card: FeatureCard, n_bands: int, corpus: dict, heads: list[tuple[str, float]]) -> dict:
+    """One feature in the NeuronpediaDashboardFeature layout."""
+    return {
+        "feature_index": card.feature,
+        **{name: [] for name in _EMPTY},
+        "neg_str": [r.text or "" for r in card.suppressed], "neg_values": _r(r.value for r in card.suppressed),
+        "pos_str": [r.text or "" for r in card.promoted], "pos_values": _r(r.value for r in card.promoted),
+        "frac_nonzero": card.density,
+        "freq_hist_data_bar_values": _r(math.sqrt(lo * hi) if lo > 0 else hi / 2 for lo, hi, _ in card.histogram),
+        "freq_hist_data_bar_heights": [int(c) for _, _, c in card.histogram],
+        "n_prompts_total": corpus["n_contexts"], "n_tokens_in_prompt": corpus["ctx"], "dataset": corpus["source"],
+        "decoder_weights_dist": _r(w for _, w in heads),
+        "activations": _activations(card, n_bands),
+    }
+
+
+def _corpus(con: duckdb.DuckDBPyConnection, name: str) -> dict:
+    row = con.execute("SELECT n_contexts, ctx, source FROM corpora WHERE name = ?", [name]).fetchall()
+    return dict(zip(("n_contexts", "ctx", "source"), row[0])) if row else {"n_contexts": 0, "ctx": 0, "source": name}
+
+
+def _n_bands(con: duckdb.DuckDBPyConnection, dictionary: str) -> int:
+    config = con.execute("SELECT config FROM analyses WHERE dictionary = ?", [dictionary]).fetchone()[0]
+    stored = json.loads(config or "{}").get("n_quantiles") if config else None
+    if isinstance(stored, int) and stored > 0:
+        return stored
+    top = con.execute("SELECT max(band) FROM feature_examples WHERE dictionary = ?", [dictionary]).fetchone()[0]
+    return int(top) + 1 if top is not None else 1
+
+
+def export_neuronpedia(con: duckdb.DuckDBPyConnection, dictionary: str, out: Path,
+                       features: tuple[int, ...] | None = None, batch_size: int = 128,
+                       progress: bool = False) -> tuple[Path, int]:
+    """Write the dashboards of `features` (default: every feature that ever fired) to the new folder `out`."""
+    if batch_size < 1:
+        raise InputError("--batch must be at least 1")
+    out = Path(out).expanduser()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InputError(f"output folder {out} exists and is not empty; pick a new folder")
+    if not out.parent.is_dir():
+        raise InputError(f"folder {out.parent} does not exist")
+    summary = dictionary_summary(con, dictionary)
+    every = con.execute("SELECT feature, count FROM features WHERE dictionary = ? ORDER BY feature",
+                        [dictionary]).fetchall()
+    if features is not None:
+        ids = select_features(con, dictionary, Selection(features=features), ReportConfig(max_features=len(every)))
+    else:
+        ids = [f for f, count in every if count > 0]
+    head = {"model_id": summary.model, "layer": layer_of(summary.hook), "sae_set": dictionary}
+    corpus, n_bands = _corpus(con, summary.corpus), _n_bands(con, dictionary)
+    with folder_beside(out) as tmp:
+        _write(tmp / "run_settings.json", {**head, "hook": summary.hook, "arch": summary.arch,
+                                           "corpus": summary.corpus, "n_tokens": summary.n_tokens,
+                                           "exported_by": "sparsescope export-neuronpedia"})
+        _write(tmp / "skipped_indexes.json", {**head, "log_sparsity": None,
+                                              "skipped_indexes": [f for f, count in every if count == 0]})
+        batches = [ids[i:i + batch_size] for i in range(0, len(ids), batch_size)]
+        for n, chunk in enumerate(tqdm(batches, desc="neuronpedia", unit="batch", disable=not progress)):
+            heads = head_attribution(con, dictionary, chunk)
+            dashboards = [feature_dashboard(feature_card(con, dictionary, f), n_bands, corpus, heads.get(f, []))
+                          for f in chunk]
+            _write(tmp / f"batch-{n}.json", {**head, "features": dashboards})
+    return out, len(ids)
+
+
+def _write(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, ensure_ascii=False, allow_nan=False, default=str), encoding="utf-8")
+
