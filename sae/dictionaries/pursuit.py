@@ -88,7 +88,7 @@ def _pursue_chunk(x: Tensor, W: Tensor, G: Tensor | None, steps: int, threshold:
     live = torch.arange(b, device=x.device)  # rows still running (adaptive mode drops finished ones)
     r = x.clone()
     c = _padded_correlations(r, W)  # [B, d_sae padded to a multiple of _BLOCK], pads are -inf
-    gathered = x.new_empty(b, m)  # G[j], reused every step
+    gathered = x.new_empty(b, m) if x.device.type != "cpu" or c.shape[1] != m else None  # G[j] rows
     for t in range(steps):
         j, c_max = _block_argmax(c)
         w = W.index_select(0, j)  # [B, d_in]; index_select copies whole rows, much faster than W[j]
@@ -97,9 +97,7 @@ def _pursue_chunk(x: Tensor, W: Tensor, G: Tensor | None, steps: int, threshold:
         if G is None:
             c[:, :m] = r @ W.T
         else:
-            rows_g = gathered[: j.shape[0]]
-            torch.index_select(G, 0, j, out=rows_g)
-            c[:, :m].addcmul_(rows_g, a[:, None], value=-1)
+            _subtract_gram_rows(c, G, j, a, gathered)
         if not adaptive:
             ids[:, t], coeffs[:, t] = j, a
             continue
@@ -113,6 +111,21 @@ def _pursue_chunk(x: Tensor, W: Tensor, G: Tensor | None, steps: int, threshold:
                 break
     ids[coeffs <= 0] = -1
     return Pursuit(ids, coeffs, n_steps, reason)
+
+
+def _subtract_gram_rows(c: Tensor, G: Tensor, j: Tensor, a: Tensor, gathered: Tensor | None) -> None:
+    """c[b, :m] -= a[b] * G[j[b]] in place."""
+    b, m = j.shape[0], G.shape[0]
+    if gathered is None:
+        # On CPU a sparse [B, d_sae] matrix with one entry per row, multiplied into c in place, reads each G
+        # row once and never materialises G[j]: ~35% faster than index_select + addcmul.
+        select = torch.sparse_coo_tensor(torch.stack([torch.arange(b, device=j.device), j]), a, (b, m),
+                                         is_coalesced=True, check_invariants=False)
+        torch.addmm(c, select, G, alpha=-1, out=c)
+        return
+    rows = gathered[:b]
+    torch.index_select(G, 0, j, out=rows)
+    c[:, :m].addcmul_(rows, a[:, None], value=-1)
 
 
 def _stopped(r: Tensor, a: Tensor, repeat: Tensor, threshold: float, stop_on_repeat: bool, t: int,

@@ -159,3 +159,12 @@ def test_block_argmax_returns_the_first_maximum():
     c[0, 5] = c[0, 70] = 100.0
     index, value = pursuit._block_argmax(c)
     assert index[0] == 5 and torch.equal(index, c.argmax(dim=1)) and torch.equal(value, c.amax(dim=1))
+
+
+def test_dictionary_sizes_off_the_block_grid():
+    W = torch.nn.functional.normalize(torch.randn(200, D_IN), dim=-1)  # 200 is not a multiple of 64
+    x = torch.randn(256, D_IN)
+    found = pursuit.pursue(x, W, pursuit.gram(W), K)
+    naive_ids, naive_coeffs = naive_sequences(x, W, K)
+    assert (found.atom_ids == naive_ids).all(dim=1).float().mean() >= 0.99
+    assert torch.allclose(found.coeffs, naive_coeffs, atol=1e-4)
