@@ -47,7 +47,7 @@ class SteerResult:
 
     @property
     def notes(self) -> list[str]:
-        return [f"{b_spec.label}: {n.note}" for b_spec, n in zip(self.config.interventions, self.numbers) if n.note]
+        return [f"{spec.label}: {n.note}" for spec, n in zip(self.config.interventions, self.numbers) if n.note]
 
 
 @dataclass

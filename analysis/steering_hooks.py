@@ -123,7 +123,7 @@ def _numbers(spec: Intervention, target, prompt_rows: dict[str, Tensor]) -> Numb
     return Numbers(spec.scale or unit * target.norm, unit, note)
 
 
-def _needs_estimate(spec: Intervention, target) -> bool:
+def _needs_estimate(target) -> bool:
     if isinstance(target, (DirectionTarget, CodeTarget)):
         return False
     return target.dictionary.max_acts.get(target.feature, 0.0) <= 0
@@ -144,7 +144,7 @@ def bind(model, config: SteerConfig, dictionaries: Mapping[str, SteerDictionary]
                 _dictionary(model, spec.trigger.dictionary, dictionaries).target(spec.trigger.feature)
                 for spec in config.interventions]
     if numbers is None:
-        hooks = {t.hook for s, t in zip(config.interventions, targets) if _needs_estimate(s, t)}
+        hooks = {t.hook for t in targets if _needs_estimate(t)}
         rows = _prompt_rows(model, prompt_tokens, hooks)
         numbers = [_numbers(s, t, rows) for s, t in zip(config.interventions, targets)]
     return [Bound(s, t, g, n) for s, t, g, n in zip(config.interventions, targets, triggers, numbers)]

@@ -47,7 +47,7 @@ def load_steer_dictionary(con: duckdb.DuckDBPyConnection, name: str, ws: Workspa
         sae = load_dictionary(_folder(ws, row.path, row.name), device=device)
     except ValueError as exc:
         raise InputError(f"dictionary {name!r}: {exc}") from None
-    max_acts = repo.feature_max_acts(con, name, range(row.d_sae))
+    max_acts = repo.feature_max_acts(con, name)
     return SteerDictionary(name, sae, hook=row.hook or None, max_acts=max_acts, model=row.model)
 
 

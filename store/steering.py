@@ -59,10 +59,15 @@ def list_runs(con: duckdb.DuckDBPyConnection, dictionary: str | None = None, lim
     return [_row(r) for r in rows]
 
 
-def feature_max_acts(con: duckdb.DuckDBPyConnection, dictionary: str, features: Sequence[int]) -> dict[int, float]:
-    """features.max_act of the given features of an analysed dictionary (features not found are left out)."""
-    if not features:
+def feature_max_acts(con: duckdb.DuckDBPyConnection, dictionary: str,
+                     features: Sequence[int] | None = None) -> dict[int, float]:
+    """features.max_act of an analysed dictionary's features (all when features is None; those not found
+    are left out, so an unanalysed dictionary gives {})."""
+    if features is None:
+        rows = con.execute("SELECT feature, max_act FROM features WHERE dictionary = ?", [dictionary]).fetchall()
+    elif not features:
         return {}
-    rows = con.execute("SELECT feature, max_act FROM features WHERE dictionary = ? AND feature IN "
-                       "(SELECT unnest(?::INTEGER[]))", [dictionary, sorted(set(features))]).fetchall()
+    else:
+        rows = con.execute("SELECT feature, max_act FROM features WHERE dictionary = ? AND feature IN "
+                           "(SELECT unnest(?::INTEGER[]))", [dictionary, sorted(set(features))]).fetchall()
     return {int(f): float(v) for f, v in rows}

@@ -1,0 +1,163 @@
+"""Steering page (/steering?dict=NAME&feature=ID): default and steered text side by side as they are generated,
+the measures, a strength sweep, and the stored runs with a re-run button each."""
+import plotly.graph_objects as go
+import streamlit as st
+
+from analysis.steering import Intervention, SteerConfig, SteerRun, Trigger, sweep
+from analysis.steering_config import MODES, POSITIONS
+from analysis.steering_runs import dictionary_names, parse_stored
+from app.ui import cache
+from app.ui import steering_cache as sc
+from app.ui.widgets import int_param, num, pct, show_error
+from sae.errors import InputError as EngineInputError
+from store.errors import InputError
+
+BAD_INPUT = (InputError, EngineInputError, ValueError)
+rows = {d.name: d for d in cache.fetch(cache.overview).dictionaries}
+names = sorted(rows)
+if not names:
+    st.info("No dictionary yet: train one with `sparsescope train` (or run `sparsescope demo`).")
+    st.stop()
+asked = st.query_params.get("dict")
+try:
+    asked_feature = int_param("feature", st.query_params.get("feature"))
+except InputError as exc:
+    show_error(exc)
+if asked is not None and asked not in rows:
+    show_error(InputError(f"unknown dictionary {asked!r} (known: {', '.join(names)})"))
+
+st.title("Steering")
+top = st.columns([3, 1, 2])
+name = top[0].selectbox("dictionary", names, index=names.index(asked) if asked else 0)
+feature = int(top[1].number_input("feature", min_value=0, value=asked_feature or 0, step=1,
+                                  key=f"steer-feature-{name}-{asked_feature}"))
+st.query_params.update({"dict": name, "feature": str(feature)})
+mode = top[2].segmented_control("mode", MODES, default="add", required=True)
+prompt = st.text_area("prompt", "Tell me about your weekend.", max_chars=4000)
+row = st.columns(4)
+strength = row[0].slider("strength (x the feature's max activation)", -20.0, 20.0, 4.0, 0.5)
+positions = row[1].segmented_control("positions", POSITIONS, default="all", required=True)
+value = row[2].number_input("clamp value (raw; empty: strength x max act)", value=None, format="%.4g")
+chat = row[3].toggle("chat template", value=True, help="off: raw completion")
+row = st.columns(4)
+seed = int(row[0].number_input("seed", min_value=0, value=0, step=1))
+samples = int(row[1].number_input("samples", min_value=1, max_value=8, value=2, step=1))
+max_new = row[2].slider("new tokens", 1, 128, 40)
+temperature = row[3].slider("temperature (0: greedy)", 0.0, 2.0, 0.7, 0.05)
+with st.expander("Conditional: steer only where another feature fires"):
+    cond = st.columns([1, 3, 1, 1])
+    use_trigger = cond[0].checkbox("use a trigger")
+    trigger_dict = cond[1].selectbox("trigger dictionary", names, index=names.index(name))
+    trigger_feature = int(cond[2].number_input("trigger feature", min_value=0, value=0, step=1))
+    threshold = cond[3].number_input("threshold", value=0.0, format="%.4g")
+
+
+def current_config() -> SteerConfig:
+    trigger = Trigger(trigger_dict, trigger_feature, threshold) if use_trigger else None
+    spec = Intervention(mode, dictionary=name, feature=feature, strength=strength, value=value,
+                        positions=positions, trigger=trigger)
+    return SteerConfig(prompt, (spec,), model=rows[name].model or sc.DEFAULT_MODEL, chat=chat,
+                       max_new_tokens=max_new, samples=samples, seed=seed, temperature=temperature)
+
+
+def show_measures(result) -> None:
+    m = result.measures
+    target = m["targets"][0]
+    cols = st.columns(4)
+    cols[0].metric("KL(steered \u2016 default) per token", f"{m['kl_mean']:.4f}")
+    cols[1].metric("perplexity under the unsteered model", f"{m['perplexity_steered']:.2f}",
+                   delta=f"{m['perplexity_steered'] - m['perplexity_default']:+.2f} vs default", delta_color="inverse")
+    cols[2].metric(f"{target['label']} mean on the steered text", num(target["steered"]["mean"]),
+                   delta=f"{target['steered']['mean'] - target['default']['mean']:+.4g} vs default")
+    cols[3].metric("fires on steered / default tokens",
+                   f"{pct(target['steered']['fired'])} / {pct(target['default']['fired'])}")
+    fig = go.Figure(go.Bar(y=m["kl_per_position"], hovertemplate="token %{x}: KL %{y:.4f}<extra></extra>"))
+    fig.update_layout(xaxis_title="generated token", yaxis_title="KL", height=220, margin=dict(t=10, b=10))
+    st.plotly_chart(fig, width="stretch")
+    for note in result.notes:
+        st.caption(note)
+
+
+def steer_and_show(config: SteerConfig, numbers=None) -> None:
+    """Generate with both arms streaming into side-by-side slots, then measure and store the run."""
+    try:
+        dictionaries = sc.dictionaries(rows, dictionary_names(config))
+        lm = sc.model(config.model)
+        with sc.model_lock():
+            run = SteerRun(lm, config, dictionaries, numbers)
+            left, right = st.columns(2)
+            left.markdown("**default**")
+            right.markdown("**steered**")
+            slots = {"default": [left.empty() for _ in range(config.samples)],
+                     "steered": [right.empty() for _ in range(config.samples)]}
+            for step in run.stream():
+                for arm, texts in step.texts.items():
+                    for slot, text in zip(slots[arm], texts):
+                        slot.code(text or " ", language=None, wrap_lines=True)
+    except BAD_INPUT as exc:
+        show_error(exc)
+    show_measures(run.result)
+    try:
+        st.caption(f"stored as steering run {sc.record(run.result)} \u00b7 `sparsescope steer --rerun` repeats it")
+    except cache.StoreBusy:
+        st.warning(f"{cache.BUSY}; this run is not stored")
+
+
+rerun_id = st.session_state.pop("steer_rerun", None)
+if st.button("Steer", type="primary", icon=":material/tune:"):
+    try:
+        config = current_config()
+    except BAD_INPUT as exc:
+        show_error(exc)
+    steer_and_show(config)
+elif rerun_id is not None:
+    stored = next((r for r in cache.fetch(sc.stored_runs) if r.id == rerun_id), None)
+    if stored is not None:
+        st.subheader(f"Re-run of run {rerun_id}")
+        try:
+            config, numbers = parse_stored(stored.config)
+        except BAD_INPUT as exc:
+            show_error(exc)
+        steer_and_show(config, numbers)
+
+with st.expander("Strength sweep: target activation and perplexity against strength"):
+    strengths_text = st.text_input("strengths", "0,2,4,8")
+    if st.button("Run sweep", icon=":material/show_chart:"):
+        try:
+            strengths = [float(s) for s in strengths_text.split(",") if s.strip()]
+            config = current_config()
+            dictionaries = sc.dictionaries(rows, dictionary_names(config))
+            with st.spinner(f"generating at {len(strengths)} strengths..."), sc.model_lock():
+                points = sweep(sc.model(config.model), config, dictionaries, strengths)
+        except BAD_INPUT as exc:
+            show_error(exc)
+        fig = go.Figure([go.Scatter(x=[p.strength for p in points], y=[p.target_mean for p in points],
+                                    name=f"{name}:{feature} mean activation", mode="lines+markers"),
+                         go.Scatter(x=[p.strength for p in points], y=[p.perplexity for p in points],
+                                    name="perplexity (unsteered model)", mode="lines+markers", yaxis="y2")])
+        fig.update_layout(xaxis_title="strength", yaxis_title="target activation", height=320,
+                          yaxis2=dict(title="perplexity", overlaying="y", side="right"), margin=dict(t=10, b=10))
+        st.plotly_chart(fig, width="stretch")
+        for point in points:
+            st.caption(f"strength {point.strength:g}: {point.result.steered_texts[0]}")
+        try:
+            ids = [sc.record(p.result) for p in points]
+            st.caption(f"stored as runs {', '.join(map(str, ids))}")
+        except cache.StoreBusy:
+            st.warning(f"{cache.BUSY}; the sweep is not stored")
+
+st.subheader("Stored runs")
+runs = cache.fetch(sc.stored_runs)
+if not runs:
+    st.caption("no steering runs yet")
+for stored in runs:
+    cfg = stored.config
+    what = ", ".join(f"{i['mode']} {i.get('dictionary') or 'direction'}:{i.get('feature')} x{i['strength']:g}"
+                     for i in cfg.get("interventions", []))
+    cols = st.columns([1, 7, 2, 1])
+    cols[0].markdown(f"**#{stored.id}**")
+    cols[1].caption(f"{what} \u00b7 seed {cfg.get('seed')} \u00b7 \u201c{cfg.get('prompt', '')[:80]}\u201d")
+    cols[2].caption(f"KL {stored.measures.get('kl_mean', 0):.4f} \u00b7 ppl {stored.measures.get('perplexity_steered', 0):.1f}")
+    if cols[3].button("Re-run", key=f"rerun-{stored.id}"):
+        st.session_state["steer_rerun"] = stored.id
+        st.rerun()
