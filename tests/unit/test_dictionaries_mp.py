@@ -64,9 +64,10 @@ def loaded_pair(W, b_dec, **ref_kwargs):
     return ours, ref
 
 
-def test_fixed_k_selects_the_same_atom_sequences_as_the_unrolled_loop_and_saelens():
+@pytest.mark.parametrize("kind", ["atom_mixtures", "gaussian"])
+def test_fixed_k_selects_the_same_atom_sequences_as_the_unrolled_loop_and_saelens(kind):
     W, b_dec = unit_atoms(), 0.1 * torch.randn(D_IN)
-    x = inputs(W, 4096)
+    x = inputs(W, 4096) if kind == "atom_mixtures" else torch.randn(4096, D_IN)
     ours, ref = loaded_pair(W, b_dec, max_iterations=K, residual_threshold=0.0, stop_on_duplicate_support=False)
     with torch.no_grad():
         steps = mp_encode_steps(ours, x)
