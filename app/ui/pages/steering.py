@@ -8,6 +8,7 @@ from analysis.steering_config import MODES, POSITIONS
 from analysis.steering_runs import dictionary_names, parse_stored
 from app.ui import cache
 from app.ui import steering_cache as sc
+from app.ui.report_widgets import steering_report_button
 from app.ui.widgets import int_param, num, pct, show_error
 from sae.errors import InputError as EngineInputError
 from store.errors import InputError
@@ -161,3 +162,4 @@ for stored in runs:
     if cols[3].button("Re-run", key=f"rerun-{stored.id}"):
         st.session_state["steer_rerun"] = stored.id
         st.rerun()
+    steering_report_button(stored.id, cfg)
