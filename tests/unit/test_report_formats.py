@@ -10,10 +10,10 @@ from tests.unit.test_report_store import HOSTILE_LABEL, build_report_store
 from analysis.reports import Selection, collect_report, import_report, render_markdown, write_report
 from analysis.reports.json_io import SCHEMA, SCHEMA_VERSION, report_to_dict
 from analysis.reports.markdown import example_md, md
-from analysis.reports.neuronpedia import export_neuronpedia
+from analysis.reports.neuronpedia import batch_cards, export_neuronpedia
 from app.cli import main
 from store import InputError, Workspace, connect, session
-from store.queries import Example
+from store.queries import Example, feature_card
 
 LABELS_SQL = "SELECT feature, label, notes FROM feature_labels WHERE dictionary = ? ORDER BY feature"
 
@@ -131,3 +131,12 @@ def test_neuronpedia_layout(store, tmp_path):
     with pytest.raises(InputError, match=r"feature\(s\) not in dictionary 'attn-demo': 77"):
         export_neuronpedia(store, "attn-demo", tmp_path / "np2", features=(1, 77))
     assert not (tmp_path / "np2").exists()
+
+
+def test_batch_cards_match_feature_card(store):
+    cards = batch_cards(store, "mp-demo", "tiny-demo", "demo-text", 400_000, [0, 3, 7])
+    for f in (0, 3, 7):
+        one = feature_card(store, "mp-demo", f)
+        for part in ("count", "density", "max_act", "histogram", "top_examples", "quantile_examples", "promoted",
+                     "suppressed"):
+            assert getattr(cards[f], part) == getattr(one, part), (f, part)
