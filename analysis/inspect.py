@@ -44,6 +44,8 @@ class Inspection:
     """Dictionary name -> its reading."""
     truncated: bool = False
     """True when the prompt was longer than the model's context and its tail was cut."""
+    has_bos: bool = False
+    """True when the first token is a BOS the model prepended (an attention sink, not part of the text)."""
 
 
 @torch.no_grad()
@@ -93,4 +95,5 @@ def inspect_prompt(model, hook: str, text: str, dictionaries: Mapping[str, objec
     token_ids, acts, truncated = site_activations(model, hook, text)
     tokens = [model.tokenizer.decode([t]) for t in token_ids.tolist()]
     readings = {name: read_dictionary(sae, acts, n_top) for name, sae in dictionaries.items()}
-    return Inspection(model.cfg.model_name, hook, token_ids.tolist(), tokens, readings, truncated)
+    has_bos = bool(model.cfg.default_prepend_bos) and token_ids[0].item() == model.tokenizer.bos_token_id
+    return Inspection(model.cfg.model_name, hook, token_ids.tolist(), tokens, readings, truncated, has_bos)

@@ -5,6 +5,7 @@ import sys
 
 from app import cmd_data, cmd_demo, cmd_dicts  # noqa: F401  (commands register themselves on `app`)
 from app import cmd_steer  # noqa: F401  (steer)
+from app import cmd_ui  # noqa: F401
 from app import cmd_report  # noqa: F401  (report, import-report, export-neuronpedia, export-db, import-db)
 from app import cmd_heads  # noqa: F401  (heads, head-pattern, head-ablate, head-rank, heads-export)
 from app.cli_common import app, err_console

@@ -32,7 +32,7 @@ def test_tokens_and_activations_match_a_direct_run(tiny_model):
 def test_every_dictionary_reads_the_prompt(tiny_model, dictionaries):
     result = inspect_prompt(tiny_model, HOOK, "The cat sat.", dictionaries, n_top=5)
     assert result.tokens == [tiny_model.tokenizer.decode([t]) for t in result.token_ids]
-    assert "".join(result.tokens[1:]) == "The cat sat."  # BOS first, then the text back
+    assert result.has_bos and "".join(result.tokens[1:]) == "The cat sat."  # BOS first, then the text back
     assert set(result.readings) == set(dictionaries)
     _, acts, _ = site_activations(tiny_model, HOOK, "The cat sat.")
     direct = dictionaries["topk"].encode(acts).detach()

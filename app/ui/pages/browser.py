@@ -1,0 +1,113 @@
+"""Feature browser: pick a dictionary, find features (by id, token, logit token, label, density), page through them."""
+import pandas as pd
+import streamlit as st
+
+from app.ui import cache
+from app.ui.main import HERE
+from app.ui.report_widgets import report_download_button
+from app.ui.widgets import feature_link, feature_url, int_param, show_error
+from store.errors import InputError
+from store.queries import ORDER_COLUMNS
+
+PAGE_SIZE = 50
+MODES = ["all", "id", "fires on token", "promotes token", "label", "density"]
+MODE_HELP = {"fires on token": "features whose top examples fire on this token",
+             "promotes token": "features whose decoder direction raises this token's logit most",
+             "label": "labels and notes containing this text"}
+
+st.title("Feature browser")
+analysed = cache.fetch(cache.analysed)
+names = sorted(analysed)
+if not names:
+    st.info("No analysed dictionary yet: analyse one with `sparsescope analyze` (or run `sparsescope demo`).")
+    st.stop()
+asked = st.query_params.get("dict")
+if asked is not None and asked not in names:
+    show_error(InputError(f"unknown dictionary {asked!r} (analysed: {', '.join(names)})"))
+name = st.selectbox("dictionary", names, index=names.index(asked) if asked else 0)
+st.query_params["dict"] = name
+corpus, n_tokens = analysed[name]
+st.caption(f"analysed on {n_tokens:,} tokens of corpus {corpus}")
+
+
+def show_table(rows: list[dict], key: str) -> None:
+    """Features as a table; selecting a row opens its feature page."""
+    if not rows:
+        st.info("No feature matches.")
+        return
+    frame = pd.DataFrame(rows)
+    frame["open"] = [feature_url(name, f) for f in frame["feature"]]
+    event = st.dataframe(frame, hide_index=True, width="stretch", key=key, on_select="rerun",
+                         selection_mode="single-row", column_config={
+                             "density": st.column_config.NumberColumn(format="percent"),
+                             "open": st.column_config.LinkColumn("open", display_text="open"),
+                             "top tokens": st.column_config.ListColumn("top tokens")})
+    report_download_button(name, list(frame["feature"]), key=f"report-{key}")
+    picked = event.selection.rows if event is not None and hasattr(event, "selection") else []
+    if picked:
+        st.switch_page(HERE / "pages/feature.py",
+                       query_params={"dict": name, "feature": str(int(frame["feature"].iloc[picked[0]]))})
+
+
+def feature_rows(table: cache.FeatureTable) -> list[dict]:
+    return [{"feature": r.feature, "density": r.density, "max act": r.max_act, "mean act": r.mean_act,
+             "top tokens": table.top_tokens.get(r.feature, []), "label": r.label or ""} for r in table.rows]
+
+
+def paged(lo: float, hi: float) -> None:
+    left, mid, right = st.columns([2, 1, 1])
+    order = left.selectbox("sort by", list(ORDER_COLUMNS), index=list(ORDER_COLUMNS).index("density"))
+    descending = mid.toggle("descending", value=True)
+    first = cache.fetch(cache.features_table, name, order, descending, PAGE_SIZE, 0, lo, hi)
+    n_pages = max(1, -(-first.n_features // PAGE_SIZE))
+    number = right.number_input(f"page (of {n_pages})", min_value=1, max_value=n_pages, value=1)
+    table = first if number == 1 else cache.fetch(cache.features_table, name, order, descending, PAGE_SIZE,
+                                                   (number - 1) * PAGE_SIZE, lo, hi)
+    st.caption(f"{table.n_features:,} features; select a row to open it")
+    show_table(feature_rows(table), "features")
+
+
+def search_results(hits: list[tuple[int, float | None]], how: str) -> None:
+    info = cache.fetch(cache.summaries, name, tuple(f for f, _ in hits), 3)
+    rows = [{"feature": f, **({"score": score} if score is not None else {}),
+             "density": info[f].density, "max act": info[f].max_act, "top tokens": info[f].top_tokens,
+             "label": info[f].label} for f, score in hits if f in info]
+    st.caption(f"{len(rows)} features ({MODE_HELP[how]})")
+    show_table(rows, "hits")
+
+
+top = st.columns([4, 1])
+mode = top[0].segmented_control("find features", MODES, default="all") or "all"
+if top[1].button("random feature", icon=":material/casino:"):
+    try:
+        feature = cache.random_feature(name)
+    except cache.StoreBusy:
+        st.info(cache.BUSY)
+        feature = None
+    if feature is not None:
+        st.switch_page(HERE / "pages/feature.py", query_params={"dict": name, "feature": str(feature)})
+
+if mode == "all":
+    paged(0.0, 1.0)
+elif mode == "id":
+    raw = st.text_input("feature id", placeholder="e.g. 42")
+    try:
+        feature = int_param("feature id", raw.strip())
+    except InputError as exc:
+        show_error(exc)
+    if feature is not None:
+        info = cache.fetch(cache.summaries, name, (feature,), 3)
+        if feature not in info:
+            show_error(InputError(f"feature {feature} is out of range for {name}"))
+        feature_link(name, feature, f"open feature #{feature}")
+elif mode == "density":
+    left, right = st.columns(2)
+    lo = left.number_input("density from (%)", 0.0, 100.0, 0.0, format="%.4f")
+    hi = right.number_input("density to (%)", 0.0, 100.0, 100.0, format="%.4f")
+    if lo > hi:
+        show_error(InputError("the lower density bound is above the upper one"))
+    paged(lo / 100, hi / 100)
+else:
+    text = st.text_input(mode, placeholder=MODE_HELP[mode])
+    if text.strip():
+        search_results(cache.fetch(cache.search, name, mode, text), mode)

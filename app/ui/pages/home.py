@@ -1,0 +1,68 @@
+"""Home: the workspace at a glance (models, corpora, dictionaries and their metrics, FVU against L0)."""
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from app.ui import cache
+from app.ui.widgets import page_link
+
+MAX_POINT_LABELS = 15
+"""Up to this many dictionaries, the FVU chart names every point (beyond, hover shows the name)."""
+METRICS = {"l0": "L0", "fvu": "FVU", "ce_recovered": "CE recovered", "delta_ce": "delta CE", "kl": "KL",
+           "cos": "cos", "dead": "dead", "dense": "dense"}
+
+st.title("SparseScope")
+ws = cache.workspace()
+st.caption(f"workspace {ws.root}")
+data = cache.fetch(cache.overview)
+if data.empty:
+    st.info(cache.empty_message(ws))
+    st.stop()
+
+a, b, c, d = st.columns(4)
+a.metric("models", len(data.models))
+b.metric("corpora", len(data.corpora))
+c.metric("dictionaries", len(data.dictionaries))
+d.metric("analysed", len(data.analysed))
+
+st.subheader("Dictionaries")
+if not data.dictionaries:
+    st.info("No dictionaries yet: train one with `sparsescope train` (or run `sparsescope demo`).")
+else:
+    table = pd.DataFrame([{
+        "name": row.name, "arch": row.arch, "model": row.model or "-", "hook": row.hook or "-",
+        "d_sae": row.d_sae, "k": row.k,
+        **{label: data.metrics.get(row.name, {}).get(key) for key, label in METRICS.items()},
+        "analysed": row.name in data.analysed,
+        "browse": f"browser?dict={row.name}" if row.name in data.analysed else None,
+    } for row in data.dictionaries])
+    st.dataframe(table, hide_index=True, width="stretch", column_config={
+        "browse": st.column_config.LinkColumn("browse", display_text="features"),
+        "dead": st.column_config.NumberColumn(format="percent"),
+        "dense": st.column_config.NumberColumn(format="percent"),
+        "CE recovered": st.column_config.NumberColumn(format="%.3f"),
+        "FVU": st.column_config.NumberColumn(format="%.3f"), "L0": st.column_config.NumberColumn(format="%.1f")})
+    points = table.dropna(subset=["FVU", "L0"])
+    if points.empty:
+        st.caption("No dictionary has FVU and L0 metrics yet (they are measured after training).")
+    else:
+        fig = px.scatter(points, x="L0", y="FVU", color="arch", hover_name="name",
+                         text="name" if len(points) <= MAX_POINT_LABELS else None,
+                         hover_data={"CE recovered": ":.3f", "d_sae": True, "hook": True, "arch": False},
+                         title="Reconstruction against sparsity (lower left is better)")
+        fig.update_traces(marker={"size": 12}, textposition="top center")
+        st.plotly_chart(fig, width="stretch")
+
+left, right = st.columns(2)
+with left:
+    st.subheader("Models")
+    st.dataframe(pd.DataFrame([vars(m) for m in data.models]), hide_index=True, width="stretch")
+with right:
+    st.subheader("Corpora")
+    st.dataframe(pd.DataFrame([vars(c) for c in data.corpora]), hide_index=True, width="stretch")
+
+if data.analysed:
+    st.subheader("Explore")
+    page_link("browser", "Browse features", ":material/table_rows:")
+    page_link("inspector", "Inspect a prompt", ":material/text_fields:")
+    page_link("compare", "Compare two dictionaries", ":material/compare_arrows:")

@@ -1,0 +1,91 @@
+"""Prompt inspector: type text, see every token coloured by its strongest feature, pick a token for its features."""
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from app.ui import cache
+from app.ui.widgets import feature_link, num, token_text, tokens_html, visible
+
+MAX_PILLS = 96
+"""Longest prompt (in tokens) whose tokens are offered as pills."""
+SAMPLE = "The quick brown fox jumps over the lazy dog. Matching pursuit picks one atom at a time."
+
+st.title("Prompt inspector")
+data = cache.fetch(cache.overview)
+sites: dict[tuple[str, str], list] = {}
+for row in data.dictionaries:
+    if row.model and row.hook and Path(row.path).is_dir():
+        sites.setdefault((row.model, row.hook), []).append(row)
+if not sites:
+    st.info("No dictionary on disk with a known model and hook: train one with `sparsescope train` "
+            "(or run `sparsescope demo`).")
+    st.stop()
+
+keys = sorted(sites)
+site = st.selectbox("site", keys, format_func=lambda k: f"{k[0]} \u00b7 {k[1]} ({len(sites[k])} dictionaries)")
+model_name, hook = site
+rows = sites[site]
+with st.form("prompt"):
+    text = st.text_area("prompt", value=st.query_params.get("text", SAMPLE), height=100, max_chars=4000)
+    st.form_submit_button("Inspect", icon=":material/search:")
+if not text.strip():
+    st.info("Type some text and press Inspect.")
+    st.stop()
+
+spec = tuple((r.name, r.path, cache.stamp(r.path)) for r in rows)
+result = cache.compute(cache.inspect, model_name, hook, spec, text)
+if result.truncated:
+    st.warning(f"the prompt is longer than the model's context: only its first {len(result.tokens)} tokens are read")
+
+names = [r.name for r in rows]
+colour_by = st.selectbox("colour tokens by the strongest feature of", names)
+reading = result.readings[colour_by]
+ids, acts = reading.strongest()
+analysed = colour_by in data.analysed
+info = cache.fetch(cache.summaries, colour_by, tuple(sorted({int(i) for i in ids if i >= 0}))) if analysed else {}
+# intensity: activation relative to the feature's largest activation on the analysis corpus (else the prompt's)
+scales = np.array([info[i].max_act if i in info and info[i].max_act > 0 else max(acts.max(), 1e-9) for i in ids])
+labels = {i: f" {s.label}" if s.label else "" for i, s in info.items()}
+titles = [f"#{i}{labels.get(i, '')}: {a:.4g}" if i >= 0 else "no feature fires"
+          for i, a in zip(ids, acts)]
+st.html(tokens_html(result.tokens, acts / scales, 1.0, titles))
+st.caption("hover a token for its strongest feature and activation; pick a token below for all its features")
+
+first = 1 if result.has_bos and len(result.tokens) > 1 else 0  # BOS is an attention sink: never the default
+default = int(first + np.argmax((acts / scales)[first:]))
+positions = list(range(len(result.tokens)))
+
+
+def label(i: int) -> str:
+    """A token as a pill: its position and its text, spaces shown as a glyph."""
+    return f"{i}: {visible(result.tokens[i]).replace(' ', chr(0x2423))}"
+
+
+if len(positions) <= MAX_PILLS:
+    position = st.pills("token", positions, default=default, format_func=label)
+else:  # hundreds of pills bury the page: a slider over positions instead
+    position = st.select_slider("token", positions, value=default, format_func=label)
+if position is None:
+    st.stop()
+
+st.html(f"<h3>Features on token {position}: \u201c{token_text(result.tokens[position])}\u201d</h3>")
+columns = st.columns(len(names))
+for column, name in zip(columns, names):
+    with column:
+        st.markdown(f"**{name}**")
+        r = result.readings[name]
+        fired = [(int(i), float(a)) for i, a in zip(r.ids[position], r.acts[position]) if i >= 0]
+        if not fired:
+            st.caption("no feature fires")
+            continue
+        labels = cache.fetch(cache.summaries, name, tuple(i for i, _ in fired)) if name in data.analysed else {}
+        for feature, act in fired:
+            label = labels[feature].label if feature in labels else ""
+            text = f"#{feature} \u00b7 {num(act)}" + (f" \u00b7 {label}" if label else "")
+            if name in data.analysed:
+                feature_link(name, feature, text)
+            else:
+                st.text(text)
+        if name not in data.analysed:
+            st.caption("not analysed yet: no feature pages")

@@ -1,0 +1,114 @@
+"""Small pieces the pages share: query parameters, feature links, token highlighting (always escaped)."""
+from __future__ import annotations
+
+import html
+from typing import Sequence
+
+import streamlit as st
+
+from app.ui.main import HERE, page
+from store.errors import InputError
+
+HIGHLIGHT = "255, 140, 0"
+"""RGB of token highlighting; the alpha channel carries the activation."""
+_VISIBLE = {"\n": "\u21b5", "\r": "\u240d", "\t": "\u21e5"}
+
+
+def int_param(name: str, value: str | None) -> int | None:
+    """A query parameter that must be a non-negative integer (None when absent)."""
+    if value is None or value == "":
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        raise InputError(f"{name} must be a whole number, got {value!r}") from None
+    if number < 0:
+        raise InputError(f"{name} must not be negative, got {number}")
+    return number
+
+
+def show_error(exc: Exception) -> None:
+    """Bad input stops the page with one line."""
+    st.error(str(exc))
+    st.stop()
+
+
+def page_link(url_path: str, label: str, icon: str | None = None, **params) -> bool:
+    """Link to a registered page with query parameters; draws nothing (False) if no such page is registered."""
+    spec = page(url_path)
+    if spec is None:
+        return False
+    st.page_link(HERE / spec.path, label=label, icon=icon,
+                 query_params={k: str(v) for k, v in params.items()})
+    return True
+
+
+def feature_link(dictionary: str, feature: int, label: str | None = None) -> None:
+    page_link("feature", label or f"#{feature}", dict=dictionary, feature=feature)
+
+
+def feature_url(dictionary: str, feature: int) -> str:
+    """Relative URL of a feature page (for link columns of tables)."""
+    from urllib.parse import urlencode
+
+    return "feature?" + urlencode({"dict": dictionary, "feature": int(feature)})
+
+
+def visible(token: str) -> str:
+    """A token as shown: line breaks and tabs as symbols, other control characters as escapes."""
+    shown = "".join(_VISIBLE.get(ch, ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode())
+                    for ch in token)
+    return shown or "\u2205"
+
+
+def token_text(token: str) -> str:
+    """A token for HTML: visible(token), escaped."""
+    return html.escape(visible(token))
+
+
+def tokens_html(tokens: Sequence[str], acts: Sequence[float], scale: float, titles: Sequence[str] | None = None,
+                mark: int | None = None) -> str:
+    """Tokens as spans whose background opacity is act / scale; hovering shows titles[i] (default: the act).
+
+    Every token and title is HTML-escaped. `mark` outlines one token (the example's firing position).
+    """
+    scale = scale if scale and scale > 0 else 1.0
+    spans = []
+    for i, (token, act) in enumerate(zip(tokens, acts)):
+        alpha = min(max(float(act) / scale, 0.0), 1.0)
+        title = titles[i] if titles is not None else f"{float(act):.4g}"
+        outline = "outline:2px solid #c2410c;" if i == mark else ""
+        spans.append(f'<span class="tok" title="{html.escape(title, quote=True)}" '
+                     f'style="background:rgba({HIGHLIGHT},{alpha:.3f});{outline}">{token_text(token)}</span>')
+    return ('<div style="font-family:ui-monospace,monospace;white-space:pre-wrap;line-height:1.9;'
+            'font-size:0.9rem">' + "".join(spans) + "</div>")
+
+
+def text_html(text: str, tag: str = "span", style: str = "") -> str:
+    """User text (labels, notes) as escaped HTML."""
+    return f'<{tag} style="{html.escape(style, quote=True)}">{html.escape(text)}</{tag}>'
+
+
+def pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.3g}%"
+
+
+def num(x: float | None) -> str:
+    return "-" if x is None or x != x else f"{x:.4g}"
+
+
+def example_html(example, scale: float) -> str:
+    """One stored example: its window of tokens highlighted by the feature's activation on each."""
+    if not example.tokens:  # the context or the vocabulary is not in the store
+        return text_html(f"context {example.context_id}, position {example.position}: "
+                         f"{example.activation:.4g} (token text not stored)", "div")
+    titles = [f"{a:.4g}" for a in example.token_acts]
+    return tokens_html(example.tokens, example.token_acts, scale, titles, mark=example.position - example.window_start)
+
+
+def ranked_links(dictionary: str, entries, what: str) -> None:
+    """Other features (neighbours, parents) as links with their score."""
+    if not entries:
+        st.caption(f"no {what}")
+    for entry in entries:
+        feature_link(dictionary, entry.id, f"#{entry.id} \u00b7 {what} {entry.value:.3g}")

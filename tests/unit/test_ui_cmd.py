@@ -1,0 +1,66 @@
+"""`sparsescope ui`: the streamlit command it runs, the workspace it passes, the warning for open hosts."""
+import sys
+
+import pytest
+
+from app import cmd_ui
+from app.cli import main
+
+
+def serve(monkeypatch, capsys, *args):
+    calls = []
+    monkeypatch.setattr(cmd_ui.subprocess, "call", lambda cmd, env: calls.append((cmd, env)) or 0)
+    monkeypatch.setattr(sys, "argv", ["sparsescope", "ui", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    out = capsys.readouterr()
+    return exit_info.value.code, out.out, out.err, calls
+
+
+def test_serves_headless_on_localhost_without_telemetry(monkeypatch, capsys, tmp_path):
+    code, out, err, calls = serve(monkeypatch, capsys, "-w", str(tmp_path / "ws"))
+    assert code in (0, None) and not err
+    assert "http://127.0.0.1:8501" in out
+    (cmd, env), = calls
+    assert cmd[1:3] == ["-m", "app.ui.serve"]  # `streamlit run app/ui/main.py` after warming up imports
+    flags = dict(zip(cmd[3::2], cmd[4::2]))
+    assert flags["--server.address"] == "127.0.0.1" and flags["--server.port"] == "8501"
+    assert flags["--server.headless"] == "true" and flags["--browser.gatherUsageStats"] == "false"
+    assert env["SPARSESCOPE_WORKSPACE"] == str((tmp_path / "ws").resolve())
+
+
+def test_another_host_warns_that_there_is_no_authentication(monkeypatch, capsys, tmp_path):
+    code, out, err, calls = serve(monkeypatch, capsys, "--host", "0.0.0.0", "--port", "9000", "-w", str(tmp_path))
+    assert code in (0, None) and "http://0.0.0.0:9000" in out
+    assert err.startswith("warning:") and "no authentication" in err
+    assert dict(zip(calls[0][0][3::2], calls[0][0][4::2]))["--server.address"] == "0.0.0.0"
+
+
+def test_an_old_store_is_migrated_before_serving(monkeypatch, capsys, tmp_path):
+    import duckdb
+
+    (tmp_path / "ws").mkdir()
+    duckdb.connect(str(tmp_path / "ws" / "sparsescope.duckdb")).close()  # empty file, no schema
+    serve(monkeypatch, capsys, "-w", str(tmp_path / "ws"))
+    con = duckdb.connect(str(tmp_path / "ws" / "sparsescope.duckdb"), read_only=True)
+    assert con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'features'").fetchone()[0]
+    con.close()
+
+
+def test_a_bad_port_is_refused(monkeypatch, capsys, tmp_path):
+    code, _, err, calls = serve(monkeypatch, capsys, "--port", "0", "-w", str(tmp_path))
+    assert code == 2 and not calls
+
+
+def test_the_server_process_warms_up_then_runs_the_router(monkeypatch):
+    from streamlit.web import cli
+
+    from app.ui import serve
+
+    seen = []
+    monkeypatch.setattr(cli, "main", lambda: seen.append(list(sys.argv)))
+    monkeypatch.setattr(sys, "argv", sys.argv[:])
+    serve.main(["--server.port", "1234"])
+    assert seen == [["streamlit", "run", str(serve.MAIN), "--server.port", "1234"]]
+    serve.warm_up()  # what the background thread runs
+    assert "plotly.express" in sys.modules and "app.ui.cache" in sys.modules
