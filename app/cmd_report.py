@@ -50,6 +50,7 @@ def report_cmd(
     """Write a report on a dictionary and chosen features: one self-contained HTML file, Markdown with PNG
     figures, JSON (re-importable labels) or PDF."""
     from analysis.reports import Selection, check_format, collect_report, write_report
+    from analysis.reports.browser import find_browser
     from analysis.reports.output import check_out_path
     from store.errors import InputError
 
@@ -70,6 +71,8 @@ def report_cmd(
     extra = f" and {len(files) - 1} figure(s)" if len(files) > 1 else ""
     console.print(f"wrote {fmt} report of {len(report.features)} features to {files[0]}{extra} "
                   f"({size / 1e6:.1f} MB)")
+    if fmt == "md" and find_browser() is None:
+        console.print("figures left out: PNGs need Chromium (apt-get install chromium); the HTML report has them")
 
 
 @app.command(name="import-report")
