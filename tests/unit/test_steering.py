@@ -228,3 +228,28 @@ def test_prompt_longer_than_context_says_the_limit(tiny_model, dicts):
         SteerRun(tiny_model, _config(Intervention("add", dictionary="topk", feature=1), max_new_tokens=250), dicts)
     with pytest.raises(InputError, match="no chat template"):
         SteerRun(tiny_model, _config(Intervention("add", dictionary="topk", feature=1), chat=True), dicts)
+
+
+def test_a_trigger_read_after_the_edit_is_refused(tiny_model, dicts, tmp_path):
+    later = {**dicts, "late": _dictionary(tmp_path, "relu", hook="blocks.1.hook_resid_post")}
+    later["late"].name = "late"
+    spec = Intervention("add", dictionary="topk", feature=1, trigger=Trigger("late", 0))
+    with pytest.raises(InputError, match="after blocks.0.hook_resid_post"):
+        SteerRun(tiny_model, _config(spec), later)
+
+
+def test_hook_z_dictionary_splices_on_flattened_heads(tiny_model, tmp_path):
+    hook = "blocks.1.attn.hook_z"
+    zdict = {"z": _dictionary(tmp_path, "topk", hook=hook)}
+    zdict["z"].name = "z"
+    assert zdict["z"].sae.cfg.reshape_activations == "hook_z"
+    _, cache = tiny_model.run_with_cache(tiny_model.to_tokens(PROMPT), names_filter=hook)
+    z = cache[hook][0]  # [pos, heads, d_head]
+    x = z.reshape(z.shape[0], -1)  # head-major rows
+    feature = int(zdict["z"].encode(x)[-1].argmax())  # fires at the last prompt position, which predicts
+    target = zdict["z"].target(feature)                  # the first new token (layer 1 is the last layer)
+    assert torch.equal(target.clamp(x, target.read(x)), x)
+    same = steer(tiny_model, _config(Intervention("add", dictionary="z", feature=feature, strength=0.0)), zdict)
+    assert same.steered_ids == same.default_ids and same.measures["kl_mean"] == 0.0
+    ablated = steer(tiny_model, _config(Intervention("ablate", dictionary="z", feature=feature)), zdict)
+    assert ablated.measures["kl_mean"] > 0
