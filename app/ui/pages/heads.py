@@ -50,8 +50,9 @@ points = event.selection.points if event and event.selection else []
 if points:
     clicked = (int(points[0]["y"]), int(points[0]["x"]))
     if clicked != st.session_state.get("heads-click") and clicked != (layer, head):
-        st.session_state["heads-click"] = clicked
-        layer, head = clicked
+        st.session_state["heads-click"] = clicked  # the selection persists across runs: act on it once
+        st.query_params.update({"layer": clicked[0], "head": clicked[1]})
+        st.rerun()  # redraw the grid with the new head outlined
 pick = st.columns(2)
 layer = pick[0].selectbox("layer", range(run.n_layers), index=layer, key=f"layer-{layer}")
 head = pick[1].selectbox("head", range(run.n_heads), index=head, key=f"head-{layer}-{head}")
