@@ -117,11 +117,13 @@ def test_home_shows_the_workspace(server):
 def test_feature_page_deep_link(server):
     url, page, _ = server
     page.goto(f"{url}/feature?dict=mp-demo&feature=2")
-    page.get_by_text("Top activating contexts").wait_for(timeout=60_000)
+    page.get_by_text("Top activating contexts").wait_for(timeout=120_000)
     _settled(page)
-    assert page.locator("h2", has_text="feature #2").filter(has_text="pursuit atom").is_visible()
+    # st.html renders a moment after the elements around it: wait for it rather than check at once
+    page.locator("h2", has_text="feature #2").filter(has_text="pursuit atom").wait_for(timeout=60_000)
     tokens = page.locator("span.tok")
-    assert tokens.count() > 20
+    tokens.nth(20).wait_for(timeout=60_000)
+    page.get_by_test_id("stPageLink").first.wait_for(timeout=60_000)  # neighbour links
     hot = page.locator("span.tok[style*='outline']").first
     assert float(hot.get_attribute("title")) > 0  # hovering the firing token shows its activation
     assert page.get_by_text("Matching pursuit").is_visible()
@@ -142,7 +144,23 @@ def test_prompt_inspector_highlights_tokens(server):
     page.get_by_text("Features on token").wait_for(timeout=120_000)
     _settled(page)
     tokens = page.locator("span.tok")
-    assert tokens.count() > 20
+    tokens.nth(20).wait_for(timeout=60_000)
     assert tokens.nth(5).get_attribute("title").startswith("#")
+    page.get_by_text("5: q", exact=True).wait_for(timeout=60_000)  # the token pills
+    page.get_by_test_id("stPageLink").first.wait_for(timeout=60_000)  # features of the picked token
     assert page.get_by_text("codebook-demo", exact=True).first.is_visible()
     _shot(page, "inspector")
+
+
+def test_browser_and_compare_pages(server):
+    url, page, _ = server
+    page.goto(f"{url}/browser?dict=topk-demo")
+    page.get_by_text("select a row to open it").wait_for(timeout=60_000)
+    _settled(page)
+    _shot(page, "browser")
+    page.goto(f"{url}/compare?a=topk-demo&b=mp-demo")
+    page.get_by_text("features of topk-demo").wait_for(timeout=120_000)  # after the matching
+    page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+    _settled(page)
+    assert page.get_by_test_id("stMetricValue").first.inner_text() == "hungarian"
+    _shot(page, "compare")

@@ -5,7 +5,7 @@ import streamlit as st
 from app.ui import cache
 from app.ui.main import HERE
 from app.ui.report_widgets import report_download_button
-from app.ui.widgets import feature_link, feature_url, int_param, show_error
+from app.ui.widgets import feature_link, feature_url, int_param, show_error, visible
 from store.errors import InputError
 from store.queries import ORDER_COLUMNS
 
@@ -51,7 +51,8 @@ def show_table(rows: list[dict], key: str) -> None:
 
 def feature_rows(table: cache.FeatureTable) -> list[dict]:
     return [{"feature": r.feature, "density": r.density, "max act": r.max_act, "mean act": r.mean_act,
-             "top tokens": table.top_tokens.get(r.feature, []), "label": r.label or ""} for r in table.rows]
+             "top tokens": [visible(t) for t in table.top_tokens.get(r.feature, [])], "label": r.label or ""}
+            for r in table.rows]
 
 
 def paged(lo: float, hi: float) -> None:
@@ -70,8 +71,9 @@ def paged(lo: float, hi: float) -> None:
 def search_results(hits: list[tuple[int, float | None]], how: str) -> None:
     info = cache.fetch(cache.summaries, name, tuple(f for f, _ in hits), 3)
     rows = [{"feature": f, **({"score": score} if score is not None else {}),
-             "density": info[f].density, "max act": info[f].max_act, "top tokens": info[f].top_tokens,
-             "label": info[f].label} for f, score in hits if f in info]
+             "density": info[f].density, "max act": info[f].max_act,
+             "top tokens": [visible(t) for t in info[f].top_tokens], "label": info[f].label}
+            for f, score in hits if f in info]
     st.caption(f"{len(rows)} features ({MODE_HELP[how]})")
     show_table(rows, "hits")
 

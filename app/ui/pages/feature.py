@@ -6,7 +6,7 @@ import streamlit as st
 from app.ui import cache
 from app.ui.report_widgets import report_download_button
 from app.ui.widgets import (example_html, int_param, num, page_link, pct, ranked_links, show_error,
-                            text_html)
+                            text_html, visible)
 from store.errors import InputError
 
 analysed = cache.fetch(cache.analysed)
@@ -42,11 +42,10 @@ cols[2].metric("max act", num(card.max_act))
 cols[3].metric("mean act", num(card.mean_act))
 cols[4].metric("decoder norm", num(card.decoder_norm))
 cols[5].metric("max decoder cos", num(card.max_decoder_cos))
-actions = st.columns(4)
-with actions[0]:
+steer, export, _ = st.columns([1, 2, 1], vertical_alignment="center")
+with steer:  # drawn only when a steering page is registered in app/ui/main.py
     page_link("steering", "Steer with this feature", ":material/tune:", dict=name, feature=feature)
-with actions[1]:
-    page_link("report", "Export its report", ":material/description:", dict=name, feature=feature)
+with export:
     report_download_button(name, [int(feature)], key="report-feature")
 
 hist, logits = st.columns([3, 2])
@@ -66,7 +65,7 @@ with logits:
     st.subheader("Logit effects")
     up, down = st.columns(2)
     for column, title, entries in ((up, "promoted", card.promoted), (down, "suppressed", card.suppressed)):
-        column.dataframe(pd.DataFrame({"token": [e.text or f"id {e.id}" for e in entries],
+        column.dataframe(pd.DataFrame({"token": [visible(e.text) if e.text else f"id {e.id}" for e in entries],
                                        "logit": [e.value for e in entries]}, columns=["token", "logit"]),
                          hide_index=True, width="stretch", column_config={"token": title})
 

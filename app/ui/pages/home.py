@@ -6,8 +6,7 @@ import streamlit as st
 from app.ui import cache
 from app.ui.widgets import page_link
 
-MAX_POINT_LABELS = 15
-"""Up to this many dictionaries, the FVU chart names every point (beyond, hover shows the name)."""
+MAX_POINT_LABELS = 15  # up to this many dictionaries the FVU chart names every point (beyond: on hover)
 METRICS = {"l0": "L0", "fvu": "FVU", "ce_recovered": "CE recovered", "delta_ce": "delta CE", "kl": "KL",
            "cos": "cos", "dead": "dead", "dense": "dense"}
 

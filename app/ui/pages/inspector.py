@@ -7,8 +7,8 @@ import streamlit as st
 from app.ui import cache
 from app.ui.widgets import feature_link, num, token_text, tokens_html, visible
 
-MAX_PILLS = 96
-"""Longest prompt (in tokens) whose tokens are offered as pills."""
+MAX_PILLS = 96  # longest prompt (in tokens) whose tokens are offered as pills (a page holds no bare strings:
+# Streamlit's magic would show them)
 SAMPLE = "The quick brown fox jumps over the lazy dog. Matching pursuit picks one atom at a time."
 
 st.title("Prompt inspector")
