@@ -6,6 +6,7 @@ particular FVU is the ratio of sums sum||x - x_hat||^2 / sum||x - mean||^2, not 
 from __future__ import annotations
 
 import math
+import re
 
 import torch
 from torch import Tensor
@@ -110,29 +111,36 @@ def _mp_metrics(steps: Tensor, reasons: Tensor) -> dict[str, float]:
 
 # ---------------------------------------------------------------------------------------------- on the model
 
-def _splice_hook(sae, start: int, mode: str):
-    """A TransformerLens hook replacing positions >= start by the reconstruction ("sae") or zeros ("zero").
+def _splice(act: Tensor, sae, start: int) -> Tensor:
+    """act with positions >= start replaced by the reconstruction (sae) or by zeros (sae None).
 
     Position 0 (the attention sink, never trained on) keeps its clean value.
     """
-    def hook(act: Tensor, hook):  # noqa: ARG001 - TransformerLens hook signature
-        out = act.clone()
-        if mode == "zero":
-            out[:, start:] = 0
-            return out
-        heads = act.shape[2:] if act.ndim == 4 else None  # hook_z: [b, p, h, dh] -> [b, p, h*dh] head-major
-        flat = act[:, start:].reshape(act.shape[0], act.shape[1] - start, -1)
-        recon = sae.decode(sae.encode(flat.float())).to(act.dtype)
-        out[:, start:] = recon.reshape(*recon.shape[:2], *heads) if heads is not None else recon
+    out = act.clone()
+    if sae is None:
+        out[:, start:] = 0
         return out
-    return hook
+    heads = act.shape[2:] if act.ndim == 4 else None  # hook_z: [b, p, h, dh] -> [b, p, h*dh] head-major
+    flat = act[:, start:].reshape(act.shape[0], act.shape[1] - start, -1)
+    recon = sae.decode(sae.encode(flat.float())).to(act.dtype)
+    out[:, start:] = recon.reshape(*recon.shape[:2], *heads) if heads is not None else recon
+    return out
+
+
+def _resume_layer(hook: str) -> int | None:
+    """Layer to restart the forward pass from when `hook` is a residual stream (None: run the whole model)."""
+    match = re.fullmatch(r"blocks\.(\d+)\.hook_resid_(pre|post)", hook)
+    if match is None:
+        return None
+    return int(match.group(1)) + (1 if match.group(2) == "post" else 0)
 
 
 class ModelEval:
     """CE loss clean / spliced / zero-ablated and KL to clean logits on fixed contexts at one hook.
 
     Clean and zero-ablated runs do not depend on the dictionary: they are computed once and reused for
-    every dictionary evaluated at the same hook.
+    every dictionary evaluated at the same hook. At a residual-stream hook the clean activations are kept
+    and spliced runs restart from the next layer (start_at_layer), skipping the layers below the hook.
     """
 
     def __init__(self, model, hook: str, tokens: Tensor, batch: int = 8, splice_from: int = 1):
@@ -141,44 +149,62 @@ class ModelEval:
         check_hook(model, hook)
         self.model, self.hook, self.batch, self.start = model, hook, batch, splice_from
         self.tokens = tokens.to(next(model.parameters()).device)
+        self.resume_at = _resume_layer(hook)
+        self._acts: list[Tensor] = []
         self._clean: list[Tensor] | None = None
-        self.ce_clean = self._ce(None, keep_clean=True)
-        self.ce_zero = self._ce(_splice_hook(None, splice_from, "zero"))
+        self.ce_clean = self._clean_run()
+        self.ce_zero = self._spliced_run(None)[0]
 
-    def _logprobs(self, ids: Tensor, hook) -> Tensor:
-        hooks = [(self.hook, hook)] if hook is not None else []
-        logits = self.model.run_with_hooks(ids, fwd_hooks=hooks, return_type="logits")
+    def _batches(self):
+        return enumerate(self.tokens.split(self.batch))
+
+    @staticmethod
+    def _logprobs(logits: Tensor) -> Tensor:
         return torch.log_softmax(logits[:, :-1].float(), dim=-1)  # predictions of tokens 1..ctx-1
 
-    def _ce(self, hook, keep_clean: bool = False) -> float:
-        total, count, memo = 0.0, 0, []
-        size = self.tokens.numel() * self.model.cfg.d_vocab * 4
-        with torch.no_grad():
-            for ids in self.tokens.split(self.batch):
-                logp = self._logprobs(ids, hook)
-                total += float(-logp.gather(-1, ids[:, 1:, None]).sum())
-                count += ids[:, 1:].numel()
-                if keep_clean and size <= CLEAN_MEMO_BYTES:
-                    memo.append(logp)
-        if keep_clean and memo:
-            self._clean = memo
-        return total / count
+    @torch.no_grad()
+    def _clean_run(self) -> float:
+        keep = self.tokens.numel() * self.model.cfg.d_vocab * 4 <= CLEAN_MEMO_BYTES
+        total, memo = 0.0, []
+        for _, ids in self._batches():
+            if self.resume_at is not None:
+                logits, cache = self.model.run_with_cache(ids, names_filter=self.hook)
+                self._acts.append(cache[self.hook])
+            else:
+                logits = self.model(ids)
+            logp = self._logprobs(logits)
+            total += float(-logp.gather(-1, ids[:, 1:, None]).sum())
+            if keep:
+                memo.append(logp)
+        self._clean = memo if keep else None
+        return total / self.tokens[:, 1:].numel()
+
+    def _spliced_logits(self, index: int, ids: Tensor, sae) -> Tensor:
+        if self.resume_at is not None:
+            spliced = _splice(self._acts[index], sae, self.start)
+            return self.model(spliced, start_at_layer=self.resume_at, tokens=ids)
+        hook = [(self.hook, lambda act, hook: _splice(act, sae, self.start))]
+        return self.model.run_with_hooks(ids, fwd_hooks=hook, return_type="logits")
 
     @torch.no_grad()
+    def _spliced_run(self, sae) -> tuple[float, float]:
+        """(CE, KL to clean) per predicted token with the hook spliced (zeros when sae is None)."""
+        total = kl = 0.0
+        for index, ids in self._batches():
+            logp = self._logprobs(self._spliced_logits(index, ids, sae))
+            total += float(-logp.gather(-1, ids[:, 1:, None]).sum())
+            if sae is not None:
+                clean = self._clean[index] if self._clean is not None else self._logprobs(self.model(ids))
+                kl += float((clean.exp() * (clean - logp)).sum())
+        count = self.tokens[:, 1:].numel()
+        return total / count, kl / count
+
     def evaluate(self, sae) -> dict[str, float]:
         """ce_clean, ce_sae, ce_zero, ce_recovered, delta_ce and kl (mean per predicted token)."""
         flat_input(sae)
-        hook = _splice_hook(sae, self.start, "sae")
-        total = kl = 0.0
-        count = 0
-        for i, ids in enumerate(self.tokens.split(self.batch)):
-            logp = self._logprobs(ids, hook)
-            clean = self._clean[i] if self._clean is not None else self._logprobs(ids, None)
-            total += float(-logp.gather(-1, ids[:, 1:, None]).sum())
-            kl += float((clean.exp() * (clean - logp)).sum())
-            count += ids[:, 1:].numel()
-        ce_sae = total / count
+        ce_sae, kl = self._spliced_run(sae)
         gap = self.ce_zero - self.ce_clean
         return {"ce_clean": self.ce_clean, "ce_sae": ce_sae, "ce_zero": self.ce_zero,
                 "ce_recovered": (self.ce_zero - ce_sae) / gap if abs(gap) > 1e-9 else float("nan"),
-                "delta_ce": ce_sae - self.ce_clean, "kl": kl / count, "eval_contexts": float(self.tokens.shape[0])}
+                "delta_ce": ce_sae - self.ce_clean, "kl": kl,
+                "eval_contexts": float(self.tokens.shape[0])}

@@ -87,8 +87,9 @@ def tokens():
     return torch.randint(1, 257, (5, 12), generator=torch.Generator().manual_seed(0))
 
 
-def test_ce_recovered_is_one_for_a_perfect_and_zero_for_a_zero_reconstruction(tiny_model, tokens):
-    evaluator = ModelEval(tiny_model, HOOK, tokens, batch=2)
+@pytest.mark.parametrize("hook", [HOOK, "blocks.1.hook_resid_pre", "blocks.0.hook_mlp_out"])
+def test_ce_recovered_is_one_for_a_perfect_and_zero_for_a_zero_reconstruction(tiny_model, tokens, hook):
+    evaluator = ModelEval(tiny_model, hook, tokens, batch=2)
     with torch.no_grad():
         loss = tiny_model(tokens, return_type="loss")
     assert evaluator.ce_clean == pytest.approx(float(loss), rel=1e-5)
@@ -99,6 +100,9 @@ def test_ce_recovered_is_one_for_a_perfect_and_zero_for_a_zero_reconstruction(ti
     zero = evaluator.evaluate(_Stub(zero=True))
     assert zero["ce_recovered"] == pytest.approx(0.0, abs=1e-5) and zero["kl"] > 0
     assert zero["ce_sae"] == pytest.approx(evaluator.ce_zero, rel=1e-6)
+    reference = ModelEval(tiny_model, hook, tokens, batch=5)
+    reference.resume_at = None  # the plain full forward with a hook gives the same numbers
+    assert reference._spliced_run(None)[0] == pytest.approx(evaluator.ce_zero, rel=1e-5)
 
 
 def test_hook_z_is_flattened_head_major(tiny_model, tokens):
