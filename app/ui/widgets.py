@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import html
+import re
 from typing import Sequence
 
 import streamlit as st
@@ -82,6 +83,11 @@ def tokens_html(tokens: Sequence[str], acts: Sequence[float], scale: float, titl
                      f'style="background:rgba({HIGHLIGHT},{alpha:.3f});{outline}">{token_text(token)}</span>')
     return ('<div style="font-family:ui-monospace,monospace;white-space:pre-wrap;line-height:1.9;'
             'font-size:0.9rem">' + "".join(spans) + "</div>")
+
+
+def md_escape(text: str) -> str:
+    """User text for a Markdown label (links, buttons): every Markdown and HTML special character escaped."""
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$:])", r"\\\1", text)
 
 
 def text_html(text: str, tag: str = "span", style: str = "") -> str:

@@ -5,7 +5,7 @@ import numpy as np
 import streamlit as st
 
 from app.ui import cache
-from app.ui.widgets import feature_link, num, token_text, tokens_html, visible
+from app.ui.widgets import feature_link, md_escape, num, token_text, tokens_html, visible
 
 MAX_PILLS = 96  # longest prompt (in tokens) whose tokens are offered as pills (a page holds no bare strings:
 # Streamlit's magic would show them)
@@ -81,8 +81,8 @@ for column, name in zip(columns, names):
             continue
         labels = cache.fetch(cache.summaries, name, tuple(i for i, _ in fired)) if name in data.analysed else {}
         for feature, act in fired:
-            label = labels[feature].label if feature in labels else ""
-            text = f"#{feature} \u00b7 {num(act)}" + (f" \u00b7 {label}" if label else "")
+            tag = md_escape(labels[feature].label) if feature in labels else ""
+            text = f"#{feature} \u00b7 {num(act)}" + (f" \u00b7 {tag}" if tag else "")
             if name in data.analysed:
                 feature_link(name, feature, text)
             else:
