@@ -22,6 +22,16 @@ MARGIN = 0.3
 PROMPT = "Tell me about your weekend plans."
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Decoding one token at a time is latency-bound; on a shared 2-core machine a second OpenMP thread
+    mostly waits for the first (measured: 12.6 min with two threads, 5 min with one, under load)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def model():
     from sae.models import load_model
@@ -75,7 +85,7 @@ def _mass_on(model, run, ids: list[list[int]], tokens: list[int], steered: bool)
 
 
 def test_feature_raises_its_top_tokens_and_the_run_reproduces(model, workspace_with_feature):
-    from analysis.steering import Intervention, SteerConfig, SteerRun, steer
+    from analysis.steering import Intervention, SteerConfig, SteerRun
     from analysis.steering_runs import load_dictionaries, load_run, record_run
     from store import session
 
@@ -97,5 +107,5 @@ def test_feature_raises_its_top_tokens_and_the_run_reproduces(model, workspace_w
     with session(ws.db_path) as con:
         run_id = record_run(con, result)
         config_again, numbers = load_run(con, run_id)
-    again = steer(model, config_again, dictionaries, numbers)
+    again = SteerRun(model, config_again, dictionaries, numbers, measured=False).run()
     assert again.steered_texts == result.steered_texts and again.default_texts == result.default_texts
