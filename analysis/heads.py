@@ -21,7 +21,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from analysis.heads_scores import (SCORES, context_peaks, induction_random_sum, match_masks, pattern_counts,
-                                   pattern_sums, repeated_random_tokens)
+                                   pattern_sums, positional_weights, repeated_random_tokens)
 from sae.errors import InputError
 
 
@@ -39,9 +39,12 @@ class HeadScanConfig:
     """Length T of each random sequence before it repeats (capped so 2T tokens fit the context)."""
     seed: int = 0
     """Seed of the random sequences."""
+    mean_contexts: int = 64
+    """Contexts (the first ones) whose hook_z is averaged for mean-ablation; plenty for a mean of d_head values,
+    and the hook_z hooks come off after them."""
 
     def __post_init__(self):
-        for name in ("tokens", "batch", "n_examples", "random_seqs", "random_half"):
+        for name in ("tokens", "batch", "n_examples", "random_seqs", "random_half", "mean_contexts"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive (got {getattr(self, name)})")
 
@@ -69,7 +72,7 @@ class HeadScan:
     top_src: np.ndarray
     """[n_layers, n_heads, n_examples, pos - 1] source position of that peak."""
     mean_z: np.ndarray
-    """[n_layers, n_heads, d_head] mean of hook_z over the scanned tokens (for mean-ablation)."""
+    """[n_layers, n_heads, d_head] mean of hook_z over the first config.mean_contexts contexts' tokens."""
     config: HeadScanConfig = field(default_factory=HeadScanConfig)
 
 
@@ -90,6 +93,7 @@ class _Accumulator:
         self.sums = {name: torch.zeros(n_layers, n_heads, dtype=torch.float64) for name in SCORES}
         self.counts = dict.fromkeys(SCORES, 0)
         self.z_sum = torch.zeros(n_layers, n_heads, d_head, dtype=torch.float64)
+        self.z_tokens = 0
         self.top_score = torch.full((n_layers, n_heads, n_examples), -1.0)
         self.top_context = torch.full((n_layers, n_heads, n_examples), -1, dtype=torch.long)
         self.top_weight = torch.zeros(n_layers, n_heads, n_examples, pos - 1)
@@ -123,18 +127,22 @@ class _Accumulator:
 
 
 def _corpus_pass(model, tokens: Int[Tensor, "n pos"], context_ids: list[int], acc: _Accumulator,
-                 batch: int, progress: bool) -> None:
-    n_layers = model.cfg.n_layers
+                 config: HeadScanConfig, progress: bool) -> None:
+    n_layers, batch = model.cfg.n_layers, config.batch
     hooks = [(f"blocks.{layer}.attn.hook_pattern", partial(acc.on_pattern, layer=layer)) for layer in range(n_layers)]
-    hooks += [(f"blocks.{layer}.attn.hook_z", partial(acc.on_z, layer=layer)) for layer in range(n_layers)]
+    z_hooks = [(f"blocks.{layer}.attn.hook_z", partial(acc.on_z, layer=layer)) for layer in range(n_layers)]
     ids = torch.tensor(context_ids, dtype=torch.long)
+    fixed = positional_weights(tokens.shape[1], model.cfg.device)
     bar = tqdm(total=tokens.numel(), unit="tok", unit_scale=True, desc="head scores", disable=not progress)
-    with model.hooks(fwd_hooks=hooks), torch.inference_mode():
+    with torch.inference_mode():
         for lo in range(0, len(tokens), batch):
             chunk = tokens[lo:lo + batch].to(model.cfg.device)
-            acc.masks, acc.batch_ids = match_masks(chunk), ids[lo:lo + batch]
-            # Scores need patterns only: stop before ln_final and the unembedding (a big matmul for 49k vocab).
-            model(chunk, stop_at_layer=n_layers)
+            acc.masks, acc.batch_ids = match_masks(chunk, fixed), ids[lo:lo + batch]
+            with_z = lo < config.mean_contexts
+            acc.z_tokens += chunk.numel() if with_z else 0
+            with model.hooks(fwd_hooks=hooks + (z_hooks if with_z else [])):
+                # Scores need patterns only: stop before ln_final and the unembedding (49k-token vocabulary).
+                model(chunk, stop_at_layer=n_layers)
             for name, count in pattern_counts(len(chunk), chunk.shape[1], acc.masks).items():
                 acc.counts[name] += count
             bar.update(chunk.numel())
@@ -169,7 +177,7 @@ def scan_heads(model, tokens: Int[Tensor, "n_contexts pos"], context_ids: list[i
     if tokens.shape[1] > model.cfg.n_ctx:
         raise InputError(f"contexts of {tokens.shape[1]} tokens exceed the model's context ({model.cfg.n_ctx})")
     acc = _Accumulator(model, tokens.shape[1], config.n_examples)
-    _corpus_pass(model, tokens, context_ids, acc, config.batch, progress)
+    _corpus_pass(model, tokens, context_ids, acc, config, progress)
     _random_pass(model, acc, config)
     scores = {name: (acc.sums[name] / max(acc.counts[name], 1)).numpy() for name in SCORES}
     return HeadScan(model=model.cfg.model_name, n_heads=model.cfg.n_heads, n_kv_heads=n_kv_heads(model),
@@ -177,4 +185,4 @@ def scan_heads(model, tokens: Int[Tensor, "n_contexts pos"], context_ids: list[i
                     context_ids=list(context_ids), top_score=acc.top_score.numpy(),
                     top_context=acc.top_context.numpy(), top_weight=acc.top_weight.numpy(),
                     top_src=acc.top_src.numpy(),
-                    mean_z=(acc.z_sum / tokens.numel()).float().numpy(), config=config)
+                    mean_z=(acc.z_sum / max(acc.z_tokens, 1)).float().numpy(), config=config)

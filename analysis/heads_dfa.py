@@ -158,3 +158,12 @@ def _pick_features(sae, acts: Tensor, features: list[int] | None, top: int) -> T
         return torch.tensor(features, dtype=torch.long, device=acts.device)
     return acts.topk(min(top, d_sae)).indices
 
+
+
+def save_head_attribution(con, dictionary: str, sae, n_heads: int) -> int:
+    """Store every feature's head attribution (store.heads.feature_heads); returns the rows written."""
+    from store.heads import save_feature_heads
+
+    table = feature_heads_table(sae, n_heads)
+    save_feature_heads(con, dictionary, table)
+    return table.num_rows

@@ -109,3 +109,23 @@ def load_head_means(con: duckdb.DuckDBPyConnection, model, corpus_name: str,
     corpus = ensure_corpus(con, corpus_name, model.cfg.model_name, None)
     n = min(fallback_contexts, corpus.n_contexts)
     return mean_head_outputs(model, torch.tensor(context_tokens(con, corpus.name, 0, n), dtype=torch.long))
+
+
+def ensure_head_scan(db_path, model, corpus_name: str, tokens: int, config: HeadScanConfig | None = None,
+                     progress: bool = True) -> tuple[HeadRun, bool]:
+    """The stored scan of (model, corpus) if it covers `tokens`, else a new one: (run, reused).
+
+    Holds a write connection only to read the contexts and to write the results, not while the model runs.
+    """
+    from analysis.heads import scan_heads
+    from store import session
+
+    with session(db_path) as con:
+        run = stored_scan(con, model.cfg.model_name, corpus_name, tokens)
+        if run is not None:
+            return run, True
+        data = load_scan_input(con, model, corpus_name, tokens)
+    config = config or HeadScanConfig(tokens=tokens)
+    scan = scan_heads(model, data.tokens, data.context_ids, config, progress=progress)
+    with session(db_path) as con:
+        return save_scan(con, scan, data.corpus.name), False

@@ -31,62 +31,73 @@ MATCH_SCORES = ("duplicate", "induction")
 """Scores averaged over the destinations that have a match (an earlier duplicate, an induction source)."""
 
 
+LINEAR = ("prev_token", "self", "first_token", "distance", "duplicate", "induction")
+"""Scores whose per-destination quantity is a weighted sum of the pattern row: sum_src A[dest, src] W[dest, src].
+They are computed together as one batched matmul of the flattened pattern with a (dest*src, score) weight
+matrix, so the pattern is read once for all of them (entropy and peaks need their own pass)."""
+
+
 @dataclass(frozen=True)
 class MatchMasks:
-    """Which sources count for the token-dependent scores of one batch (shared by every layer)."""
+    """Which sources count for each linear score in one batch (shared by every layer)."""
 
-    duplicate: Float[Tensor, "batch dest src"]
-    """1 where src < dest and tokens[src] == tokens[dest]."""
-    induction: Float[Tensor, "batch dest src"]
-    """1 where 1 <= src <= dest and tokens[src - 1] == tokens[dest] (src - 1 != dest)."""
+    weights: Float[Tensor, "batch dest_src score"]
+    """W of every score in LINEAR, flattened over (dest, src); rows of dest 0 are zero."""
     n_duplicate: int
     """Destinations (>= 1) with at least one earlier duplicate."""
     n_induction: int
     """Destinations (>= 1) with at least one induction source."""
 
+    def mask(self, score: str) -> Float[Tensor, "batch dest src"]:
+        pos = int(round(self.weights.shape[1] ** 0.5))
+        return self.weights[..., LINEAR.index(score)].reshape(-1, pos, pos)
 
-def match_masks(tokens: Int[Tensor, "batch pos"]) -> MatchMasks:
-    """Duplicate and induction source masks of a batch (TransformerLens' head-detector patterns)."""
+
+def positional_weights(pos: int, device=None) -> Float[Tensor, "dest src 4"]:
+    """W of prev_token (src = dest - 1), self (src = dest), first_token (src = 0), distance (dest - src)."""
+    dest = torch.arange(pos, device=device)[:, None]
+    src = torch.arange(pos, device=device)[None, :]
+    valid = (dest >= 1) & (src <= dest)
+    parts = [src == dest - 1, (src == dest) & valid, (src == 0) & valid, (dest - src) * valid]
+    return torch.stack([part.float() for part in parts], dim=-1)
+
+
+def match_masks(tokens: Int[Tensor, "batch pos"], fixed: Tensor | None = None) -> MatchMasks:
+    """Weights of every linear score for a batch; duplicate and induction follow TransformerLens' head detector.
+
+    fixed: positional_weights(pos), passed in to build it once per scan.
+    """
+    batch, pos = tokens.shape
     same: Bool[Tensor, "batch dest src"] = tokens[:, :, None] == tokens[:, None, :]
-    pos = tokens.shape[1]
     strictly_before = torch.ones(pos, pos, dtype=torch.bool, device=tokens.device).tril(-1)
     duplicate = same & strictly_before
     # Source s is an induction source of d when the token before s equals tokens[d]: shift `duplicate` right
     # by one column, so the column for s reads the match of s - 1 (the first column has no predecessor).
     induction = torch.zeros_like(duplicate)
     induction[:, :, 1:] = duplicate[:, :, :-1]
-    return MatchMasks(duplicate=duplicate.float(), induction=induction.float(),
+    fixed = positional_weights(pos, tokens.device) if fixed is None else fixed
+    weights = torch.cat([fixed.expand(batch, -1, -1, -1), duplicate[..., None].float(),
+                         induction[..., None].float()], dim=-1)  # (batch, dest, src, score)
+    return MatchMasks(weights=weights.reshape(batch, pos * pos, len(LINEAR)),
                       n_duplicate=int(duplicate.any(-1).sum()), n_induction=int(induction.any(-1).sum()))
 
 
 def pattern_sums(pattern: Float[Tensor, "batch head dest src"],
-                 masks: MatchMasks | None) -> dict[str, Float[Tensor, " head"]]:
+                 masks: MatchMasks) -> dict[str, Float[Tensor, " head"]]:
     """Per-head sums over the batch and destinations 1..p-1 of every score's per-destination quantity."""
+    batch, heads, pos, _ = pattern.shape
+    linear = torch.bmm(pattern.reshape(batch, heads, pos * pos), masks.weights).sum(0)  # (head, score)
+    sums = {name: linear[:, i] for i, name in enumerate(LINEAR)}
     a = pattern[:, :, 1:]  # (batch, head, dest 1..p-1, src)
-    pos = pattern.shape[-1]
-    sums = {
-        "prev_token": pattern.diagonal(offset=-1, dim1=-2, dim2=-1).sum((0, 2)),
-        "self": pattern.diagonal(dim1=-2, dim2=-1)[..., 1:].sum((0, 2)),
-        "first_token": a[..., 0].sum((0, 2)),
-        "entropy": -torch.special.xlogy(a, a).sum((0, 2, 3)),
-    }
-    # distance = dest - sum_src A[dest, src] * src, as a mat-vec instead of a (dest, src) distance matrix
-    src_index = torch.arange(pos, dtype=pattern.dtype, device=pattern.device)
-    dest_index = src_index[1:]
-    mean_src = a @ src_index  # (batch, head, dest)
-    sums["distance"] = (dest_index - mean_src).sum((0, 2))
-    if masks is not None:
-        sums["duplicate"] = torch.einsum("bhds,bds->h", pattern, masks.duplicate)
-        sums["induction"] = torch.einsum("bhds,bds->h", pattern, masks.induction)
+    sums["entropy"] = -torch.special.xlogy(a, a).sum((0, 2, 3))
     return sums
 
 
-def pattern_counts(batch: int, pos: int, masks: MatchMasks | None) -> dict[str, int]:
+def pattern_counts(batch: int, pos: int, masks: MatchMasks) -> dict[str, int]:
     """How many destinations each of `pattern_sums`' sums adds up."""
     counts = {name: batch * (pos - 1) for name in PATTERN_SCORES}
-    if masks is not None:
-        counts["duplicate"] = masks.n_duplicate
-        counts["induction"] = masks.n_induction
+    counts["duplicate"] = masks.n_duplicate
+    counts["induction"] = masks.n_induction
     return counts
 
 

@@ -12,6 +12,16 @@ from analysis.heads_scores import induction_random_sum, match_masks, pattern_cou
 from store.heads import (export_head_stats, feature_heads, get_head_run, head_examples, head_means, head_scores,
                          save_feature_heads, score_grid, top_heads)
 
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny matmuls: one thread avoids OpenMP sync that makes a busy machine many times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 FREQS = (1, 2, 4, 8, 16, 32, 48, 64)
 """Frequencies (x 2 pi / 128) of the positional code: sum_f cos(theta_f d) peaks only at d = 0 for |d| < 128."""
 
@@ -107,10 +117,28 @@ def test_masks_on_hand_made_tokens():
     tokens = torch.tensor([[5, 1, 2, 1, 2, 7]])
     masks = match_masks(tokens)
     # dest 3 (token 1) duplicates src 1; its induction source is src 2 (the token after the earlier 1)
-    assert masks.duplicate[0, 3].nonzero().ravel().tolist() == [1]
-    assert masks.induction[0, 3].nonzero().ravel().tolist() == [2]
-    assert masks.induction[0, 4].nonzero().ravel().tolist() == [3]
+    assert masks.mask("duplicate")[0, 3].nonzero().ravel().tolist() == [1]
+    assert masks.mask("induction")[0, 3].nonzero().ravel().tolist() == [2]
+    assert masks.mask("induction")[0, 4].nonzero().ravel().tolist() == [3]
     assert masks.n_duplicate == 2 and masks.n_induction == 2
+
+
+def test_positional_scores_match_a_loop_over_destinations():
+    torch.manual_seed(0)
+    batch, heads, pos = 2, 3, 7
+    pattern = torch.rand(batch, heads, pos, pos).tril()
+    pattern /= pattern.sum(-1, keepdim=True)
+    sums = pattern_sums(pattern, match_masks(torch.randint(0, 4, (batch, pos))))
+    expected = {name: torch.zeros(heads) for name in ("prev_token", "self", "first_token", "distance", "entropy")}
+    for d in range(1, pos):
+        row = pattern[:, :, d]  # (batch, head, src)
+        expected["prev_token"] += row[:, :, d - 1].sum(0)
+        expected["self"] += row[:, :, d].sum(0)
+        expected["first_token"] += row[:, :, 0].sum(0)
+        expected["distance"] += (row * (d - torch.arange(pos)).clamp(min=0)).sum((0, 2))
+        expected["entropy"] -= (row * row.clamp(min=1e-30).log()).sum((0, 2))
+    for name, value in expected.items():
+        torch.testing.assert_close(sums[name], value, atol=1e-5, rtol=1e-5)
 
 
 def test_induction_random_reads_i_minus_t_plus_1_on_a_hand_made_pattern():
@@ -127,9 +155,14 @@ def test_induction_random_reads_i_minus_t_plus_1_on_a_hand_made_pattern():
 
 
 def test_random_induction_pass_counts_and_gqa_groups():
+    from analysis.heads_ablation import mean_head_outputs
+
     model = tiny(n_key_value_heads=2)
-    result = scan_heads(model, corpus_tokens(model, n=3, pos=16), [0, 1, 2],
-                        HeadScanConfig(batch=2, random_seqs=3, random_half=7), progress=False)
+    tokens = corpus_tokens(model, n=5, pos=16)
+    result = scan_heads(model, tokens, [0, 1, 2, 3, 4],
+                        HeadScanConfig(batch=2, random_seqs=3, random_half=7, mean_contexts=3), progress=False)
+    # z is averaged over whole batches starting below mean_contexts: contexts 0..3 here
+    np.testing.assert_allclose(result.mean_z, mean_head_outputs(model, tokens[:4]), atol=1e-5)
     assert result.counts["induction_random"] == 3 * 7
     assert result.n_kv_heads == 2 and [kv_group(model, h) for h in range(4)] == [0, 0, 1, 1]
     assert result.mean_z.shape == (2, 4, model.cfg.d_head)
@@ -184,3 +217,24 @@ def test_scan_rejects_bad_input(prev_model):
         scan_heads(prev_model, torch.zeros(1, 300, dtype=torch.long), [0], progress=False)
     with pytest.raises(ValueError, match="batch must be positive"):
         HeadScanConfig(batch=0)
+
+
+def test_ensure_head_scan_reuses_a_stored_scan(tmp_path):
+    from analysis.corpora import add_corpus
+    from analysis.heads_run import ensure_head_scan
+    from sae.models import load_model
+    from store import session
+
+    text = tmp_path / "t.txt"
+    text.write_text("one two three four five six seven. " * 40)
+    db = tmp_path / "s.duckdb"
+    with session(db) as con:
+        add_corpus(con, "t", str(text), "tiny-random", ctx=32)
+    model = load_model("tiny-random", device="cpu")
+    config = HeadScanConfig(random_seqs=2, random_half=8)
+    run, reused = ensure_head_scan(db, model, "t", 128, config, progress=False)
+    assert not reused and run.n_tokens == 128 and run.n_contexts == 4
+    again, reused = ensure_head_scan(db, model, "t", 96, config, progress=False)
+    assert reused and again.n_tokens == 128
+    more, reused = ensure_head_scan(db, model, "t", 256, config, progress=False)
+    assert not reused and more.n_tokens == 256

@@ -8,6 +8,16 @@ from analysis.heads_prompt import head_pattern, top_sources
 from analysis.heads_rank import rank_heads
 from sae.errors import InputError
 
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny matmuls: one thread avoids OpenMP sync that makes a busy machine many times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 PROMPT = "The cat sat on the mat, and the cat"
 
 

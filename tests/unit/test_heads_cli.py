@@ -3,8 +3,18 @@ import sys
 
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from app.cli import main
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny matmuls: one thread avoids OpenMP sync that makes a busy machine many times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def run(monkeypatch, capsys, *args):

@@ -7,6 +7,16 @@ from analysis.heads_dfa import (dictionary_layer, feature_dfa, feature_head_weig
                                 head_attribution, is_attention_hook)
 from sae.errors import InputError
 
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny matmuls: one thread avoids OpenMP sync that makes a busy machine many times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 PROMPT = "hello there, hello again"
 
 
@@ -99,6 +109,13 @@ def test_head_attribution_weights_sum_to_one_and_find_a_one_head_feature():
     assert feature_head_weights(sae, 4, 8) == pytest.approx([0.25] * 4)
     table = feature_heads_table(sae, 4)
     assert table.num_rows == 24 * 4 and table.column_names == ["feature", "head", "weight"]
+    from analysis.heads_dfa import save_head_attribution
+    from store import connect
+    from store.heads import feature_heads
+
+    con = connect(":memory:")
+    assert save_head_attribution(con, "attn-dict", sae, 4) == 96
+    assert feature_heads(con, "attn-dict", 7) == pytest.approx([0.0, 0.0, 1.0, 0.0])
 
 
 def test_dfa_rejects_what_it_cannot_attribute():
