@@ -169,3 +169,15 @@ def test_dictionary_sizes_off_the_block_grid():
     naive_ids, naive_coeffs = naive_sequences(x, W, K)
     assert (found.atom_ids == naive_ids).all(dim=1).float().mean() >= 0.99
     assert torch.allclose(found.coeffs, naive_coeffs, atol=1e-4)
+
+
+def test_chunks_on_two_threads_give_the_same_codes_and_restore_the_thread_count():
+    W = unit_atoms()
+    x = inputs(W, 600)
+    torch.set_num_threads(2)  # the fixture restores the original count
+    threaded = pursuit.pursue(x, W, pursuit.gram(W), K)
+    assert torch.get_num_threads() == 2
+    torch.set_num_threads(1)
+    serial = pursuit.pursue(x, W, pursuit.gram(W), K)
+    assert torch.equal(threaded.atom_ids, serial.atom_ids)
+    assert torch.allclose(threaded.coeffs, serial.coeffs)
