@@ -87,7 +87,7 @@ class FeatureDFA:
     z_term: np.ndarray
     """[feature] input scale x z[dest] . W_enc[:, i]."""
     bias: np.ndarray
-    """[feature] b_enc[i] - b_dec . W_enc[:, i] (b_dec term only where the dictionary applies it)."""
+    """[feature] b_enc[i] - b_dec . W_enc[:, i] (b_enc 0 where there is none; b_dec only where applied)."""
     activation: np.ndarray
     """[feature] the dictionary's activation of z[dest]."""
 
@@ -141,7 +141,8 @@ def feature_dfa(model, sae, prompt: str, dest: int = -1, features: list[int] | N
         per_src = torch.einsum("shd,hdf->fhs", v, w_enc.reshape(n_heads, d_head, -1))  # v_h[s] . W_enc[h-block]
         dfa = scale * pattern[:, dest][None] * per_src  # (feature, head, src)
         z_term = scale * (z[dest].reshape(-1) @ w_enc)
-        bias = sae.b_enc.detach().float()[ids]
+        b_enc = getattr(sae, "b_enc", None)  # matching-pursuit and codebook dictionaries have none
+        bias = b_enc.detach().float()[ids] if b_enc is not None else torch.zeros(len(ids), device=w_enc.device)
         if getattr(sae.cfg, "apply_b_dec_to_input", False):
             bias = bias - sae.b_dec.detach().float() @ w_enc
     return FeatureDFA(layer=layer, tokens=token_strings(model, tokens), dest=dest, features=ids.tolist(),

@@ -136,3 +136,21 @@ def test_dfa_rejects_what_it_cannot_attribute():
         feature_dfa(model, attention_sae(64), " ")
     with pytest.raises(InputError, match="out of range"):
         feature_head_weights(attention_sae(64), 4, 99)
+
+
+@pytest.mark.parametrize("arch", ["topk", "batchtopk", "mp", "codebook"])
+def test_every_sparsescope_architecture_on_hook_z(arch, tmp_path):
+    """Saved and reloaded like any dictionary: DFA sums to W_enc . z (MP and codebook have no b_enc)."""
+    from sae.dictionaries import DictSpec, build_training_sae, load_dictionary, save_dictionary
+
+    model = tiny()
+    trained = build_training_sae(DictSpec(arch=arch, d_in=64, d_sae=32, k=4, hook_name="blocks.1.attn.hook_z",
+                                          model_name="tiny-random"))
+    with torch.no_grad():
+        for param in trained.parameters():
+            param.add_(torch.randn_like(param) * 0.1)
+    save_dictionary(trained, tmp_path / arch)
+    sae = load_dictionary(tmp_path / arch)
+    result = feature_dfa(model, sae, PROMPT, features=[0, 1, 2])
+    np.testing.assert_allclose(result.dfa.sum((1, 2)), result.z_term, atol=1e-4)
+    np.testing.assert_allclose(head_attribution(sae, 4).sum(-1).numpy(), 1.0, atol=1e-5)
