@@ -111,6 +111,6 @@ def _head_weights(model_name: str, path: str, stamp: int, feature: int) -> tuple
 def feature_head_weights(model_name: str, path: str, feature: int) -> tuple[list[float] | None, int | None]:
     """Head attribution of one feature of an attention-output dictionary and the model's KV head count."""
     stamp = cache.stamp(path)
-    if not stamp:
+    if not stamp or not model_name:  # no weights on disk, or no model to tell the head count
         return None, None
     return cache.compute(_head_weights, model_name, path, stamp, feature)

@@ -109,7 +109,7 @@ def head_attribution_section(dictionary, feature: int) -> None:
     st.subheader("Head attribution")
     weights, n_kv = heads_cache.feature_head_weights(dictionary.model, dictionary.path, feature)
     if weights is None:
-        st.caption("head attribution needs the dictionary's weights on disk")
+        st.caption("head attribution needs the dictionary's weights on disk and its model")
         return
     st.plotly_chart(head_attribution_figure(weights, n_kv), width="stretch")
     st.caption("share of the feature's decoder norm in each head's block of hook_z (sums to 1)")

@@ -98,3 +98,29 @@ def test_empty_prompt_is_an_error(heads_ws):
     at = open_page(PAGE, layer=0, head=0)
     _widget(at.text_area, "prompt").set_value("   ").run()
     assert not at.exception and "the prompt is empty" in at.error[0].value
+
+
+def _attribution_script():
+    import os
+    from pathlib import Path
+
+    from app.ui.heads_widgets import head_attribution_section
+    from store.dictionaries import DictionaryRow
+
+    path = os.environ["HEADS_TEST_DICT"]
+    row = DictionaryRow(name="attn", model="tiny-random", hook="blocks.1.attn.hook_z", arch="topk", d_in=64,
+                        d_sae=32, k=4, path=str(Path(path)))
+    head_attribution_section(row, 3)
+
+
+def test_head_attribution_widget_for_the_feature_page(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from sae.dictionaries import DictSpec, build_training_sae, save_dictionary
+
+    save_dictionary(build_training_sae(DictSpec(arch="topk", d_in=64, d_sae=32, k=4,
+                                                hook_name="blocks.1.attn.hook_z")), tmp_path / "attn")
+    monkeypatch.setenv("HEADS_TEST_DICT", str(tmp_path / "attn"))
+    at = AppTest.from_function(_attribution_script, default_timeout=120).run()
+    _ok(at)
+    assert "Head attribution" in texts(at) and len(at.get("plotly_chart")) == 1
