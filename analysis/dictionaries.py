@@ -150,16 +150,16 @@ def _plan_model(con, req: TrainRequest, lm) -> SourcePlan:
     """Streaming (no activations): enough corpus contexts for req.tokens distinct rows, plus 5% held out."""
     from analysis.corpora import ensure_corpus
     from sae.models import hook_output_dim
-    from sae.sources import _holdout_count
+    from sae.sources import holdout_count
     from store.corpora import context_tokens
 
     corpus = ensure_corpus(con, req.corpus, lm.cfg.model_name, req.tokens)
     n_train = -(-req.tokens // (corpus.ctx - 1))
-    n = min(corpus.n_contexts, n_train + _holdout_count(n_train))
+    n = min(corpus.n_contexts, n_train + holdout_count(n_train))
     if n < 2:
         raise InputError(f"corpus {corpus.name!r} has {n} context; streaming needs at least 2")
     tokens = torch.tensor(context_tokens(con, corpus.name, 0, n), dtype=torch.long)
-    cut = n - _holdout_count(n)
+    cut = n - holdout_count(n)
     return SourcePlan("model", "", lm.cfg.model_name, req.hook, tokens=tokens,
                       eval_tokens=tokens[cut:cut + EVAL_CONTEXTS], d_in=hook_output_dim(lm, req.hook))
 

@@ -66,7 +66,7 @@ class Source:
         return rows[torch.randperm(rows.shape[0], generator=torch.Generator().manual_seed(seed))[:n]]
 
 
-def _holdout_count(n: int) -> int:
+def holdout_count(n: int) -> int:
     return max(1, round(n * HOLDOUT))
 
 
@@ -83,7 +83,7 @@ class CacheSource(Source):
         if n_contexts < 2:
             raise InputError(f"activation cache {folder} holds {n_contexts} context; need at least 2")
         self.d_in, self.ctx, self.skip = manifest.d, manifest.ctx, int(skip_first)
-        self.cut = n_contexts - _holdout_count(n_contexts)
+        self.cut = n_contexts - holdout_count(n_contexts)
         """Contexts from `cut` on are held out."""
         self.shards = [i for i, s in enumerate(manifest.shards) if s.start_context < self.cut]
         self.chunk_rows = [self._train_contexts(i) * (self.ctx - self.skip) for i in self.shards]
@@ -169,7 +169,7 @@ class FileSource(Source):
         if n < MIN_ROWS or self.d_in < 1:
             raise InputError(f"{self.path} has shape {tuple(shape)}; need at least {MIN_ROWS} rows of d >= 1")
         self._check_finite(n)
-        self.cut = n - _holdout_count(n)
+        self.cut = n - holdout_count(n)
         self.chunk_rows = [min(FILE_CHUNK_ROWS, self.cut - lo) for lo in range(0, self.cut, FILE_CHUNK_ROWS)]
 
     def _check_finite(self, n: int) -> None:
@@ -203,7 +203,7 @@ class ModelSource(Source):
         self.model, self.hook, self.tokens, self.batch = model, hook, tokens, batch
         self.skip = int(skip_first)
         self.d_in = hook_output_dim(model, hook)
-        self.cut = tokens.shape[0] - _holdout_count(tokens.shape[0])
+        self.cut = tokens.shape[0] - holdout_count(tokens.shape[0])
         self.starts = list(range(0, self.cut, MODEL_CHUNK_CONTEXTS))
         self.chunk_rows = [(min(lo + MODEL_CHUNK_CONTEXTS, self.cut) - lo) * (tokens.shape[1] - self.skip)
                            for lo in self.starts]
