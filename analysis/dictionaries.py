@@ -117,7 +117,7 @@ def _find_cache(ws: Workspace, con, value: str) -> Path | None:
     return ws.activations_dir / value if (ws.activations_dir / value).is_dir() else None
 
 
-def _unknown_activations(ws: Workspace, con, value: str) -> InputError:
+def _unknown_activations(con, value: str) -> InputError:
     from store.models import list_caches
 
     known = ", ".join(c.name for c in list_caches(con)) if con is not None else ""
@@ -176,7 +176,7 @@ def _plan_source(ws: Workspace, con, req: TrainRequest, lm=None) -> SourcePlan:
         else:
             folder = _find_cache(ws, con, req.activations)
             if folder is None:
-                raise _unknown_activations(ws, con, req.activations)
+                raise _unknown_activations(con, req.activations)
             plan = _plan_cache(ws, con, req, folder)
     elif not (req.model and req.hook):
         raise InputError("give --activations CACHE|FILE, or --model and --hook to stream from the model")
@@ -210,16 +210,40 @@ def default_name(req: TrainRequest, source: SourcePlan, d_sae: int) -> str:
     return f"{req.arch}-{where}-{d_sae}".replace("/", "_")
 
 
-def _spec(req: TrainRequest, source: SourcePlan, d_sae: int, k: int | None):
-    from sae.dictionaries import ARCHITECTURES, DictSpec
+def _config(req: TrainRequest, d_sae: int, k: int | None) -> TrainConfig:
+    return _engine_errors(TrainConfig, arch=req.arch, d_sae=d_sae, k=k, l1=req.l1, tokens=req.tokens,
+                          batch=req.batch, lr=req.lr, seed=req.seed, checkpoint_every=req.checkpoint_every,
+                          device=req.device)
+
+
+def _spec(req: TrainRequest, d_in: int, d_sae: int, k: int | None, hook: str = "", model: str = ""):
+    from sae.dictionaries import DictSpec
+
+    return _engine_errors(DictSpec, arch=req.arch, d_in=d_in, d_sae=d_sae, k=k, l1=req.l1, hook_name=hook,
+                          model_name=model)
+
+
+def _check_options(req: TrainRequest) -> None:
+    """Everything that can be checked before the source is known (so nothing is created for bad options)."""
+    from sae.device import pick_device
+    from sae.dictionaries import ARCHITECTURES, DEFAULT_K
 
     if req.arch not in ARCHITECTURES:
         raise InputError(f"unknown architecture {req.arch!r} (choose from {', '.join(ARCHITECTURES)})")
-    return _engine_errors(DictSpec, arch=req.arch, d_in=source.d_in, d_sae=d_sae, k=k, l1=req.l1,
-                          hook_name=source.hook, model_name=source.model)
+    if req.k is not None and (req.k <= 0 or (req.d_sae is not None and req.k > req.d_sae)):
+        raise InputError(f"--k must be between 1 and --d-sae ({req.d_sae or 'd_sae'}), got {req.k}")
+    k = req.k if req.k is not None else DEFAULT_K.get(req.arch)
+    d_sae = req.d_sae or max(k or 1, 1)  # a stand-in until d_in is known
+    _config(req, d_sae, k)
+    _spec(req, 1, d_sae, k)
+    pick_device(req.device)
+    world = dist_context().world
+    if req.batch % world:
+        raise InputError(f"--batch {req.batch} must be divisible by the number of processes ({world})")
 
 
-def _check_free(ws: Workspace, con, name: str, resume: bool) -> None:
+def _check_free(ws: Workspace, con, name: str, resume: bool) -> Path:
+    """InputError when the name is taken or a stale checkpoint is in the way; returns the checkpoint path."""
     repo.check_name(name)
     if con is not None and repo.get_dictionary(con, name) is not None:
         raise InputError(f"dictionary {name!r} already exists (choose another --name)")
@@ -227,44 +251,37 @@ def _check_free(ws: Workspace, con, name: str, resume: bool) -> None:
     if folder.exists() and not resume:
         raise InputError(f"folder {folder} already exists (left by an earlier run?); delete it or choose "
                          "another --name")
+    checkpoint = ws.root / "checkpoints" / name / CHECKPOINT
+    if resume:
+        load_checkpoint(checkpoint)  # missing or truncated: fail before anything else happens
+    elif checkpoint.exists():
+        raise InputError(f"an unfinished run of {name!r} left {checkpoint}; add --resume to continue it, or "
+                         "delete it to start over")
+    return checkpoint
 
 
 def plan_training(ws: Workspace, con, req: TrainRequest, lm=None) -> TrainPlan:
     """Check every input and resolve defaults; raises InputError and writes nothing when one is bad.
 
-    Streaming from the builtin corpus creates that corpus on first use (after all other checks passed).
+    Streaming from the builtin corpus creates that corpus on first use (after the options were checked).
     """
-    from sae.device import pick_device
-    from sae.dictionaries import ARCHITECTURES, DEFAULT_K, default_d_sae
+    from sae.dictionaries import DEFAULT_K, default_d_sae
 
-    if req.arch not in ARCHITECTURES:
-        raise InputError(f"unknown architecture {req.arch!r} (choose from {', '.join(ARCHITECTURES)})")
-    if req.k is not None and (req.k <= 0 or (req.d_sae is not None and req.k > req.d_sae)):
-        raise InputError(f"--k must be between 1 and --d-sae ({req.d_sae or 'd_sae'}), got {req.k}")
-    pick_device(req.device)
+    _check_options(req)
     if req.name is not None:
         _check_free(ws, con, req.name, req.resume)
     source = _plan_source(ws, con, req, lm)
     d_sae = req.d_sae or default_d_sae(source.d_in)
     k = req.k if req.k is not None else DEFAULT_K.get(req.arch)
-    config = _engine_errors(TrainConfig, arch=req.arch, d_sae=d_sae, k=k, l1=req.l1, tokens=req.tokens,
-                            batch=req.batch, lr=req.lr, seed=req.seed, checkpoint_every=req.checkpoint_every,
-                            device=req.device)
-    spec = _spec(req, source, d_sae, k)
+    config = _config(req, d_sae, k)
+    spec = _spec(req, source.d_in, d_sae, k, source.hook, source.model)
     name = req.name or default_name(req, source, d_sae)
-    _check_free(ws, con, name, req.resume)
-    if config.batch % dist_context().world:
-        raise InputError(f"--batch {config.batch} must be divisible by the number of processes "
-                         f"({dist_context().world})")
-    checkpoint = ws.root / "checkpoints" / name / CHECKPOINT
+    checkpoint = _check_free(ws, con, name, req.resume)
     run_id = uuid.uuid4().hex[:12]
     if req.resume:
         payload = load_checkpoint(checkpoint)
         check_resumable(payload, config, asdict(spec), checkpoint)
         run_id = payload["state"]["run_id"]
-    elif checkpoint.exists():
-        raise InputError(f"an unfinished run of {name!r} left {checkpoint}; add --resume to continue it, or "
-                         "delete it to start over")
     return TrainPlan(name, config, spec, source, ws.dictionaries_dir / name, checkpoint, req.resume, run_id)
 
 

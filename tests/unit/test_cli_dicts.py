@@ -174,3 +174,16 @@ def test_import_bad_input(monkeypatch, capsys, tmp_path, plain_saelens):
     code, _, err = run(monkeypatch, capsys, "import", str(plain_saelens[0]), "-w", str(ws))
     assert code == 2 and "already exists" in _error_line(err)
     assert _dictionaries(ws) == ["plain"] and not (ws / "dictionaries" / "broken").exists()
+
+
+@pytest.mark.parametrize("bad", [["--lr", "0"], ["--k", "0"], ["--arch", "nope"], ["--l1", "1"]])
+def test_bad_options_do_not_create_the_streaming_corpus(monkeypatch, capsys, tmp_path, bad):
+    ws = tmp_path / "ws"
+    arch = [] if "--arch" in bad else ["--arch", "topk"]
+    code, _, err = run(monkeypatch, capsys, "train", *arch, *bad, "--model", "tiny-random", "--hook",
+                       "blocks.0.hook_resid_post", "--tokens", "512", "-w", str(ws))
+    assert code == 2 and _error_line(err)
+    if (ws / "sparsescope.duckdb").exists():
+        con = connect(ws / "sparsescope.duckdb", read_only=True)
+        assert con.execute("SELECT count(*) FROM corpora").fetchall() == [(0,)]
+        con.close()
