@@ -3,8 +3,9 @@
 Memory is fixed by (d_sae, config), never by corpus size:
   sums, counts, max                d_sae * 24 B
   fine histogram                   d_sae * n_fine * 8 B           (n_fine = 514 by default: 19 MB at 4608)
-  top-N examples                   d_sae * N * (4W + 28) B         (W = 2 * window + 1)
-  quantile samples                 d_sae * Q * N * (4W + 28) B     (88 MB at d_sae 4608, Q 10, N 20, W 17)
+  top-N examples                   d_sae * N * (4W + 32) B         (W = 2 * window + 1)
+  quantile samples                 d_sae * 2QS * ceil(c N) * (4W + 32) B  (S = band_cells, c = cell_capacity:
+                                                                   369 MB at d_sae 4608, defaults)
   co-occurrence                    d_sae^2 * 4 B                   (skipped above cooc_max_d_sae)
 
 How each statistic stays exact in one pass:
@@ -12,13 +13,11 @@ How each statistic stays exact in one pass:
 - histogram: counts on a fixed fine log grid (analysis.streaming.LogGrid); each feature's final bins are runs
   of whole fine bins over its own non-zero range, so no count is ever split or estimated.
 - top-N: a merge of the running top-N with each batch's candidates that beat the current N-th value.
-- quantile bands: band b of a feature holds activations in (b/Q, (b+1)/Q] x its max. The max is provisional
-  mid-stream, so bands follow the running max. Each firing gets a hash key independent of its activation;
-  band b keeps exactly the firings whose key is below a threshold tau_b (a bottom-k sample with tau_b the
-  smallest key that did not fit). When the max grows, stored samples move to their new bands and a new band
-  takes the smallest tau of the old bands it overlaps, which keeps the invariant "sample = every firing of
-  the band with key < tau_b". The result is a uniform sample of the band (selection depends on the hash key
-  only, never on the activation); it can hold fewer than N firings if the max jumped late in the stream.
+- quantile bands: band b of a feature holds activations in (b/Q, (b+1)/Q] x its final max, unknown
+  mid-stream. Samples are kept per cell of a fixed per-feature grid that only ever merges whole cells, and
+  assigned to bands at the end; each band's sample is exactly its firings with the smallest hash keys (keys
+  do not depend on activations, so the sample is uniform within the band). A band can hold fewer than N
+  when a cell straddling its edge is much denser than the band (analysis.feature_bands has the details).
 - windows: the feature's activations on the W tokens around a kept firing are gathered when it is kept,
   since the activations are gone after `update` returns.
 """
@@ -43,6 +42,12 @@ class StatsConfig:
     """Top-activating examples kept per feature, and samples kept per quantile band."""
     n_quantiles: int = 10
     """Number of activation bands, each a 1/Q slice of the feature's max activation."""
+    band_cells: int = 4
+    """Cells per band on the finest sampling grid (see analysis.feature_bands); more cells make fuller
+    band samples when densities vary sharply, at proportional memory."""
+    cell_capacity: float = 0.5
+    """Samples each cell holds, as a fraction of n_examples. Memory of the band samples is
+    d_sae * 2 * n_quantiles * band_cells * ceil(cell_capacity * n_examples) slots."""
     window: int = 8
     """Tokens of context stored on each side of an example (the window is shifted inside the context)."""
     hist_bins: int = 40
@@ -66,6 +71,8 @@ class StatsConfig:
         for name in ("n_examples", "n_quantiles", "hist_bins", "hist_per_decade"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if self.band_cells < 1 or self.cell_capacity <= 0:
+            raise ValueError("band_cells must be at least 1 and cell_capacity positive")
         if self.window < 0 or self.skip_first < 0 or self.n_neighbors < 0 or self.n_cooc < 0:
             raise ValueError("window, skip_first, n_neighbors and n_cooc must be non-negative")
 
@@ -119,7 +126,9 @@ class FeatureStatsAccumulator:
         self.hist = torch.zeros(d_sae * self.grid.n_bins, dtype=torch.long, device=self.device)
         width = 2 * cfg.window + 1
         self.top = SlotTable(d_sae, cfg.n_examples, width, score_bits=31, device=self.device)
-        self.bands = BandSampler(d_sae, cfg.n_quantiles, cfg.n_examples, width, cfg.seed, self.device)
+        cell_cap = max(1, math.ceil(cfg.n_examples * cfg.cell_capacity))
+        self.bands = BandSampler(d_sae, cfg.n_quantiles, cfg.band_cells, cell_cap, width, cfg.seed,
+                                 self.device)
         self.cooc = CooccurrenceCounter(d_sae, self.device) if d_sae <= cfg.cooc_max_d_sae else None
 
     @torch.no_grad()
@@ -154,7 +163,7 @@ class FeatureStatsAccumulator:
 
     def _update_top(self, feature: Tensor, value: Tensor, ctx: Tensor, position: Tensor, windows) -> None:
         score = value_score(value)
-        beats = score < self.top.worst()[feature]  # most firings fail this once the table has filled
+        beats = score < self.top.worst[feature]  # most firings fail this once the table has filled
         idx = beats.nonzero(as_tuple=True)[0]
         self.top.merge(Candidates(group=feature[idx], score=score[idx], value=value[idx],
                                   context_id=ctx[idx], position=position[idx],
@@ -173,8 +182,8 @@ class FeatureStatsAccumulator:
         return FeatureStats(
             n_tokens=self.n_tokens, count=count, density=count / n, mean_act=mean,
             max_act=self.max.cpu().numpy(), hist_lo=lo, hist_hi=hi, hist_count=hist_count,
-            top=_examples(self.top, (self.d_sae, cfg.n_examples)),
-            quantiles=_examples(self.bands.table, (self.d_sae, cfg.n_quantiles, cfg.n_examples)),
+            top=_arrays(self.top.ordered()),
+            quantiles=_arrays(self.bands.finish(self.max, cfg.n_examples)),
             cooc_ids=cooc_ids, cooc_jaccard=cooc_jac)
 
 
@@ -194,16 +203,13 @@ def _window_fetcher(flat: Tensor, token: Tensor, feature: Tensor, ctx_len: int, 
         cols = start[:, None] + offsets[None, :]  # [m, W] positions in the context
         inside = cols < ctx_len
         rows = (tok - pos)[:, None] + cols.clamp(max=ctx_len - 1)
-        vals = flat[rows, feat[:, None].expand_as(rows)]
+        vals = flat.view(-1).take(rows * flat.shape[1] + feat[:, None])  # 1-D take: faster than 2-D indexing
         return start, torch.where(inside, vals, torch.full_like(vals, math.nan))
 
     return fetch
 
 
-def _examples(table: SlotTable, shape: tuple[int, ...]) -> ExampleArrays:
-    return ExampleArrays(
-        activation=table.value.cpu().numpy().reshape(shape),
-        context_id=table.context_id.cpu().numpy().reshape(shape),
-        position=table.position.cpu().numpy().reshape(shape),
-        window_start=table.window_start.cpu().numpy().reshape(shape),
-        window=table.window.cpu().numpy().reshape(*shape, -1))
+def _arrays(fields: dict[str, Tensor]) -> ExampleArrays:
+    f = {name: t.cpu().numpy() for name, t in fields.items()}
+    return ExampleArrays(activation=f["value"], context_id=f["context_id"], position=f["position"],
+                         window_start=f["window_start"], window=f["window"])

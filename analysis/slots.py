@@ -2,6 +2,9 @@
 
 Both the exact top-N per feature and the per-(feature, band) samples are "keep the `cap` entries with the
 smallest int64 score in each group"; only the score differs (descending activation, or a hash key).
+
+Slots within a group are unordered: a new winner takes the slot of the entry it evicts, so stored data
+(above all the activation windows) is written once and never moved; `ordered` sorts at the end.
 """
 from __future__ import annotations
 
@@ -32,44 +35,45 @@ class Candidates:
 
 
 class SlotTable:
-    """Per group, the `cap` entries with the smallest score seen so far, sorted by score (best first).
+    """Per group, the `cap` entries with the smallest score seen so far.
 
-    Memory: n_groups * cap * (4 * W + 28) bytes, fixed at construction.
+    Memory: n_groups * cap * (bytes per window value * W + 32) bytes, fixed at construction.
     """
 
-    def __init__(self, n_groups: int, cap: int, window: int, score_bits: int, device: str | torch.device):
+    def __init__(self, n_groups: int, cap: int, window: int, score_bits: int, device: str | torch.device,
+                 window_dtype: torch.dtype = torch.float32):
         self.n_groups, self.cap, self.score_bits = n_groups, cap, score_bits
         shape = (n_groups, cap)
         self.score = torch.full(shape, INT64_MAX, dtype=torch.long, device=device)
+        self.worst = torch.full((n_groups,), INT64_MAX, dtype=torch.long, device=device)
+        """Score a candidate must beat to enter each group (INT64_MAX while a group has room)."""
         self.value = torch.zeros(shape, dtype=torch.float32, device=device)
         self.context_id = torch.full(shape, -1, dtype=torch.long, device=device)
         self.position = torch.full(shape, -1, dtype=torch.int32, device=device)
         self.window_start = torch.zeros(shape, dtype=torch.int32, device=device)
-        self.window = torch.full((*shape, window), float("nan"), dtype=torch.float32, device=device)
+        self.window = torch.full((*shape, window), float("nan"), dtype=window_dtype, device=device)
 
-    def worst(self) -> Tensor:
-        """Score a candidate must beat to enter each group [n_groups] (INT64_MAX while a group has room)."""
-        return self.score[:, -1]
+    def extract(self, flat_slots: Tensor, groups: Tensor) -> Candidates:
+        """Copy out the entries in `flat_slots` (group * cap + slot) as candidates for `groups`, then empty them."""
+        window = self.window.view(-1, self.window.shape[-1])[flat_slots]
+        start = self.window_start.view(-1)[flat_slots]
+        cands = Candidates(group=groups, score=self.score.view(-1)[flat_slots],
+                           value=self.value.view(-1)[flat_slots],
+                           context_id=self.context_id.view(-1)[flat_slots],
+                           position=self.position.view(-1)[flat_slots],
+                           windows=lambda idx: (start[idx], window[idx]))
+        self.clear(flat_slots)
+        return cands
 
-    def clear(self, groups: Tensor) -> None:
-        self.score[groups] = INT64_MAX
-        self.value[groups] = 0.0
-        self.context_id[groups] = -1
-        self.position[groups] = -1
-        self.window_start[groups] = 0
-        self.window[groups] = float("nan")
+    def clear(self, flat_slots: Tensor) -> None:
+        """Empty slots (group * cap + slot); call `refresh_worst` for their groups afterwards."""
+        self.score.view(-1)[flat_slots] = INT64_MAX
+        self.value.view(-1)[flat_slots] = 0.0
+        self.context_id.view(-1)[flat_slots] = -1
+        self.position.view(-1)[flat_slots] = -1
 
-    def take(self, groups: Tensor) -> tuple[Candidates, Tensor]:
-        """The stored entries of `groups` as Candidates (windows served from a copy), and their group ids."""
-        valid = self.score[groups] < INT64_MAX  # [g, cap]
-        rows = groups[:, None].expand_as(valid)[valid]
-        windows = self.window[groups][valid]
-        starts = self.window_start[groups][valid]
-        cands = Candidates(
-            group=rows, score=self.score[groups][valid], value=self.value[groups][valid],
-            context_id=self.context_id[groups][valid], position=self.position[groups][valid],
-            windows=lambda idx: (starts[idx], windows[idx]))
-        return cands, rows
+    def refresh_worst(self, groups: Tensor) -> None:
+        self.worst[groups] = self.score[groups].max(dim=1).values
 
     def merge(self, c: Candidates) -> tuple[Tensor, Tensor]:
         """Insert candidates, keeping the best `cap` per group.
@@ -90,34 +94,51 @@ class SlotTable:
         cand_src = torch.full((n, cap + 1), -1, dtype=torch.long, device=self.score.device)
         cand_score[row, rank] = c.score[order]
         cand_src[row, rank] = order
-        best, pos = torch.topk(torch.cat([self.score[groups], cand_score], dim=1), cap + 1,
+        stored = self.score[groups]
+        best, pos = torch.topk(torch.cat([stored, cand_score], dim=1), cap + 1,
                                dim=1, largest=False, sorted=True)  # [n, cap + 1]
         kth = best[:, cap]
         best, pos = best[:, :cap], pos[:, :cap]
-        from_cand = (pos >= cap) & (best < INT64_MAX)  # an empty slot copies an empty stored slot
-        src = torch.where(from_cand, cand_src.gather(1, (pos - cap).clamp(min=0)), 0)
-        old = pos.clamp(max=cap - 1)
-        self._write(groups, best, old, from_cand, src, c)
+        self.worst[groups] = best[:, cap - 1]
+        real = best < INT64_MAX
+        kept = torch.zeros_like(stored, dtype=torch.bool)
+        r, j = (real & (pos < cap)).nonzero(as_tuple=True)
+        kept[r, pos[r, j]] = True
+        is_new = real & (pos >= cap)
+        src = cand_src.gather(1, (pos - cap).clamp(min=0))[is_new]
+        slot = _free_slots_for(~kept, is_new)  # [n_new] slot each new winner takes
+        new_rows = torch.arange(n, device=groups.device)[:, None].expand_as(is_new)[is_new]
+        flat = groups[new_rows] * cap + slot
+        evicted = (~kept & (stored < INT64_MAX)).nonzero(as_tuple=True)
+        self.clear(groups[evicted[0]] * cap + evicted[1])  # evicted and not refilled below: emptied
+        self._write(flat, src, c)
         return groups, kth
 
-    def _write(self, groups: Tensor, best: Tensor, old: Tensor, from_cand: Tensor, src: Tensor,
-               c: Candidates) -> None:
-        """Fill the rows of `groups`: slot j comes from stored slot old[:, j] or candidate src[:, j]."""
-        def pick(stored: Tensor, new: Tensor) -> Tensor:
-            return torch.where(from_cand, new[src].to(stored.dtype), stored[groups].gather(1, old))
+    def _write(self, flat: Tensor, src: Tensor, c: Candidates) -> None:
+        if flat.numel() == 0:
+            return
+        start, window = c.windows(src)
+        self.score.view(-1)[flat] = c.score[src]
+        self.value.view(-1)[flat] = c.value[src].to(self.value.dtype)
+        self.context_id.view(-1)[flat] = c.context_id[src].to(self.context_id.dtype)
+        self.position.view(-1)[flat] = c.position[src].to(self.position.dtype)
+        self.window_start.view(-1)[flat] = start.to(self.window_start.dtype)
+        self.window.view(-1, self.window.shape[-1])[flat] = window.to(self.window.dtype)
 
-        value = pick(self.value, c.value)
-        context_id = pick(self.context_id, c.context_id)
-        position = pick(self.position, c.position)
-        start = self.window_start[groups].gather(1, old)
-        window = self.window[groups].gather(1, old[..., None].expand(-1, -1, self.window.shape[-1]))
-        if bool(from_cand.any()):
-            new_start, new_window = c.windows(src[from_cand])
-            start[from_cand] = new_start.to(start.dtype)
-            window[from_cand] = new_window.to(window.dtype)
-        self.score[groups] = best
-        self.value[groups] = value
-        self.context_id[groups] = context_id
-        self.position[groups] = position
-        self.window_start[groups] = start
-        self.window[groups] = window
+    def ordered(self) -> dict[str, Tensor]:
+        """All fields with each group's slots sorted by score (best first, empty slots last)."""
+        order = torch.argsort(self.score, dim=1)
+        out = {name: getattr(self, name).gather(1, order)
+               for name in ("score", "value", "context_id", "position", "window_start")}
+        out["window"] = self.window.gather(1, order[..., None].expand_as(self.window))
+        return out
+
+
+def _free_slots_for(free: Tensor, is_new: Tensor) -> Tensor:
+    """Pair the i-th new winner of each row with the i-th free slot of that row ([n, cap] masks)."""
+    free_rank = torch.cumsum(free.long(), dim=1) - 1
+    slot_of_rank = torch.zeros_like(free_rank)
+    rows, slots = free.nonzero(as_tuple=True)
+    slot_of_rank[rows, free_rank[rows, slots]] = slots
+    new_rank = torch.cumsum(is_new.long(), dim=1) - 1
+    return slot_of_rank.gather(1, new_rank.clamp(min=0))[is_new]

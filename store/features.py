@@ -27,13 +27,16 @@ RESULT_COLUMNS: dict[str, tuple[str, ...]] = {
 """Result tables and the columns an incoming Arrow table must have (features may add decoder columns)."""
 
 _DELETE = {table: f"DELETE FROM {table} WHERE dictionary = ?" for table in RESULT_COLUMNS}
-_INSERT = {table: f"INSERT INTO {table} BY NAME SELECT ?::VARCHAR AS dictionary, * FROM _incoming"
-           for table in RESULT_COLUMNS}
+# Table names come from the fixed RESULT_COLUMNS keys, never from input; values are bound with `?`.
+# Rows go in sorted by feature: DuckDB's per-row-group min/max then narrows a feature lookup to one group.
+_INSERT = {table: f"INSERT INTO {table} BY NAME SELECT ?::VARCHAR AS dictionary, * FROM _incoming "
+                  "ORDER BY feature" for table in RESULT_COLUMNS}
 # an example's token id is copied from its context at write time so token searches need no list indexing
 _INSERT["feature_examples"] = (
     "INSERT INTO feature_examples BY NAME "
     "SELECT ?::VARCHAR AS dictionary, i.*, c.token_ids[i.position + 1] AS token_id "
-    "FROM _incoming i LEFT JOIN contexts c ON c.corpus = i.corpus AND c.context_id = i.context_id")
+    "FROM _incoming i LEFT JOIN contexts c ON c.corpus = i.corpus AND c.context_id = i.context_id "
+    "ORDER BY i.feature")
 
 
 def _check(tables: Mapping[str, pa.Table]) -> None:

@@ -89,12 +89,15 @@ class FeatureCard:
     mp_parents: list[Ranked] = field(default_factory=list)
 
 
+# the histogram rides along as a list; its subquery takes the parameters, not f.*, so it is not correlated
 _CARD_HEAD = """
 SELECT f.count, f.density, f.mean_act, f.max_act, f.decoder_norm, f.max_decoder_cos,
-       coalesce(l.label, ''), coalesce(l.notes, ''), a.corpus, a.n_tokens, a.model
+       coalesce(l.label, ''), coalesce(l.notes, ''), a.corpus, a.n_tokens, a.model,
+       (SELECT list([h.bin_lo, h.bin_hi, h.count] ORDER BY h.bin) FROM feature_histograms h
+        WHERE h.dictionary = $d AND h.feature = $f)
 FROM features f JOIN analyses a ON a.dictionary = f.dictionary
 LEFT JOIN feature_labels l ON l.dictionary = f.dictionary AND l.feature = f.feature
-WHERE f.dictionary = ? AND f.feature = ?"""
+WHERE f.dictionary = $d AND f.feature = $f"""
 
 _CARD_EXAMPLES = """
 SELECT e.kind, e.band, e.rank, e.corpus, e.context_id, e.position, e.activation, e.window_start,
@@ -115,15 +118,15 @@ ORDER BY 1, 2"""
 
 
 def feature_card(con: duckdb.DuckDBPyConnection, dictionary: str, feature: int) -> FeatureCard:
-    """Everything the feature page shows, in five queries."""
-    head = con.execute(_CARD_HEAD, [dictionary, feature]).fetchone()
+    """Everything the feature page shows, in four queries (each a scan of one row group at most, since
+    results are written sorted by feature)."""
+    params = {"d": dictionary, "f": feature}
+    head = con.execute(_CARD_HEAD, params).fetchone()
     if head is None:
         raise InputError(f"no feature {feature} in analysed dictionary {dictionary!r}")
-    *stats, corpus, n_tokens, model = head
+    *stats, corpus, n_tokens, model, histogram = head
     card = FeatureCard(dictionary, feature, *stats, corpus=corpus, n_tokens=n_tokens)
-    card.histogram = [tuple(r) for r in con.execute(
-        "SELECT bin_lo, bin_hi, count FROM feature_histograms WHERE dictionary = ? AND feature = ? "
-        "ORDER BY bin", [dictionary, feature]).fetchall()]
+    card.histogram = [(lo, hi, int(n)) for lo, hi, n in histogram or []]
     rows = con.execute(_CARD_EXAMPLES, [dictionary, feature]).fetchall()
     text = _token_texts(con, model, {t for r in rows for t in (r[9] or [])})
     for r in rows:
@@ -131,7 +134,7 @@ def feature_card(con: duckdb.DuckDBPyConnection, dictionary: str, feature: int) 
         (card.top_examples if r[0] == "top" else card.quantile_examples).append(example)
     lists = {"promoted": card.promoted, "suppressed": card.suppressed, "decoder": card.decoder_neighbors,
              "cooc": card.cooccurring, "steps": card.mp_steps, "parents": card.mp_parents}
-    for part, rank, id_, value, token in con.execute(_CARD_SIDES, {"d": dictionary, "f": feature}).fetchall():
+    for part, rank, id_, value, token in con.execute(_CARD_SIDES, params).fetchall():
         lists[part].append(Ranked(rank, id_, value, token))
     return card
 

@@ -85,12 +85,28 @@ class SparseTopKMixin:
         scale = self.W_dec.norm(dim=-1) if rescale else None
         with torch.no_grad():
             # The one dense matmul; under autocast (GPU) it runs in bf16, everything after it in float32.
-            pre = torch.addmm(self.b_enc, x if b_dec is None else x - b_dec, self.W_enc).float()  # [N, d_sae]
+            pre = self._dense_pre(x if b_dec is None else x - b_dec)  # [N, d_sae]
             if rescale:
                 pre.mul_(scale)
             values, pairs = self._select(pre)
         with full_precision(x.device):
             return self._sparse_losses(x, pre, values, pairs, b_dec, scale, step_input.dead_neuron_mask)
+
+    def _dense_pre(self, sae_in: Tensor) -> Tensor:
+        """sae_in @ W_enc + b_enc in float32; on CPU written into a buffer kept between steps.
+
+        A fresh [N, d_sae] tensor costs a page fault per 4 kB on every step (~0.1 s at N=4096, d_sae=4608)
+        and addmm first copies the broadcast bias into it; reusing one buffer avoids both. Nothing keeps a
+        reference to it past the step.
+        """
+        if sae_in.device.type != "cpu" or torch.is_autocast_enabled("cpu") or sae_in.dtype != torch.float32:
+            return torch.addmm(self.b_enc, sae_in, self.W_enc).float()  # bf16 matmul under GPU autocast
+        shape = (sae_in.shape[0], self.cfg.d_sae)
+        buffer = self.__dict__.get("_pre_buffer")
+        if buffer is None or buffer.shape != shape:
+            buffer = sae_in.new_empty(shape)
+            self.__dict__["_pre_buffer"] = buffer
+        return torch.mm(sae_in, self.W_enc, out=buffer).add_(self.b_enc)
 
     def _sparse_losses(self, x: Tensor, pre: Tensor, values: Tensor, pairs: Pairs, b_dec: Tensor | None,
                        scale: Tensor | None, dead: Tensor | None) -> tuple[TrainStepOutput, Tensor]:
