@@ -5,6 +5,7 @@ Every value is bound with `?`; the only text pasted into SQL is a column name pi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import duckdb
 
@@ -147,10 +148,10 @@ def _token_texts(con: duckdb.DuckDBPyConnection, model: str, ids: set[int]) -> d
     return dict(rows)
 
 
-_PAGE = """
+_ROWS = """
 SELECT f.feature, f.count, f.density, f.mean_act, f.max_act, f.decoder_norm, f.max_decoder_cos, l.label
 FROM features f LEFT JOIN feature_labels l ON l.dictionary = f.dictionary AND l.feature = f.feature
-WHERE f.dictionary = ? AND f.density BETWEEN ? AND ?"""
+"""
 
 
 def _order(order_by: str, descending: bool) -> str:
@@ -161,20 +162,54 @@ def _order(order_by: str, descending: bool) -> str:
 
 
 def features_page(con: duckdb.DuckDBPyConnection, dictionary: str, order_by: str = "feature",
-                  descending: bool = False, limit: int = 50, offset: int = 0) -> list[FeatureRow]:
-    """One page of a dictionary's features with their labels, sorted by a column of ORDER_COLUMNS."""
-    sql = _PAGE + _order(order_by, descending)
-    rows = con.execute(sql, [dictionary, 0.0, 1.0, int(limit), int(offset)]).fetchall()
-    return [FeatureRow(*r) for r in rows]
+                  descending: bool = False, limit: int = 50, offset: int = 0, lo: float = 0.0,
+                  hi: float = 1.0) -> list[FeatureRow]:
+    """One page of a dictionary's features with their labels, sorted by a column of ORDER_COLUMNS.
 
-
-def search_by_density(con: duckdb.DuckDBPyConnection, dictionary: str, lo: float, hi: float,
-                      limit: int = 50, offset: int = 0, order_by: str = "density",
-                      descending: bool = True) -> list[FeatureRow]:
-    """Features whose firing density lies in [lo, hi] (e.g. 0 for dead ones, > 0.1 for dense ones)."""
-    sql = _PAGE + _order(order_by, descending)
+    `lo`, `hi`: only features whose firing density lies in [lo, hi] (0, 0 for dead ones; 0.1, 1 for dense).
+    """
+    sql = _ROWS + "WHERE f.dictionary = ? AND f.density BETWEEN ? AND ?" + _order(order_by, descending)
     rows = con.execute(sql, [dictionary, float(lo), float(hi), int(limit), int(offset)]).fetchall()
     return [FeatureRow(*r) for r in rows]
+
+
+def count_features(con: duckdb.DuckDBPyConnection, dictionary: str, lo: float = 0.0, hi: float = 1.0) -> int:
+    """How many features of an analysed dictionary have a firing density in [lo, hi] (all by default)."""
+    return con.execute("SELECT count(*) FROM features WHERE dictionary = ? AND density BETWEEN ? AND ?",
+                       [dictionary, float(lo), float(hi)]).fetchone()[0]
+
+
+def random_feature(con: duckdb.DuckDBPyConnection, dictionary: str) -> int | None:
+    """A random feature that fires at least once (None if none does)."""
+    row = con.execute("SELECT feature FROM features WHERE dictionary = ? AND count > 0 ORDER BY random() LIMIT 1",
+                      [dictionary]).fetchone()
+    return row[0] if row else None
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What a table that lists many features at once shows of each."""
+
+    density: float
+    max_act: float
+    label: str
+    top_tokens: list[str]
+    """Tokens the feature promotes most, strongest first."""
+
+
+_SUMMARIES = """
+SELECT f.feature, f.density, f.max_act, coalesce(l.label, ''),
+       (SELECT list(coalesce(g.token, '') ORDER BY g.rank) FROM feature_logits g
+        WHERE g.dictionary = f.dictionary AND g.feature = f.feature AND g.sign = 1 AND g.rank < ?)
+FROM features f LEFT JOIN feature_labels l ON l.dictionary = f.dictionary AND l.feature = f.feature
+WHERE f.dictionary = ? AND f.feature IN (SELECT unnest(?::INTEGER[]))"""
+
+
+def feature_summaries(con: duckdb.DuckDBPyConnection, dictionary: str, features: Sequence[int],
+                      n_tokens: int = 3) -> dict[int, Summary]:
+    """feature -> Summary (with its `n_tokens` most promoted tokens) for the listed features that exist."""
+    rows = con.execute(_SUMMARIES, [int(n_tokens), dictionary, [int(f) for f in features]]).fetchall()
+    return {r[0]: Summary(r[1], r[2], r[3], list(r[4] or [])) for r in rows}
 
 
 @dataclass(frozen=True)
@@ -227,11 +262,9 @@ def search_by_logit_token(con: duckdb.DuckDBPyConnection, dictionary: str, text:
 def search_by_label(con: duckdb.DuckDBPyConnection, dictionary: str, text: str,
                     limit: int = 50) -> list[FeatureRow]:
     """Features whose label or notes contain `text` (case-insensitive, taken literally: no wildcards)."""
-    rows = con.execute(
-        "SELECT f.feature, f.count, f.density, f.mean_act, f.max_act, f.decoder_norm, f.max_decoder_cos, "
-        "l.label FROM feature_labels l JOIN features f ON f.dictionary = l.dictionary AND f.feature = l.feature "
-        "WHERE l.dictionary = ? AND (contains(lower(l.label), lower(?)) OR contains(lower(l.notes), lower(?))) "
-        "ORDER BY f.feature LIMIT ?", [dictionary, text, text, int(limit)]).fetchall()
+    sql = _ROWS + ("WHERE f.dictionary = ? AND (contains(lower(l.label), lower(?)) OR contains(lower(l.notes), "
+                   "lower(?))) ORDER BY f.feature LIMIT ?")
+    rows = con.execute(sql, [dictionary, text, text, int(limit)]).fetchall()
     return [FeatureRow(*r) for r in rows]
 
 

@@ -166,11 +166,7 @@ def save_label(dictionary: str, feature: int, label: str, notes: str) -> None:
 
 def random_feature(dictionary: str) -> int | None:
     """A random feature that fires at least once (not cached: every call draws again)."""
-    db = str(workspace().db_path)
-    row = _read(db, lambda con: con.execute(
-        "SELECT feature FROM features WHERE dictionary = ? AND count > 0 ORDER BY random() LIMIT 1",
-        [dictionary]).fetchone())
-    return row[0] if row else None
+    return _read(str(workspace().db_path), queries.random_feature, dictionary)
 
 
 # ------------------------------------------------------------------------------------- cached reads
@@ -222,10 +218,6 @@ def _require_analysed(con, dictionary: str) -> None:
         raise InputError(f"unknown dictionary {dictionary!r} (analysed: {', '.join(known) or 'none yet'})")
 
 
-def _feature_range(con, dictionary: str) -> int:
-    return con.execute("SELECT count(*) FROM features WHERE dictionary = ?", [dictionary]).fetchone()[0]
-
-
 @dataclass(frozen=True)
 class FeaturePage:
     card: queries.FeatureCard
@@ -237,7 +229,7 @@ class FeaturePage:
 
 
 def _feature_page(con, dictionary: str, feature: int) -> FeaturePage:
-    n = _feature_range(con, dictionary)
+    n = queries.count_features(con, dictionary)
     if not n:
         _require_analysed(con, dictionary)  # raises the error that names the analysed dictionaries
     if not 0 <= feature < n:
@@ -253,34 +245,10 @@ def feature_page(db: str, version: tuple, dictionary: str, feature: int) -> Feat
     return _read(db, _feature_page, dictionary, feature)
 
 
-@dataclass(frozen=True)
-class Summary:
-    density: float
-    max_act: float
-    label: str
-    top_tokens: list[str]
-    """Tokens the feature promotes most, strongest first."""
-
-
-# Two reads store/queries.py does not offer yet (bound parameters only, like it): summaries of a list of
-# features, for tables that show many features at once.
-_SUMMARIES = """
-SELECT f.feature, f.density, f.max_act, coalesce(l.label, ''),
-       (SELECT list(g.token ORDER BY g.rank) FROM feature_logits g
-        WHERE g.dictionary = f.dictionary AND g.feature = f.feature AND g.sign = 1 AND g.rank < ?)
-FROM features f LEFT JOIN feature_labels l ON l.dictionary = f.dictionary AND l.feature = f.feature
-WHERE f.dictionary = ? AND f.feature IN (SELECT unnest(?::INTEGER[]))"""
-
-
-def _summaries(con, dictionary: str, features: tuple[int, ...], n_tokens: int) -> dict[int, Summary]:
-    rows = con.execute(_SUMMARIES, [n_tokens, dictionary, list(features)]).fetchall()
-    return {r[0]: Summary(r[1], r[2], r[3], [t if t is not None else "" for t in (r[4] or [])]) for r in rows}
-
-
 @st.cache_data(show_spinner=False, max_entries=256)
 def summaries(db: str, version: tuple, dictionary: str, features: tuple[int, ...],
-              n_tokens: int = 3) -> dict[int, Summary]:
-    return _read(db, _summaries, dictionary, features, n_tokens)
+              n_tokens: int = 3) -> dict[int, queries.Summary]:
+    return _read(db, queries.feature_summaries, dictionary, features, n_tokens)
 
 
 @dataclass(frozen=True)
@@ -293,11 +261,9 @@ class FeatureTable:
 def _features_table(con, dictionary: str, order_by: str, descending: bool, limit: int, offset: int,
                     lo: float, hi: float) -> FeatureTable:
     _require_analysed(con, dictionary)
-    rows = queries.search_by_density(con, dictionary, lo, hi, limit=limit, offset=offset, order_by=order_by,
-                                     descending=descending)
-    total = con.execute("SELECT count(*) FROM features WHERE dictionary = ? AND density BETWEEN ? AND ?",
-                        [dictionary, lo, hi]).fetchone()[0]
-    tops = _summaries(con, dictionary, tuple(r.feature for r in rows), 3)
+    rows = queries.features_page(con, dictionary, order_by, descending, limit, offset, lo, hi)
+    total = queries.count_features(con, dictionary, lo, hi)
+    tops = queries.feature_summaries(con, dictionary, [r.feature for r in rows], 3)
     return FeatureTable(rows, total, {f: s.top_tokens for f, s in tops.items()})
 
 

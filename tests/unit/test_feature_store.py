@@ -7,8 +7,8 @@ import pytest
 import store.features as features_mod
 from store import InputError, connect
 from store.features import write_feature_stats, write_vocab
-from store.queries import (feature_card, features_page, search_by_density, search_by_label,
-                           search_by_logit_token, search_by_top_token, set_label)
+from store.queries import (Summary, count_features, feature_card, feature_summaries, features_page,
+                           random_feature, search_by_label, search_by_logit_token, search_by_top_token, set_label)
 
 VOCAB = ["<bos>", " the", " cat", " sat", " on", " mat", " dog", "The", " ran", "."]
 CONTEXTS = [[0, 1, 2, 3, 4, 1, 5, 9], [0, 7, 6, 8, 4, 1, 5, 9], [0, 1, 6, 3, 9, 2, 8, 9]]
@@ -162,8 +162,10 @@ def test_searches(con):
     assert [h.feature for h in search_by_top_token(con, "d", " DOG ", 10)] == [3, 1]
     assert search_by_top_token(con, "d", "zebra", 10) == []
     assert [h.feature for h in search_by_logit_token(con, "d", "sat", 2)] == [3, 2]
-    assert [r.feature for r in search_by_density(con, "d", 0.15, 1.0, 10)] == [3, 2]
-    assert [r.feature for r in search_by_density(con, "d", 0.0, 0.0, 10)] == [0]
+    dense = features_page(con, "d", order_by="density", descending=True, limit=10, lo=0.15, hi=1.0)
+    assert [r.feature for r in dense] == [3, 2]
+    assert [r.feature for r in features_page(con, "d", lo=0.0, hi=0.0)] == [0]
+    assert (count_features(con, "d"), count_features(con, "d", 0.15, 1.0), count_features(con, "e")) == (4, 2, 0)
     set_label(con, "d", 2, "Cat things")
     assert [r.feature for r in search_by_label(con, "d", "cat", 10)] == [2]
     assert search_by_label(con, "d", "%", 10) == []  # wildcards are taken literally
@@ -175,6 +177,16 @@ def test_features_page_orders_and_rejects_unknown_columns(con):
     assert [r.feature for r in page] == [2, 1]
     with pytest.raises(InputError, match="cannot sort by"):
         features_page(con, "d", order_by="density; DROP TABLE features")
+
+
+def test_summaries_and_random_feature(con):
+    write_feature_stats(con, "d", "c", make_tables(), n_tokens=24)
+    set_label(con, "d", 3, "dog things")
+    summaries = feature_summaries(con, "d", [3, 1, 99])
+    assert summaries == {1: Summary(0.1, 2.0, "", [" sat"]), 3: Summary(0.3, 4.0, "dog things", [" sat"])}
+    assert feature_summaries(con, "d", [1], n_tokens=0)[1].top_tokens == []
+    assert {random_feature(con, "d") for _ in range(40)} <= {1, 2, 3}  # feature 0 never fires (count 0)
+    assert random_feature(con, "unknown") is None
 
 
 def test_hostile_text_is_stored_literally(con):
