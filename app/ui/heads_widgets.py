@@ -34,8 +34,11 @@ def score_grid_figure(grid: np.ndarray, score: str, n_kv_heads: int, selected: t
     if selected is not None:
         fig.add_shape(type="rect", x0=selected[1] - 0.5, x1=selected[1] + 0.5, y0=selected[0] - 0.5,
                       y1=selected[0] + 0.5, line=dict(color="red", width=2))
+    # fixed ranges: the click markers would otherwise pad the axes with layers and heads that do not exist
     fig.update_layout(xaxis_title="head", yaxis_title="layer", height=height, margin=dict(t=10, b=10),
-                      yaxis=dict(autorange="reversed", dtick=1), xaxis=dict(dtick=1), clickmode="event+select")
+                      yaxis=dict(range=[n_layers - 0.5, -0.5], dtick=1), xaxis=dict(range=[-0.5, n_heads - 0.5],
+                                                                                   dtick=1),
+                      clickmode="event+select")
     return fig
 
 
