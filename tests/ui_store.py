@@ -287,7 +287,7 @@ def demo_workspace(dest: str | Path) -> Path:
 
 
 def open_page(page: str | None = None, **params):
-    """An AppTest of the router that has run `page` (e.g. "pages/feature.py") with query parameters."""
+    """An AppTest of the router that has run `page` (e.g. "views/feature.py") with query parameters."""
     from streamlit.testing.v1 import AppTest
 
     at = AppTest.from_file(str(MAIN), default_timeout=TIMEOUT_S)

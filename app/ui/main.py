@@ -1,6 +1,6 @@
 """The SparseScope web UI: a router over the pages in PAGES. Served by `sparsescope ui`.
 
-To add a page, write app/ui/pages/NAME.py (widgets only; data comes through app/ui/cache.py) and add a
+To add a page, write app/ui/views/NAME.py (widgets only; data comes through app/ui/cache.py) and add a
 PageSpec line to PAGES. Every page is reachable at /URL_PATH, with its inputs in the query string
 (e.g. /feature?dict=NAME&feature=ID).
 """
@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+# Page scripts live in views/, not pages/: Streamlit treats a pages/ folder beside the entry script as its older
+# multipage app, and a deep link that is the first request after start-up was then served straight from the
+# page script, without this router (no wide layout, file names in the sidebar).
 
 
 @dataclass(frozen=True)
@@ -23,13 +26,13 @@ class PageSpec:
 
 
 PAGES: list[PageSpec] = [
-    PageSpec("pages/home.py", "Home", "home", ":material/home:", default=True),
-    PageSpec("pages/browser.py", "Feature browser", "browser", ":material/table_rows:"),
-    PageSpec("pages/feature.py", "Feature", "feature", ":material/neurology:"),
-    PageSpec("pages/inspector.py", "Prompt inspector", "inspector", ":material/text_fields:"),
-    PageSpec("pages/compare.py", "Compare", "compare", ":material/compare_arrows:"),
-    PageSpec("pages/steering.py", "Steering", "steering", ":material/tune:"),
-    PageSpec("pages/heads.py", "Attention heads", "heads", ":material/grid_view:"),
+    PageSpec("views/home.py", "Home", "home", ":material/home:", default=True),
+    PageSpec("views/browser.py", "Feature browser", "browser", ":material/table_rows:"),
+    PageSpec("views/feature.py", "Feature", "feature", ":material/neurology:"),
+    PageSpec("views/inspector.py", "Prompt inspector", "inspector", ":material/text_fields:"),
+    PageSpec("views/compare.py", "Compare", "compare", ":material/compare_arrows:"),
+    PageSpec("views/steering.py", "Steering", "steering", ":material/tune:"),
+    PageSpec("views/heads.py", "Attention heads", "heads", ":material/grid_view:"),
 ]
 
 

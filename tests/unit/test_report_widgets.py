@@ -12,12 +12,12 @@ from tests.unit.test_ui_heads import heads_ws  # noqa: F401  (a fixture: the tes
 
 
 def test_feature_and_browser_pages_offer_the_export(ui_ws):
-    at = open_page("pages/feature.py", dict="topk-demo", feature=3)
+    at = open_page("views/feature.py", dict="topk-demo", feature=3)
     assert not at.exception
     assert [b.proto.label for b in at.get("download_button")] == ["Export report"]
     picker = next(s for s in at.selectbox if s.label == "format")
     assert picker.options[0] == "HTML" and len(picker.options) == len(available_formats())
-    at = open_page("pages/browser.py", dict="topk-demo")
+    at = open_page("views/browser.py", dict="topk-demo")
     assert not at.exception and len(at.get("download_button")) == 1
 
 
@@ -40,7 +40,7 @@ def test_steering_page_offers_a_report_per_stored_run(ui_ws):
                                                       "strength": 2.0}], "seed": 0}
     with session(ui_ws / "sparsescope.duckdb") as con:
         run_id = add_run(con, "tiny-random", "topk-demo", config, ["a"], ["b"], {"kl_mean": 0.5})
-    at = open_page("pages/steering.py")
+    at = open_page("views/steering.py")
     assert not at.exception
     assert [b.proto.label for b in at.get("download_button")] == ["Report"]
     db = str(ui_ws / "sparsescope.duckdb")
@@ -49,7 +49,7 @@ def test_steering_page_offers_a_report_per_stored_run(ui_ws):
 
 
 def test_heads_page_offers_a_report_with_head_scores(heads_ws):
-    at = open_page("pages/heads.py")
+    at = open_page("views/heads.py")
     assert not at.exception
     labels = [b.proto.label for b in at.get("download_button")]
     assert labels == ["Export report (codebook-demo + head scores)"]  # no attention-output dictionary here

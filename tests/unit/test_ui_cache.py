@@ -45,7 +45,7 @@ def test_pages_keep_working_while_a_job_writes(ui_ws, job, monkeypatch):
     monkeypatch.setattr(cache, "READ_WAIT_S", 0.2)
     monkeypatch.setattr(cache, "WRITE_WAIT_S", 0.2)
     start, finish = job
-    feature = open_page("pages/feature.py", dict="topk-demo", feature=5)
+    feature = open_page("views/feature.py", dict="topk-demo", feature=5)
     assert not feature.exception and "written by a job" not in texts(feature)
     start()
     # the store changed, so the page reads again, finds it locked and shows what it read last
@@ -53,7 +53,7 @@ def test_pages_keep_working_while_a_job_writes(ui_ws, job, monkeypatch):
     assert not feature.exception and not feature.error
     assert [i.value for i in feature.info] == [cache.BUSY] and "feature #5" in texts(feature)
     # a page never read before has nothing to show but the same line
-    other = open_page("pages/feature.py", dict="topk-demo", feature=6)
+    other = open_page("views/feature.py", dict="topk-demo", feature=6)
     assert not other.exception and not other.error and cache.BUSY in [i.value for i in other.info]
     # a label edit waits briefly, then keeps the edit and says why it is not saved
     feature.text_input[0].set_value("mine")

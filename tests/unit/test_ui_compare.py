@@ -3,7 +3,7 @@ import numpy as np
 
 from tests.ui_store import open_page, texts, ui_ws  # noqa: F401  (ui_ws is a fixture)
 
-PAGE = "pages/compare.py"
+PAGE = "views/compare.py"
 
 
 def test_matching_histogram_and_unmatched_features_of_each_side(ui_ws):

@@ -5,7 +5,7 @@ from store import connect
 from store.queries import feature_card, set_label
 from tests.ui_store import open_page, texts, ui_ws  # noqa: F401  (ui_ws is a fixture)
 
-PAGE = "pages/feature.py"
+PAGE = "views/feature.py"
 
 
 def test_a_deep_link_opens_that_feature(ui_ws):

@@ -1,7 +1,7 @@
 """Feature browser: paged table, searches, bad query parameters."""
 from tests.ui_store import open_page, texts, ui_ws  # noqa: F401  (ui_ws is a fixture)
 
-PAGE = "pages/browser.py"
+PAGE = "views/browser.py"
 
 
 def test_the_table_pages_through_features_sorted_by_a_column(ui_ws):

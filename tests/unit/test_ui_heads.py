@@ -4,7 +4,7 @@ import torch
 
 from tests.ui_store import CORPUS, MODEL, open_page, texts, ui_ws  # noqa: F401  (ui_ws is a fixture)
 
-PAGE = "pages/heads.py"
+PAGE = "views/heads.py"
 
 
 @pytest.fixture(autouse=True)

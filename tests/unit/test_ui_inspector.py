@@ -1,7 +1,7 @@
 """Prompt inspector: tokens coloured by their strongest feature, the features of a picked token as links."""
 from tests.ui_store import DICTIONARIES, open_page, texts, ui_ws  # noqa: F401  (ui_ws is a fixture)
 
-PAGE = "pages/inspector.py"
+PAGE = "views/inspector.py"
 
 
 def test_tokens_are_highlighted_and_a_picked_token_lists_features_of_every_dictionary(ui_ws):

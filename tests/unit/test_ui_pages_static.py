@@ -4,7 +4,17 @@ from pathlib import Path
 
 import pytest
 
-PAGES = sorted((Path(__file__).resolve().parents[2] / "app" / "ui" / "pages").glob("*.py"))
+UI = Path(__file__).resolve().parents[2] / "app" / "ui"
+PAGES = sorted((UI / "views").glob("*.py"))
+
+
+def test_page_scripts_are_found_and_no_pages_folder_exists():
+    """A pages/ folder beside the entry script makes Streamlit serve a first-request deep link straight from the
+    page script, bypassing the router (app/ui/main.py); the scripts live in views/."""
+    from app.ui.main import PAGES as REGISTERED
+
+    assert not (UI / "pages").exists()
+    assert {UI / p.path for p in REGISTERED} == set(PAGES)
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)

@@ -5,7 +5,7 @@ import torch
 
 from tests.ui_store import open_page, texts, ui_ws  # noqa: F401  (ui_ws is a fixture)
 
-PAGE = "pages/steering.py"
+PAGE = "views/steering.py"
 
 
 @pytest.fixture(autouse=True)

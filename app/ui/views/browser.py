@@ -45,7 +45,7 @@ def show_table(rows: list[dict], key: str) -> None:
     report_download_button(name, list(frame["feature"]), key=f"report-{key}")
     picked = event.selection.rows if event is not None and hasattr(event, "selection") else []
     if picked:
-        st.switch_page(HERE / "pages/feature.py",
+        st.switch_page(HERE / "views/feature.py",
                        query_params={"dict": name, "feature": str(int(frame["feature"].iloc[picked[0]]))})
 
 
@@ -87,7 +87,7 @@ if top[1].button("random feature", icon=":material/casino:"):
         st.info(cache.BUSY)
         feature = None
     if feature is not None:
-        st.switch_page(HERE / "pages/feature.py", query_params={"dict": name, "feature": str(feature)})
+        st.switch_page(HERE / "views/feature.py", query_params={"dict": name, "feature": str(feature)})
 
 if mode == "all":
     paged(0.0, 1.0)
