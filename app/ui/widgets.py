@@ -34,6 +34,23 @@ def show_error(exc: Exception) -> None:
     st.stop()
 
 
+def asked_dictionary(names: list[str], known_as: str = "analysed") -> str | None:
+    """The `dict` query parameter, which must be one of `names` (None when absent); st.error and stop if not."""
+    asked = st.query_params.get("dict")
+    if asked is not None and asked not in names:
+        show_error(InputError(f"unknown dictionary {asked!r} ({known_as}: {', '.join(names)})"))
+    return asked
+
+
+def asked_feature_of(names: list[str], known_as: str = "analysed") -> tuple[str | None, int | None]:
+    """The `dict` and `feature` query parameters, checked (st.error and stop on a bad one)."""
+    try:
+        feature = int_param("feature", st.query_params.get("feature"))
+    except InputError as exc:
+        show_error(exc)
+    return asked_dictionary(names, known_as), feature
+
+
 def page_link(url_path: str, label: str, icon: str | None = None, **params) -> bool:
     """Link to a registered page with query parameters; draws nothing (False) if no such page is registered."""
     spec = page(url_path)

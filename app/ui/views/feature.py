@@ -5,22 +5,15 @@ import streamlit as st
 
 from app.ui import cache
 from app.ui.report_widgets import report_download_button
-from app.ui.widgets import (example_html, int_param, num, page_link, pct, ranked_links, show_error,
-                            text_html, visible)
-from store.errors import InputError
+from app.ui.widgets import (asked_feature_of, example_html, num, page_link, pct, ranked_links, text_html,
+                            visible)
 
 analysed = cache.fetch(cache.analysed)
 names = sorted(analysed)
 if not names:
     st.info("No analysed dictionary yet: analyse one with `sparsescope analyze` (or run `sparsescope demo`).")
     st.stop()
-asked = st.query_params.get("dict")
-try:
-    asked_feature = int_param("feature", st.query_params.get("feature"))
-except InputError as exc:
-    show_error(exc)
-if asked is not None and asked not in names:
-    show_error(InputError(f"unknown dictionary {asked!r} (analysed: {', '.join(names)})"))
+asked, asked_feature = asked_feature_of(names)
 
 left, right = st.columns([3, 1])
 name = left.selectbox("dictionary", names, index=names.index(asked) if asked else 0)

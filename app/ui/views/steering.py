@@ -9,7 +9,7 @@ from analysis.steering_runs import dictionary_names, parse_stored
 from app.ui import cache
 from app.ui import steering_cache as sc
 from app.ui.report_widgets import steering_report_button
-from app.ui.widgets import int_param, num, pct, show_error
+from app.ui.widgets import asked_feature_of, num, pct, show_error
 from sae.errors import InputError as EngineInputError
 from store.errors import InputError
 
@@ -19,13 +19,7 @@ names = sorted(rows)
 if not names:
     st.info("No dictionary yet: train one with `sparsescope train` (or run `sparsescope demo`).")
     st.stop()
-asked = st.query_params.get("dict")
-try:
-    asked_feature = int_param("feature", st.query_params.get("feature"))
-except InputError as exc:
-    show_error(exc)
-if asked is not None and asked not in rows:
-    show_error(InputError(f"unknown dictionary {asked!r} (known: {', '.join(names)})"))
+asked, asked_feature = asked_feature_of(names, known_as="known")
 
 st.title("Steering")
 top = st.columns([3, 1, 2])
