@@ -1,4 +1,4 @@
-"""Shared fixtures: a seed, the tiny random model, an in-memory store, a temporary workspace."""
+"""Shared fixtures: a seed, one torch thread, the tiny random model, an in-memory store, a temporary workspace."""
 from __future__ import annotations
 
 import os
@@ -14,6 +14,15 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 def seed() -> int:
     torch.manual_seed(0)
     return 0
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny matmuls: one thread avoids OpenMP sync that makes a busy machine many times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -18,12 +18,7 @@ from sae.dictionaries import (
 D_IN, D_SAE, K = 16, 128, 4
 
 
-@pytest.fixture(autouse=True)
-def _seeded_single_thread(seed):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small tensors: a second thread only adds synchronisation
-    yield seed
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("seed", "one_thread")
 
 
 def codebook(k: int = K):

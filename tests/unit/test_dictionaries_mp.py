@@ -24,12 +24,7 @@ from sae.dictionaries import pursuit
 D_IN, D_SAE, K = 32, 256, 12
 
 
-@pytest.fixture(autouse=True)
-def _seeded_single_thread(seed):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small tensors: a second thread only adds synchronisation
-    yield seed
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("seed", "one_thread")
 
 
 def unit_atoms() -> torch.Tensor:

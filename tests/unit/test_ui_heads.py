@@ -7,13 +7,7 @@ from tests.ui_store import CORPUS, MODEL, open_page, texts, ui_ws  # noqa: F401 
 PAGE = "views/heads.py"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matmuls: one thread avoids OpenMP sync that makes a busy machine 10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

@@ -1,20 +1,13 @@
 """Steering page: deep link, a streamed run side by side with its measures, stored and re-run, sweep, bad input."""
 import duckdb
 import pytest
-import torch
 
 from tests.ui_store import open_page, texts, ui_ws  # noqa: F401  (ui_ws is a fixture)
 
 PAGE = "views/steering.py"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matmuls: one thread avoids OpenMP sync that makes a busy machine 10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _by_label(widgets, label: str):
