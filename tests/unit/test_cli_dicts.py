@@ -1,33 +1,16 @@
 """`sparsescope train / dicts / import`: happy paths, and every bad input is one line, exit 2, nothing written."""
-import sys
-
 import numpy as np
 import pytest
 import torch
 from sae_lens import SAE
 from sae_lens.saes.standard_sae import StandardSAE, StandardSAEConfig
 from safetensors.torch import save_file
+from tests.helpers import error_line, run_cli
 
-from app.cli import main
 from store import connect
 from store.dictionaries import get_dictionary, get_metrics, list_dictionaries
 
 FAST = ["--d-sae", "64", "--k", "4", "--tokens", "1024", "--batch", "256", "--lr", "0.01"]
-
-
-def run(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["sparsescope", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    out = capsys.readouterr()
-    return exit_info.value.code, out.out, out.err
-
-
-def _error_line(err: str) -> str:
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error: ") and "Traceback" not in err
-    return lines[0]
 
 
 def _dictionaries(ws):
@@ -62,8 +45,8 @@ def plain_saelens(tmp_path):
 
 def test_train_list_import_round_trip(monkeypatch, capsys, tmp_path, acts, plain_saelens):
     ws = tmp_path / "ws"
-    code, out, err = run(monkeypatch, capsys, "train", "--arch", "topk", "--activations", str(acts), *FAST,
-                         "--name", "t1", "-w", str(ws))
+    code, out, err = run_cli(monkeypatch, capsys, "train", "--arch", "topk", "--activations", str(acts), *FAST,
+                             "--name", "t1", "-w", str(ws))
     assert code in (0, None), err
     assert "dictionary t1" in out and "FVU" in out
     folder = ws / "dictionaries" / "t1"
@@ -76,14 +59,14 @@ def test_train_list_import_round_trip(monkeypatch, capsys, tmp_path, acts, plain
     # plain SAELens loads what SparseScope saved
     loaded = SAE.load_from_disk(folder)
     assert loaded.cfg.architecture() == "topk"
-    code, out, _ = run(monkeypatch, capsys, "import", str(plain_saelens[0]), "-w", str(ws))
+    code, out, _ = run_cli(monkeypatch, capsys, "import", str(plain_saelens[0]), "-w", str(ws))
     assert code in (0, None) and "imported plain (relu" in out
-    code, out, _ = run(monkeypatch, capsys, "import", str(folder), "--name", "t1-copy", "-w", str(ws))
+    code, out, _ = run_cli(monkeypatch, capsys, "import", str(folder), "--name", "t1-copy", "-w", str(ws))
     assert code in (0, None)
     from app.cli_common import console
 
     monkeypatch.setattr(console, "width", 240)  # the whole table on one line per dictionary
-    code, out, _ = run(monkeypatch, capsys, "dicts", "-w", str(ws))
+    code, out, _ = run_cli(monkeypatch, capsys, "dicts", "-w", str(ws))
     assert code in (0, None) and "t1" in out and "plain" in out and "t1-copy" in out
     assert _dictionaries(ws) == ["t1", "plain", "t1-copy"]
     assert (ws / "dictionaries" / "t1-copy" / "cfg.json").is_file()
@@ -145,16 +128,16 @@ def test_bad_input_is_one_line_and_writes_nothing(monkeypatch, capsys, tmp_path,
     ws = tmp_path / "ws"
     files = _bad_files(tmp_path) | {"acts": acts}
     if case == "exists":
-        run(monkeypatch, capsys, "import", str(plain_saelens[0]), "-w", str(ws))
+        run_cli(monkeypatch, capsys, "import", str(plain_saelens[0]), "-w", str(ws))
     if case in ("resume-truncated", "stale-checkpoint"):
         _truncated_checkpoint(ws)
     before = _dictionaries(ws)
     args = [a.format(**files) for a in args]
     arch = [] if "--arch" in args else ["--arch", "topk"]
     name = [] if "--name" in args else ["--name", "t"]
-    code, _, err = run(monkeypatch, capsys, "train", *arch, *args, *name, "--tokens", "512", "-w", str(ws))
+    code, _, err = run_cli(monkeypatch, capsys, "train", *arch, *args, *name, "--tokens", "512", "-w", str(ws))
     assert code == 2, err
-    assert needle in _error_line(err)
+    assert needle in error_line(err)
     assert _dictionaries(ws) == before
     assert not (ws / "dictionaries" / "t").exists() and not (ws / "dictionaries" / "other").exists()
 
@@ -162,17 +145,17 @@ def test_bad_input_is_one_line_and_writes_nothing(monkeypatch, capsys, tmp_path,
 def test_import_bad_input(monkeypatch, capsys, tmp_path, plain_saelens):
     ws = tmp_path / "ws"
     for ref, needle in ((str(tmp_path), "not a SAELens dictionary folder"), ("saelens:no-slash", "RELEASE/ID")):
-        code, _, err = run(monkeypatch, capsys, "import", ref, "-w", str(ws))
-        assert code == 2 and needle in _error_line(err)
+        code, _, err = run_cli(monkeypatch, capsys, "import", ref, "-w", str(ws))
+        assert code == 2 and needle in error_line(err)
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "cfg.json").write_text("{not json")
     (broken / "sae_weights.safetensors").write_bytes(b"")
-    code, _, err = run(monkeypatch, capsys, "import", str(broken), "-w", str(ws))
-    assert code == 2 and "not valid JSON" in _error_line(err)
-    run(monkeypatch, capsys, "import", str(plain_saelens[0]), "-w", str(ws))
-    code, _, err = run(monkeypatch, capsys, "import", str(plain_saelens[0]), "-w", str(ws))
-    assert code == 2 and "already exists" in _error_line(err)
+    code, _, err = run_cli(monkeypatch, capsys, "import", str(broken), "-w", str(ws))
+    assert code == 2 and "not valid JSON" in error_line(err)
+    run_cli(monkeypatch, capsys, "import", str(plain_saelens[0]), "-w", str(ws))
+    code, _, err = run_cli(monkeypatch, capsys, "import", str(plain_saelens[0]), "-w", str(ws))
+    assert code == 2 and "already exists" in error_line(err)
     assert _dictionaries(ws) == ["plain"] and not (ws / "dictionaries" / "broken").exists()
 
 
@@ -180,9 +163,9 @@ def test_import_bad_input(monkeypatch, capsys, tmp_path, plain_saelens):
 def test_bad_options_do_not_create_the_streaming_corpus(monkeypatch, capsys, tmp_path, bad):
     ws = tmp_path / "ws"
     arch = [] if "--arch" in bad else ["--arch", "topk"]
-    code, _, err = run(monkeypatch, capsys, "train", *arch, *bad, "--model", "tiny-random", "--hook",
-                       "blocks.0.hook_resid_post", "--tokens", "512", "-w", str(ws))
-    assert code == 2 and _error_line(err)
+    code, _, err = run_cli(monkeypatch, capsys, "train", *arch, *bad, "--model", "tiny-random", "--hook",
+                           "blocks.0.hook_resid_post", "--tokens", "512", "-w", str(ws))
+    assert code == 2 and error_line(err)
     if (ws / "sparsescope.duckdb").exists():
         con = connect(ws / "sparsescope.duckdb", read_only=True)
         assert con.execute("SELECT count(*) FROM corpora").fetchall() == [(0,)]

@@ -1,18 +1,8 @@
 """The CLI's contract: one `error:` line on stderr, exit 2 for bad input, nothing written."""
 import json
-import sys
 
 import pytest
-
-from app.cli import main
-
-
-def run(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["sparsescope", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    out = capsys.readouterr()
-    return exit_info.value.code, out.out, out.err
+from tests.helpers import error_line, run_cli
 
 
 @pytest.fixture
@@ -22,24 +12,16 @@ def text_file(tmp_path):
     return path
 
 
-def _error_line(err: str) -> str:
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error: ")
-    assert "Traceback" not in err
-    return lines[0]
-
-
 def test_corpus_add_and_activations_happy_path(monkeypatch, capsys, tmp_path, text_file):
     ws = str(tmp_path / "ws")
-    code, out, _ = run(monkeypatch, capsys, "corpus", "add", "t", "--source", str(text_file), "--model",
-                       "tiny-random", "--ctx", "32", "-w", ws)
+    code, out, _ = run_cli(monkeypatch, capsys, "corpus", "add", "t", "--source", str(text_file), "--model",
+                           "tiny-random", "--ctx", "32", "-w", ws)
     assert code in (0, None) and "contexts" in out
-    code, out, _ = run(monkeypatch, capsys, "activations", "--model", "tiny-random", "--hook",
-                       "blocks.1.hook_resid_post", "--corpus", "t", "--tokens", "320", "-w", ws)
+    code, out, _ = run_cli(monkeypatch, capsys, "activations", "--model", "tiny-random", "--hook",
+                           "blocks.1.hook_resid_post", "--corpus", "t", "--tokens", "320", "-w", ws)
     assert code in (0, None) and "wrote 320 tokens" in out
-    code, out, _ = run(monkeypatch, capsys, "activations", "--model", "tiny-random", "--hook",
-                       "blocks.1.hook_resid_post", "--corpus", "t", "--tokens", "320", "-w", ws)
+    code, out, _ = run_cli(monkeypatch, capsys, "activations", "--model", "tiny-random", "--hook",
+                           "blocks.1.hook_resid_post", "--corpus", "t", "--tokens", "320", "-w", ws)
     assert "reused" in out
 
 
@@ -53,9 +35,9 @@ def test_corpus_add_and_activations_happy_path(monkeypatch, capsys, tmp_path, te
 ])
 def test_bad_input_is_one_line_and_writes_nothing(monkeypatch, capsys, tmp_path, args, needle):
     ws = tmp_path / "ws"
-    code, _, err = run(monkeypatch, capsys, *args, "-w", str(ws))
+    code, _, err = run_cli(monkeypatch, capsys, *args, "-w", str(ws))
     assert code == 2
-    assert needle in _error_line(err)
+    assert needle in error_line(err)
     assert not (ws / "activations").exists()
     if (ws / "sparsescope.duckdb").exists():
         import duckdb
@@ -69,32 +51,32 @@ def test_bad_input_is_one_line_and_writes_nothing(monkeypatch, capsys, tmp_path,
 def test_bad_corpus_files(monkeypatch, capsys, tmp_path, content, needle):
     path = tmp_path / "bad.txt"
     path.write_bytes(content)
-    code, _, err = run(monkeypatch, capsys, "corpus", "add", "c", "--source", str(path), "--model",
-                       "tiny-random", "-w", str(tmp_path / "ws"))
-    assert code == 2 and needle in _error_line(err)
+    code, _, err = run_cli(monkeypatch, capsys, "corpus", "add", "c", "--source", str(path), "--model",
+                           "tiny-random", "-w", str(tmp_path / "ws"))
+    assert code == 2 and needle in error_line(err)
 
 
 def test_workspace_that_is_a_file(monkeypatch, capsys, tmp_path, text_file):
-    code, _, err = run(monkeypatch, capsys, "corpus", "list", "-w", str(text_file))
-    assert code == 2 and "is a file" in _error_line(err)
+    code, _, err = run_cli(monkeypatch, capsys, "corpus", "list", "-w", str(text_file))
+    assert code == 2 and "is a file" in error_line(err)
 
 
 def test_workspace_from_environment(monkeypatch, capsys, tmp_path, text_file):
     monkeypatch.setenv("SPARSESCOPE_WORKSPACE", str(tmp_path / "envws"))
-    code, _, _ = run(monkeypatch, capsys, "corpus", "add", "t", "--source", str(text_file), "--model",
-                     "tiny-random", "--ctx", "32")
+    code, _, _ = run_cli(monkeypatch, capsys, "corpus", "add", "t", "--source", str(text_file), "--model",
+                         "tiny-random", "--ctx", "32")
     assert code in (0, None)
     assert (tmp_path / "envws" / "sparsescope.duckdb").exists()
 
 
 def test_corrupted_manifest_is_reported(monkeypatch, capsys, tmp_path, text_file):
     ws = str(tmp_path / "ws")
-    run(monkeypatch, capsys, "corpus", "add", "t", "--source", str(text_file), "--model", "tiny-random",
-        "--ctx", "32", "-w", ws)
+    run_cli(monkeypatch, capsys, "corpus", "add", "t", "--source", str(text_file), "--model", "tiny-random",
+            "--ctx", "32", "-w", ws)
     args = ["activations", "--model", "tiny-random", "--hook", "blocks.1.hook_resid_post", "--corpus", "t",
             "--tokens", "64", "-w", ws]
-    run(monkeypatch, capsys, *args)
+    run_cli(monkeypatch, capsys, *args)
     manifest = next((tmp_path / "ws" / "activations").glob("*/manifest.json"))
     manifest.write_text(json.dumps({"broken": True}))
-    code, _, err = run(monkeypatch, capsys, *args)
-    assert code == 2 and "corrupted" in _error_line(err)
+    code, _, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 2 and "corrupted" in error_line(err)

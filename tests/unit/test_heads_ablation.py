@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import torch
+from tests.helpers import seeded_tiny
 
 from analysis.heads_ablation import ablate_head, mean_head_outputs, means_array
 from analysis.heads_prompt import head_pattern, top_sources
@@ -9,30 +10,15 @@ from analysis.heads_rank import rank_heads
 from sae.errors import InputError
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matmuls: one thread avoids OpenMP sync that makes a busy machine many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 PROMPT = "The cat sat on the mat, and the cat"
 
 
-def tiny(**overrides):
-    from transformer_lens import HookedTransformer
-
-    from sae.models import tiny_config, tiny_tokenizer
-
-    torch.manual_seed(0)
-    return HookedTransformer(tiny_config(**overrides), tokenizer=tiny_tokenizer()).eval()
-
-
 @pytest.fixture(scope="module")
 def model():
-    return tiny()
+    return seeded_tiny()
 
 
 def _zeroed_logits(model, prompt: str, layer: int, head: int):
@@ -63,7 +49,7 @@ def test_zero_ablation_changes_the_loss_and_predictions(model):
 
 def test_path_ablation_equals_zero_ablation_in_the_last_layer_and_differs_below(model):
     """Without MLPs, the last layer's heads reach the logits only directly, so both ablations agree there."""
-    attn_only = tiny(attn_only=True)
+    attn_only = seeded_tiny(attn_only=True)
     last = attn_only.cfg.n_layers - 1
     zero, path = (ablate_head(attn_only, PROMPT, last, 3, mode) for mode in ("zero", "path"))
     assert path.loss_ablated == pytest.approx(zero.loss_ablated, abs=1e-5)
@@ -101,7 +87,7 @@ def test_ranking_batches_every_head_like_single_ablations(model):
 def test_the_head_that_writes_the_target_ranks_first():
     """Only head 1.2 writes much into the residual stream: z = 1 everywhere (W_V = 0, b_V = 1) and W_O maps it
     onto the target's unembedding direction, so removing it must lower the target logit most."""
-    model = tiny()
+    model = seeded_tiny()
     target = model.to_single_token("x")
     with torch.no_grad():
         model.blocks[0].attn.W_O.mul_(0.01)
@@ -116,7 +102,7 @@ def test_the_head_that_writes_the_target_ranks_first():
 
 
 def test_ranking_with_gqa_reports_kv_groups():
-    model = tiny(n_key_value_heads=2)
+    model = seeded_tiny(n_key_value_heads=2)
     ranking = rank_heads(model, PROMPT, position=3)
     assert ranking.position == 3
     assert {(e.head, e.kv_group) for e in ranking.effects} == {(0, 0), (1, 0), (2, 1), (3, 1)}

@@ -1,31 +1,10 @@
 """`sparsescope heads` and the per-head commands: happy paths on tiny-random, and one error line for bad input."""
-import sys
-
 import pyarrow.parquet as pq
 import pytest
-import torch
-
-from app.cli import main
+from tests.helpers import run_cli
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matmuls: one thread avoids OpenMP sync that makes a busy machine many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def run(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["sparsescope", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exit_info:
-        code = exit_info.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
@@ -33,37 +12,37 @@ def ws(tmp_path, monkeypatch, capsys):
     text = tmp_path / "t.txt"
     text.write_text("The cat sat on the mat. The dog sat on the log. " * 100)
     folder = str(tmp_path / "ws")
-    code, _, err = run(monkeypatch, capsys, "corpus", "add", "t", "--source", str(text), "--model", "tiny-random",
-                       "--ctx", "32", "-w", folder)
+    code, _, err = run_cli(monkeypatch, capsys, "corpus", "add", "t", "--source", str(text), "--model", "tiny-random",
+                           "--ctx", "32", "-w", folder)
     assert code == 0, err
     return folder
 
 
 def test_heads_scan_summary_rerun_and_export(monkeypatch, capsys, ws, tmp_path):
     args = ("heads", "--model", "tiny-random", "--corpus", "t", "--tokens", "256", "--batch", "4", "-w", ws)
-    code, out, err = run(monkeypatch, capsys, *args)
+    code, out, err = run_cli(monkeypatch, capsys, *args)
     assert code == 0, err
     assert "2 layers x 4 heads" in out and "256 tokens" in out and "prev_token" in out and "(lowest)" in out
-    code, out, _ = run(monkeypatch, capsys, *args)  # a rerun replaces
+    code, out, _ = run_cli(monkeypatch, capsys, *args)  # a rerun replaces
     assert code == 0
     target = tmp_path / "out" / "heads.parquet"
-    code, out, err = run(monkeypatch, capsys, "heads-export", str(target), "-w", ws)
+    code, out, err = run_cli(monkeypatch, capsys, "heads-export", str(target), "-w", ws)
     assert code == 0, err
     assert pq.read_table(target).num_rows == 8 * 8 and "wrote 64 head scores" in out
 
 
 def test_head_pattern_ablate_and_rank(monkeypatch, capsys, ws):
     base = ("--model", "tiny-random", "--prompt", "the cat sat on the mat")
-    code, out, err = run(monkeypatch, capsys, "head-pattern", "--layer", "1", "--head", "2", *base, "--last", "5")
+    code, out, err = run_cli(monkeypatch, capsys, "head-pattern", "--layer", "1", "--head", "2", *base, "--last", "5")
     assert code == 0, err
     assert "head 1.2 (KV group 2)" in out
-    code, out, err = run(monkeypatch, capsys, "head-ablate", "--layer", "0", "--head", "1", *base, "--mode", "path")
+    code, out, err = run_cli(monkeypatch, capsys, "head-ablate", "--layer", "0", "--head", "1", *base, "--mode", "path")
     assert code == 0, err
     assert "loss" in out and "path-ablated" in out
-    code, out, err = run(monkeypatch, capsys, "head-ablate", "--layer", "0", "--head", "1", *base, "--mode", "mean",
-                         "--corpus", "t", "-w", ws)
+    code, out, err = run_cli(monkeypatch, capsys, "head-ablate", "--layer", "0", "--head", "1", *base, "--mode", "mean",
+                             "--corpus", "t", "-w", ws)
     assert code == 0, err  # no scan stored: means come from the corpus' first contexts
-    code, out, err = run(monkeypatch, capsys, "head-rank", *base, "--top", "3")
+    code, out, err = run_cli(monkeypatch, capsys, "head-rank", *base, "--top", "3")
     assert code == 0, err
     assert "target" in out and "logit change" in out
 
@@ -80,8 +59,8 @@ def test_head_pattern_ablate_and_rank(monkeypatch, capsys, ws):
     (["heads-export", "x.parquet"], "no head scores stored yet"),
 ])
 def test_bad_input_is_one_error_line(monkeypatch, capsys, ws, args, needle):
-    code, _, err = run(monkeypatch, capsys, *args, "--model", "tiny-random", "-w", ws) if args[0] != "heads-export" \
-        else run(monkeypatch, capsys, *args, "-w", ws)
+    model = [] if args[0] == "heads-export" else ["--model", "tiny-random"]
+    code, _, err = run_cli(monkeypatch, capsys, *args, *model, "-w", ws)
     assert code == 2
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], err

@@ -2,31 +2,21 @@
 import numpy as np
 import pytest
 import torch
+from tests.helpers import seeded_tiny
 
 from analysis.heads_dfa import (dictionary_layer, feature_dfa, feature_head_weights, feature_heads_table,
                                 head_attribution, is_attention_hook)
 from sae.errors import InputError
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matmuls: one thread avoids OpenMP sync that makes a busy machine many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 PROMPT = "hello there, hello again"
 
 
 def tiny(**overrides):
-    from transformer_lens import HookedTransformer
-
-    from sae.models import tiny_config, tiny_tokenizer
-
-    torch.manual_seed(0)
-    model = HookedTransformer(tiny_config(**overrides), tokenizer=tiny_tokenizer()).eval()
+    model = seeded_tiny(**overrides)
     with torch.no_grad():
         for name, param in model.named_parameters():
             if name.endswith(("b_V", "b_Q", "b_K", "b_O")):  # non-zero biases, b_V included, make the test honest

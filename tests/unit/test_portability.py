@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 
 import pytest
+from tests.helpers import run_cli
 from tests.unit.test_report_store import DICTIONARIES, build_report_store
 
-from app.cli import main
 from store import InputError, Workspace, session
 from store import dictionaries as dict_repo
 from store.models import CacheRow, upsert_cache
@@ -121,25 +120,18 @@ def test_export_refuses_a_used_folder_and_quotes_paths(exported, tmp_path):
         import_db(target, con, bad)
 
 
-def run(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["sparsescope", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    out = capsys.readouterr()
-    return exit_info.value.code, out.out, out.err
-
-
 def test_cli_export_import(monkeypatch, capsys, tmp_path):
     source = make_workspace(tmp_path / "src")
-    code, out, _ = run(monkeypatch, capsys, "export-db", "--format", "parquet", str(tmp_path / "exp"),
-                       "-w", str(source.root))
+    code, out, _ = run_cli(monkeypatch, capsys, "export-db", "--format", "parquet", str(tmp_path / "exp"),
+                           "-w", str(source.root))
     assert code in (0, None) and "checksummed files" in out
-    code, _, err = run(monkeypatch, capsys, "export-db", "--format", "csv", str(tmp_path / "x"), "-w", str(source.root))
+    code, _, err = run_cli(monkeypatch, capsys, "export-db", "--format", "csv", str(tmp_path / "x"),
+                           "-w", str(source.root))
     assert code == 2 and err.startswith("error: unknown export format 'csv'")
-    code, _, err = run(monkeypatch, capsys, "import-db", str(tmp_path / "nothing"), "-w", str(tmp_path / "dst"))
+    code, _, err = run_cli(monkeypatch, capsys, "import-db", str(tmp_path / "nothing"), "-w", str(tmp_path / "dst"))
     assert code == 2 and "no manifest.json" in err
-    code, out, _ = run(monkeypatch, capsys, "import-db", str(tmp_path / "exp"), "-w", str(tmp_path / "dst"))
+    code, out, _ = run_cli(monkeypatch, capsys, "import-db", str(tmp_path / "exp"), "-w", str(tmp_path / "dst"))
     assert code in (0, None) and "4 dictionary folder(s)" in out
     assert "tiny-demo__blocks.1__demo-text" in out  # cache rows kept, files not exported: said so
-    code, _, err = run(monkeypatch, capsys, "import-db", str(tmp_path / "exp"), "-w", str(tmp_path / "dst"))
+    code, _, err = run_cli(monkeypatch, capsys, "import-db", str(tmp_path / "exp"), "-w", str(tmp_path / "dst"))
     assert code == 2 and "--replace" in err

@@ -3,16 +3,15 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 
 import pytest
+from tests.helpers import run_cli
 from tests.unit.test_report_store import HOSTILE_LABEL, build_report_store
 
 from analysis.reports import Selection, check_format, collect_report, render_html, write_report
 from analysis.reports import output as output_mod
 from analysis.reports.collect import ReportConfig, select_features
 from analysis.reports.html import json_for_script
-from app.cli import main
 from store import InputError, Workspace, connect, session
 
 TEN = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
@@ -146,14 +145,6 @@ def test_bad_output_leaves_nothing_behind(store, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []  # neither the file nor its temporary
 
 
-def run(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["sparsescope", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    out = capsys.readouterr()
-    return exit_info.value.code, out.out, out.err
-
-
 def _workspace(root):
     space = Workspace.resolve(root)
     with session(space.db_path) as con:
@@ -176,7 +167,7 @@ def ws(tmp_path_factory):
     (["--top", "3", "--by", "size"], "cannot pick features by 'size'"),
 ])
 def test_cli_bad_input_is_one_line(monkeypatch, capsys, ws, args, needle):
-    code, _, err = run(monkeypatch, capsys, "report", "topk-demo", *args, "-w", str(ws.root))
+    code, _, err = run_cli(monkeypatch, capsys, "report", "topk-demo", *args, "-w", str(ws.root))
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], err
     assert not ws.reports_dir.exists() or not any(ws.reports_dir.iterdir())
@@ -184,10 +175,10 @@ def test_cli_bad_input_is_one_line(monkeypatch, capsys, ws, args, needle):
 
 def test_cli_writes_html_and_json(monkeypatch, capsys, tmp_path):
     ws = _workspace(tmp_path / "ws")
-    code, out, _ = run(monkeypatch, capsys, "report", "topk-demo", "--top", "3", "-w", str(ws.root))
+    code, out, _ = run_cli(monkeypatch, capsys, "report", "topk-demo", "--top", "3", "-w", str(ws.root))
     assert code in (0, None) and "wrote html report of 3 features" in out
     assert (ws.reports_dir / "topk-demo.html").read_text().startswith("<!DOCTYPE html>")
     target = tmp_path / "labels.json"
-    code, out, _ = run(monkeypatch, capsys, "report", "topk-demo", "--top", "5", "--by", "label", "--format",
-                       "json", "--out", str(target), "-w", str(ws.root))
+    code, out, _ = run_cli(monkeypatch, capsys, "report", "topk-demo", "--top", "5", "--by", "label", "--format",
+                           "json", "--out", str(target), "-w", str(ws.root))
     assert code in (0, None) and json.loads(target.read_text())["schema"] == "sparsescope-report"

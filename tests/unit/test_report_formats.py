@@ -2,16 +2,15 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
+from tests.helpers import run_cli
 from tests.unit.test_report_store import HOSTILE_LABEL, build_report_store
 
 from analysis.reports import Selection, collect_report, import_report, render_markdown, write_report
 from analysis.reports.json_io import SCHEMA, SCHEMA_VERSION, report_to_dict
 from analysis.reports.markdown import example_md, md
 from analysis.reports.neuronpedia import batch_cards, export_neuronpedia
-from app.cli import main
 from store import InputError, Workspace, connect, session
 from store.queries import Example, feature_card
 
@@ -35,14 +34,6 @@ def fresh_workspace(root) -> Workspace:
     return space
 
 
-def run(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["sparsescope", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    out = capsys.readouterr()
-    return exit_info.value.code, out.out, out.err
-
-
 def test_json_round_trip_restores_labels_and_notes_exactly(store, tmp_path, monkeypatch, capsys):
     report = collect_report(store, "topk-demo", Selection(features=(1, 2, 5, 6, 9, 10)))  # 10 has no label
     path = write_report(report, "json", tmp_path / "r.json")[0]
@@ -50,7 +41,7 @@ def test_json_round_trip_restores_labels_and_notes_exactly(store, tmp_path, monk
     assert (data["schema"], data["version"]) == (SCHEMA, SCHEMA_VERSION)
     assert data == json.loads(json.dumps(report_to_dict(report)))  # strict JSON, nothing lost on the way
     target = fresh_workspace(tmp_path / "other")
-    code, out, _ = run(monkeypatch, capsys, "import-report", str(path), "-w", str(target.root))
+    code, out, _ = run_cli(monkeypatch, capsys, "import-report", str(path), "-w", str(target.root))
     assert code in (0, None) and "5 feature(s) into topk-demo" in out
     with session(target.db_path) as con:
         restored = con.execute(LABELS_SQL, ["topk-demo"]).fetchall()

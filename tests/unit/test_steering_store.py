@@ -1,12 +1,10 @@
 """Steering runs in the store and the `sparsescope steer` command: round trip, re-run, bad input stores nothing."""
 from __future__ import annotations
 
-import sys
-
 import pytest
 import torch
+from tests.helpers import run_cli
 
-from app.cli import main
 from store import connect, session
 from store.errors import InputError
 from store.steering import add_run, feature_max_acts, get_run, list_runs
@@ -14,13 +12,7 @@ from store.steering import add_run, feature_max_acts, get_run, list_runs
 HOOK = "blocks.0.hook_resid_post"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matmuls: one thread avoids OpenMP sync that makes a busy machine 10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
@@ -38,17 +30,6 @@ def steer_ws(ws):
         con.execute("INSERT INTO features (dictionary, feature, count, density, mean_act, max_act) "
                     "VALUES ('tk', 7, 10, 0.1, 0.5, 2.5)")
     return ws
-
-
-def run(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["sparsescope", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def _runs(ws) -> list:
@@ -93,18 +74,18 @@ def test_rerun_from_the_store_reproduces_the_text(steer_ws, tiny_model):
 
 def test_cli_steer_prints_stores_and_reruns(steer_ws, monkeypatch, capsys):
     ws = str(steer_ws.root)
-    code, out, err = run(monkeypatch, capsys, "steer", "-w", ws, "--prompt", "Hello", "--feature", "tk:7", "--raw",
-                         "--samples", "2", "--max-new-tokens", "4", "--seed", "3")
+    code, out, err = run_cli(monkeypatch, capsys, "steer", "-w", ws, "--prompt", "Hello", "--feature", "tk:7", "--raw",
+                             "--samples", "2", "--max-new-tokens", "4", "--seed", "3")
     assert code == 0, err
     assert "default" in out and "steered" in out and "KL(steered || default)" in out and "stored as steering run 1" in out
-    code, out, err = run(monkeypatch, capsys, "steer", "-w", ws, "--rerun", "1")
+    code, out, err = run_cli(monkeypatch, capsys, "steer", "-w", ws, "--rerun", "1")
     assert code == 0, err
     first, second = sorted(_runs(steer_ws), key=lambda r: r.id)
     assert second.steered_texts == first.steered_texts and second.config == first.config
-    code, out, _ = run(monkeypatch, capsys, "steer", "-w", ws, "--list")
+    code, out, _ = run_cli(monkeypatch, capsys, "steer", "-w", ws, "--list")
     assert code == 0 and "Hello" in out
-    code, out, err = run(monkeypatch, capsys, "steer", "-w", ws, "--prompt", "Hello", "--feature", "tk:3", "--raw",
-                         "--max-new-tokens", "3", "--sweep", "0,8", "--mode", "add")
+    code, out, err = run_cli(monkeypatch, capsys, "steer", "-w", ws, "--prompt", "Hello", "--feature", "tk:3", "--raw",
+                             "--max-new-tokens", "3", "--sweep", "0,8", "--mode", "add")
     assert code == 0, err
     assert len(_runs(steer_ws)) == 4 and "perplexity" in out
 
@@ -125,7 +106,7 @@ def test_cli_bad_input_is_one_line_and_stores_nothing(steer_ws, monkeypatch, cap
     base = ["steer", "-w", str(steer_ws.root), "--raw", "--max-new-tokens", "3"]
     if "--prompt" not in args:
         base += ["--prompt", "Hello"]
-    code, _, err = run(monkeypatch, capsys, *base, *args)
+    code, _, err = run_cli(monkeypatch, capsys, *base, *args)
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], err
     assert _runs(steer_ws) == []

@@ -1,0 +1,37 @@
+"""Test builders shared across test files: the CLI runner, the one-error-line check, a seeded tiny model."""
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+
+
+def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
+    """`sparsescope ARGS...` in this process: (exit code, stdout, stderr). The CLI always ends in SystemExit."""
+    from app.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["sparsescope", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    out = capsys.readouterr()
+    return exit_info.value.code, out.out, out.err
+
+
+def error_line(err: str) -> str:
+    """The single `error: ...` line of stderr; fails on anything more, or on a traceback."""
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def seeded_tiny(**overrides):
+    """A fresh tiny-random HookedTransformer with `tiny_config` overrides, its weights drawn from seed 0."""
+    from transformer_lens import HookedTransformer
+
+    from sae.models import tiny_config, tiny_tokenizer
+
+    torch.manual_seed(0)
+    return HookedTransformer(tiny_config(**overrides), tokenizer=tiny_tokenizer()).eval()
