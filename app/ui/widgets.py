@@ -34,6 +34,14 @@ def show_error(exc: Exception) -> None:
     st.stop()
 
 
+def analysed_names(analysed: dict) -> list[str]:
+    """The analysed dictionaries' names, sorted; with none, says which command makes one and stops the page."""
+    if not analysed:
+        st.info("No analysed dictionary yet: analyse one with `sparsescope analyze` (or run `sparsescope demo`).")
+        st.stop()
+    return sorted(analysed)
+
+
 def asked_dictionary(names: list[str], known_as: str = "analysed") -> str | None:
     """The `dict` query parameter, which must be one of `names` (None when absent); st.error and stop if not."""
     asked = st.query_params.get("dict")

@@ -5,7 +5,7 @@ import streamlit as st
 from app.ui import cache
 from app.ui.main import HERE
 from app.ui.report_widgets import report_download_button
-from app.ui.widgets import asked_dictionary, feature_link, feature_url, int_param, show_error, visible
+from app.ui.widgets import analysed_names, asked_dictionary, feature_link, feature_url, int_param, show_error, visible
 from store.errors import InputError
 from store.queries import ORDER_COLUMNS
 
@@ -17,10 +17,7 @@ MODE_HELP = {"fires on token": "features whose top examples fire on this token",
 
 st.title("Feature browser")
 analysed = cache.fetch(cache.analysed)
-names = sorted(analysed)
-if not names:
-    st.info("No analysed dictionary yet: analyse one with `sparsescope analyze` (or run `sparsescope demo`).")
-    st.stop()
+names = analysed_names(analysed)
 asked = asked_dictionary(names)
 name = st.selectbox("dictionary", names, index=names.index(asked) if asked else 0)
 st.query_params["dict"] = name

@@ -5,14 +5,11 @@ import streamlit as st
 
 from app.ui import cache
 from app.ui.report_widgets import report_download_button
-from app.ui.widgets import (asked_feature_of, example_html, num, page_link, pct, ranked_links, text_html,
-                            visible)
+from app.ui.widgets import (analysed_names, asked_feature_of, example_html, num, page_link, pct, ranked_links,
+                            text_html, visible)
 
 analysed = cache.fetch(cache.analysed)
-names = sorted(analysed)
-if not names:
-    st.info("No analysed dictionary yet: analyse one with `sparsescope analyze` (or run `sparsescope demo`).")
-    st.stop()
+names = analysed_names(analysed)
 asked, asked_feature = asked_feature_of(names)
 
 left, right = st.columns([3, 1])
