@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from analysis.slots import Candidates, SlotTable
-from analysis.streaming import INT64_MAX, KEY_BITS, hash_keys, rank_within_groups
+from analysis.streaming import INT64_MAX, KEY_BITS, feature_keys, rank_within_groups
 
 
 def band_of(value: Tensor, max_act: Tensor, n_bands: int) -> Tensor:
@@ -57,9 +57,10 @@ class BandSampler:
     def cell_of(self, value: Tensor, feature: Tensor) -> Tensor:
         return (torch.ceil(value.double() / self.width[feature]).long() - 1).clamp(0, self.n_cells - 1)
 
-    def update(self, feature: Tensor, value: Tensor, ctx: Tensor, position: Tensor, new_max: Tensor,
-               windows) -> None:
-        """Offer one batch's firings; `new_max` [d_sae] already includes this batch."""
+    def update(self, feature: Tensor, value: Tensor, ctx: Tensor, position: Tensor, token_h: Tensor,
+               new_max: Tensor, windows) -> None:
+        """Offer one batch's firings; `token_h` is each firing's `token_hash`, `new_max` [d_sae] already
+        includes this batch."""
         fresh = (self.width == 0) & (new_max > 0)
         self.width[fresh] = new_max[fresh].double() / (self.n_bands * self.cells_per_band)
         over = ((self.width > 0) & (new_max.double() > self.width * self.n_cells)).nonzero(as_tuple=True)[0]
@@ -67,7 +68,7 @@ class BandSampler:
             ratio = new_max[over].double() / (self.width[over] * self.n_cells)
             self._coarsen(over, torch.ceil(torch.log2(ratio)).long().clamp(min=1), new_max[over].double())
         group = feature * self.n_cells + self.cell_of(value, feature)
-        key = hash_keys(ctx, position, feature, self.seed)
+        key = feature_keys(token_h, feature)
         idx = (key < self.tau[group]).nonzero(as_tuple=True)[0]
         self._insert(Candidates(group=group[idx], score=key[idx], value=value[idx], context_id=ctx[idx],
                                 position=position[idx], windows=lambda j: windows(idx[j])))

@@ -33,7 +33,7 @@ from torch import Tensor
 from analysis.cooccurrence import CooccurrenceCounter
 from analysis.feature_bands import BandSampler
 from analysis.slots import Candidates, SlotTable
-from analysis.streaming import LogGrid, value_score
+from analysis.streaming import LogGrid, find_firings, token_hash, value_score
 
 
 @dataclass(frozen=True)
@@ -138,19 +138,18 @@ class FeatureStatsAccumulator:
         if d_sae != self.d_sae or context_ids.shape != (n_ctx,):
             raise ValueError(f"expected acts [n_ctx, ctx_len, {self.d_sae}] and context_ids [n_ctx], "
                              f"got {tuple(acts.shape)} and {tuple(context_ids.shape)}")
-        flat = acts.to(self.device, torch.float32).reshape(n_ctx * ctx_len, d_sae)  # (token, feature)
-        token, feature = (flat > 0).nonzero(as_tuple=True)  # sorted by token, then feature
-        position = token % ctx_len
-        if self.cfg.skip_first:
-            keep = position >= self.cfg.skip_first
-            token, feature, position = token[keep], feature[keep], position[keep]
+        flat = acts.to(self.device, torch.float32).reshape(n_ctx * ctx_len, d_sae).contiguous()  # (token, feature)
         self.n_tokens += n_ctx * max(ctx_len - self.cfg.skip_first, 0)
-        value = flat[token, feature]
+        fired = find_firings(flat, ctx_len, self.cfg.skip_first)
+        token, feature, value = fired.token, fired.feature, fired.value
+        position = token % ctx_len
         ctx = context_ids.to(self.device).long()[token // ctx_len]
         self._update_moments(feature, value)
         windows = _window_fetcher(flat, token, feature, ctx_len, self.cfg.window)
         self._update_top(feature, value, ctx, position, windows)
-        self.bands.update(feature, value, ctx, position, self.max, windows)
+        positions = torch.arange(ctx_len, device=self.device)
+        token_h = token_hash(context_ids.to(self.device).long()[:, None], positions[None, :], self.cfg.seed)
+        self.bands.update(feature, value, ctx, position, token_h.view(-1)[token], self.max, windows)
         if self.cooc is not None:
             self.cooc.update(token, feature)
 

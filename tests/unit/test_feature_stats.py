@@ -176,6 +176,25 @@ def test_cooccurrence_jaccard_matches_brute_force(acts, stats):
         assert f not in ids
 
 
+@pytest.mark.parametrize("uneven", [False, True])
+def test_cooccurrence_counts_match_brute_force(uneven, monkeypatch):
+    # even L0 takes the padded path, very uneven L0 (one dense token) the ragged one; small chunks
+    from analysis.cooccurrence import CooccurrenceCounter
+    from analysis.streaming import find_firings
+
+    monkeypatch.setattr("analysis.cooccurrence.PAIR_CHUNK", 97)
+
+    g = torch.Generator().manual_seed(8)
+    fires = (torch.rand(2, 100, D_SAE, generator=g) < 0.06).float()
+    if uneven:
+        fires[0, 3] = 1.0
+    counter = CooccurrenceCounter(D_SAE, "cpu")
+    fired = find_firings(fires.view(200, D_SAE), ctx_len=100, skip_first=1)
+    counter.update(fired.token, fired.feature)
+    b = fires[:, 1:].reshape(-1, D_SAE).double()
+    np.testing.assert_array_equal(counter.counts[:, :D_SAE].numpy(), (b.T @ b).numpy())
+
+
 def test_cooccurrence_skipped_above_limit(acts):
     stats = run(acts, StatsConfig(n_examples=2, n_quantiles=2, cooc_max_d_sae=D_SAE - 1))
     assert stats.cooc_ids is None and stats.cooc_jaccard is None
