@@ -19,7 +19,9 @@ class Workspace:
     @classmethod
     def resolve(cls, path: str | os.PathLike | None = None, create: bool = True) -> "Workspace":
         """Pick the workspace from `path`, else $SPARSESCOPE_WORKSPACE, else ./workspace."""
-        root = Path(path or os.environ.get(ENV_VAR) or DEFAULT_WORKSPACE).expanduser()
+        # absolute, because the store records the paths of the dictionaries and caches it writes: a relative
+        # path would break as soon as a command (or the UI) runs from another folder
+        root = Path(path or os.environ.get(ENV_VAR) or DEFAULT_WORKSPACE).expanduser().absolute()
         if root.exists() and not root.is_dir():
             raise InputError(f"workspace path {root} is a file, not a folder")
         if create:

@@ -80,3 +80,13 @@ def test_corrupted_manifest_is_reported(monkeypatch, capsys, tmp_path, text_file
     manifest.write_text(json.dumps({"broken": True}))
     code, _, err = run_cli(monkeypatch, capsys, *args)
     assert code == 2 and "corrupted" in error_line(err)
+
+
+def test_a_relative_workspace_is_made_absolute(monkeypatch, tmp_path):
+    """Stored dictionary and cache paths must stay valid when a command or the UI runs from another folder."""
+    from store import Workspace
+
+    monkeypatch.chdir(tmp_path)
+    ws = Workspace.resolve("rel-ws")
+    assert ws.root.is_absolute() and ws.root == tmp_path / "rel-ws"
+    assert ws.dictionaries_dir.is_absolute()
