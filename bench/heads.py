@@ -7,7 +7,7 @@ the same corpus batches. The scan is analysis.heads.scan_heads as `sparsescope h
 repeated-random-token induction pass (shrunk to one 2 x 32-token sequence here, and not counted as tokens,
 so the figure is slightly pessimistic). Runs are interleaved so drift in machine load hits both; the best of
 each is kept. Prints one JSON line:
-{"bench": "heads", "tokens_per_s": ..., "bare_tokens_per_s": ..., "ratio": ...}   (target: ratio >= 0.7)
+{"bench": "heads", "tokens_per_s": ..., "bare_tokens_per_s": ..., "ratio": ..., "ok": ...}   (target: ratio >= 0.7)
 """
 from __future__ import annotations
 
@@ -76,7 +76,8 @@ def main() -> None:
     best_bare, best_scan = min(t_bare), min(t_scan)
     print(json.dumps({"bench": "heads", "model": args.model, "tokens": n_tok, "threads": torch.get_num_threads(),
                       "tokens_per_s": round(n_tok / best_scan, 1), "bare_tokens_per_s": round(n_tok / best_bare, 1),
-                      "ratio": round(best_bare / best_scan, 3)}))
+                      "ratio": round(best_bare / best_scan, 3), "load_avg_1min": round(os.getloadavg()[0], 1),
+                      "ok": bool(best_bare / best_scan >= 0.7)}))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ that load on the machine hits both alike; the median step time gives tokens/s.
 loss_rel_diff: relative difference of the two losses on the first batch (identical weights).
 
     python bench/train_step.py [--quick] [--dead-fraction 0.25]
+(targets: speedup >= 3, loss_rel_diff < 1e-4)
 """
 from __future__ import annotations
 
@@ -79,11 +80,13 @@ def main() -> None:
 
     ours_tps = args.batch / statistics.median(ours_times)
     ref_tps = args.batch / statistics.median(ref_times)
+    speedup = ours_tps / ref_tps
     print(json.dumps({
-        "bench": "train_step", "speedup": round(ours_tps / ref_tps, 2), "loss_rel_diff": float(f"{loss_rel_diff:.3g}"),
+        "bench": "train_step", "speedup": round(speedup, 2), "loss_rel_diff": float(f"{loss_rel_diff:.3g}"),
         "tokens_per_s": round(ours_tps), "saelens_tokens_per_s": round(ref_tps), "steps": steps,
         "d_in": args.d_in, "d_sae": args.d_sae, "k": args.k, "batch": args.batch,
         "dead_fraction": args.dead_fraction, "threads": torch.get_num_threads(),
+        "ok": bool(speedup >= 3 and loss_rel_diff < 1e-4),
     }))
 
 
