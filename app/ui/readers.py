@@ -41,6 +41,8 @@ class _Instance:
     users: int = 0
     draining: bool = False
     """No new reads: it closes when its current reads finish."""
+    expired: bool = False
+    """Held longer than hold_s: once closed, the store is left free for gap_s so a waiting writer gets in."""
 
 
 class Readers:
@@ -110,6 +112,7 @@ class Readers:
                     return instance
                 if instance is not None:  # held too long, or closing for a write: wait until it is gone
                     instance.draining = True
+                    instance.expired |= now - instance.opened > self.hold_s
                     if not instance.users:
                         self._close(db, instance, gap=True)
                     self._cv.wait(0.05)
@@ -138,8 +141,10 @@ class Readers:
             instance.users -= 1
             instance.last = time.monotonic()
             if not instance.users and self._open.get(db) is instance:
-                if instance.draining or instance.last - instance.opened > self.hold_s:
-                    self._close(db, instance, gap=not instance.draining)
+                expired = instance.expired or instance.last - instance.opened > self.hold_s
+                if instance.draining or expired:
+                    # the gap must follow every expiry, also one another reader noticed first (it set draining)
+                    self._close(db, instance, gap=expired)
             self._cv.notify_all()
 
     def _close(self, db: str, instance: _Instance, gap: bool) -> None:

@@ -24,6 +24,8 @@ def db(tmp_path):
 
 def other_process_writes(db: str, wait_s: float, name: str) -> bool:
     out = subprocess.run([sys.executable, "-c", WRITE, db, str(wait_s), name], capture_output=True, text=True)
+    if out.returncode:
+        print(out.stderr[-1500:])  # shown by pytest when the test fails
     return out.returncode == 0
 
 
