@@ -183,6 +183,33 @@ def vocab_texts(tokenizer, d_vocab: int) -> list[str]:
     return texts + [""] * (d_vocab - size)
 
 
+def mp_accumulator(sae):
+    """The pursuit-step accumulator of an MP dictionary (one column per step it can take)."""
+    from analysis.mp_stats import MPStepAccumulator
+
+    steps = getattr(sae.cfg, "k", None) or getattr(sae.cfg, "max_iterations", None) or 32
+    return MPStepAccumulator(sae.cfg.d_sae, steps, device=sae.W_dec.device)
+
+
+@torch.no_grad()
+def analyse_batch(sae, stats: FeatureStatsAccumulator, mp, ids: Tensor, acts: Tensor) -> None:
+    """Encode one batch of contexts acts [n, ctx, d] (context ids [n]) and feed the accumulators; mp is
+    mp_accumulator(sae) for an MP dictionary, else None."""
+    from sae.dictionaries import mp_encode_steps
+
+    n, ctx = acts.shape[:2]
+    device = sae.W_dec.device
+    x = acts.to(device, torch.float32).reshape(n * ctx, -1)
+    if mp is not None:
+        found = mp_encode_steps(sae, x)
+        f = found.feature_acts
+        keep = (torch.arange(n * ctx, device=device) % ctx) >= SKIP_FIRST
+        mp.update(_pad_steps(found.atom_ids[keep], mp.k), found.n_steps[keep])
+    else:
+        f = sae.encode(x)
+    stats.update(f.float().view(n, ctx, -1), ids)
+
+
 def _pad_steps(atom_ids: Tensor, k: int) -> Tensor:
     if atom_ids.shape[1] >= k:
         return atom_ids[:, :k]
@@ -195,9 +222,7 @@ def analyze_dictionary(ws, req: AnalyzeRequest, lm=None, progress: bool = True) 
     from tqdm.auto import tqdm
 
     from analysis.feature_tables import feature_tables
-    from analysis.mp_stats import MPStepAccumulator
     from analysis.weight_stats import decoder_neighbors, final_norm_map, logit_effects
-    from sae.dictionaries import mp_encode_steps
     from store import session
     from store.features import has_vocab, write_feature_stats, write_vocab
 
@@ -208,24 +233,14 @@ def analyze_dictionary(ws, req: AnalyzeRequest, lm=None, progress: bool = True) 
     d_sae = sae.cfg.d_sae
     cfg = StatsConfig(n_examples=req.examples, n_quantiles=req.quantiles, skip_first=SKIP_FIRST)
     stats = FeatureStatsAccumulator(d_sae, cfg, device=device)
-    mp_steps = getattr(sae.cfg, "k", None) or getattr(sae.cfg, "max_iterations", None) or 32
-    mp = MPStepAccumulator(d_sae, mp_steps, device=device) if site.arch == "mp" else None
+    mp = mp_accumulator(sae) if site.arch == "mp" else None
     n_ctx, ctx = site.token_ids.shape
     bar = tqdm(total=n_ctx * ctx, unit="tok", unit_scale=True, desc=f"analyse {req.dictionary}",
                disable=not progress)
     with torch.no_grad():
         for ids, _, acts in site_batches(site, req.batch):
-            n = len(ids)
-            x = acts.to(device, torch.float32).reshape(n * ctx, -1)
-            if mp is not None:
-                found = mp_encode_steps(sae, x)
-                f = found.feature_acts
-                keep = (torch.arange(n * ctx, device=device) % ctx) >= SKIP_FIRST
-                mp.update(_pad_steps(found.atom_ids[keep], mp_steps), found.n_steps[keep])
-            else:
-                f = sae.encode(x)
-            stats.update(f.float().view(n, ctx, d_sae), ids)
-            bar.update(n * ctx)
+            analyse_batch(sae, stats, mp, ids, acts)
+            bar.update(len(ids) * ctx)
     bar.close()
     result = stats.finish()
     W_dec = sae.W_dec.detach().float()

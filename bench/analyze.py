@@ -42,10 +42,10 @@ def main() -> None:
 
     from analysis.evaluate import flat_input
     from analysis.feature_stats import FeatureStatsAccumulator, StatsConfig
-    from analysis.mp_stats import MPStepAccumulator
+    from analysis.analyze import analyse_batch, mp_accumulator
     from sae.activations import _capture
     from sae.corpus import tokenize_source
-    from sae.dictionaries import DictSpec, build_training_sae, load_dictionary, mp_encode_steps
+    from sae.dictionaries import DictSpec, build_training_sae, load_dictionary
     from sae.models import hook_output_dim, load_model, stop_layer
 
     model = load_model(args.model, device="cpu")
@@ -67,23 +67,10 @@ def main() -> None:
             return _capture(model, args.hook, batch, stop).float().view(len(batch), ctx, -1)
 
     def analysis(acc, mp, ids, acts):
-        with torch.no_grad():
-            x = acts.reshape(-1, acts.shape[-1])
-            if mp is not None:
-                found = mp_encode_steps(sae, x)
-                f = found.feature_acts
-                steps = found.atom_ids[:, :mp.k]
-                if steps.shape[1] < mp.k:
-                    steps = torch.cat([steps, steps.new_full((len(steps), mp.k - steps.shape[1]), -1)], 1)
-                mp.update(steps, found.n_steps)
-            else:
-                f = sae.encode(x)
-            acc.update(f.float().view(len(ids), ctx, -1), ids)
+        analyse_batch(sae, acc, mp, ids, acts)
 
     def accumulators():
-        acc = FeatureStatsAccumulator(sae.cfg.d_sae, StatsConfig(skip_first=1))
-        mp = MPStepAccumulator(sae.cfg.d_sae, getattr(sae.cfg, "k", None) or 32) if is_mp else None
-        return acc, mp
+        return FeatureStatsAccumulator(sae.cfg.d_sae, StatsConfig(skip_first=1)), mp_accumulator(sae) if is_mp else None
 
     forward(batches[0][:2])  # warm-up
     t_forward = t_both = 0.0
