@@ -10,6 +10,7 @@ Build it without pytest (the browser test does):  python -m tests.ui_store WORKS
 """
 from __future__ import annotations
 
+import atexit
 import shutil
 import sys
 import tempfile
@@ -280,7 +281,9 @@ TIMEOUT_S = 120
 def demo_workspace(dest: str | Path) -> Path:
     """A fresh copy of the demo workspace at `dest`, built once per process (copying takes milliseconds)."""
     if "root" not in _BUILT:
-        _BUILT["root"] = build(Path(tempfile.mkdtemp(prefix="sparsescope-ui-")) / "ws")
+        scratch = tempfile.mkdtemp(prefix="sparsescope-ui-")
+        atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+        _BUILT["root"] = build(Path(scratch) / "ws")
     dest = Path(dest)
     shutil.copytree(_BUILT["root"], dest)
     return dest

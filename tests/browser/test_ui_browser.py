@@ -76,13 +76,12 @@ def server(tmp_path_factory, browser):
         up = time.monotonic()
         page.goto(url)
         page.get_by_role("heading", name="SparseScope").wait_for(timeout=120_000)
-        page.get_by_text("Dictionaries", exact=True).wait_for(timeout=120_000)
+        page.get_by_test_id("stDataFrame").first.wait_for(timeout=120_000)
         first_view = time.monotonic()
-        page.locator(".js-plotly-plot text", has_text="codebook-demo").wait_for(timeout=120_000)
-        plotted = time.monotonic()
         print(f"\nfirst view: server up {up - started:.2f} s after `sparsescope ui` started; Home with its "
-              f"dictionary table {first_view - up:.2f} s after that (target {FIRST_VIEW_TARGET_S} s), its FVU "
-              f"chart {plotted - up:.2f} s; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+              f"dictionary table {first_view - up:.2f} s after that (target {FIRST_VIEW_TARGET_S} s; "
+              f"bench/ui_first_view.py compares it with a bare Streamlit page); load average "
+              f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
         yield url, page, first_view - up
     finally:
         page.close()
@@ -106,11 +105,17 @@ def _settled(page) -> None:
 def test_home_shows_the_workspace(server):
     url, page, first_view_s = server
     _settled(page)
+    assert page.get_by_test_id("stMetricValue").first.inner_text() == "1"
+    assert page.locator(".js-plotly-plot").count() == 0  # the chart waits on its own tab
+    _shot(page, "home")
+    page.get_by_role("tab", name="FVU against L0").click()
+    page.locator(".js-plotly-plot text", has_text="codebook-demo").wait_for(timeout=60_000)
+    _settled(page)
     assert page.locator(".js-plotly-plot").count() == 1
     for name in ("topk-demo", "mp-demo", "codebook-demo"):  # the table is a canvas: read the chart's labels
         assert page.locator(".js-plotly-plot text", has_text=name).is_visible()
-    assert page.get_by_test_id("stMetricValue").first.inner_text() == "1"
-    _shot(page, "home")
+    assert "view=" in page.url  # the open tab is in the URL, so a link opens the chart
+    _shot(page, "home-chart")
     assert first_view_s < 60  # printed above; the 3 s target is reported, not asserted, on a shared machine
 
 

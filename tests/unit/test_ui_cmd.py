@@ -1,10 +1,14 @@
 """`sparsescope ui`: the streamlit command it runs, the workspace it passes, the warning for open hosts."""
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from app import cmd_ui
 from app.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def serve(monkeypatch, capsys, *args):
@@ -62,5 +66,25 @@ def test_the_server_process_warms_up_then_runs_the_router(monkeypatch):
     monkeypatch.setattr(sys, "argv", sys.argv[:])
     serve.main(["--server.port", "1234"])
     assert seen == [["streamlit", "run", str(serve.MAIN), "--server.port", "1234"]]
-    serve.warm_up()  # what the background thread runs
+    serve.warm_libraries()  # what the background thread runs, before and after the runtime exists
+    serve.warm_app()
     assert "plotly.express" in sys.modules and "app.ui.cache" in sys.modules
+
+
+def test_the_warm_up_thread_starts_after_pandas_and_streamlit_are_imported():
+    """Plotly (imported by Streamlit) asks sys.modules for pandas: a pandas import half-done in the warm-up thread
+    while the main thread imports Streamlit crashed the server at start-up."""
+    probe = (
+        "import sys, threading\n"
+        "seen = []\n"
+        "threading.Thread.start = lambda self: seen.append(('pandas' in sys.modules, 'streamlit' in sys.modules))\n"
+        "import app.ui.serve as serve\n"
+        "import streamlit.web.cli as cli\n"
+        "cli.main = lambda: None\n"
+        "serve.main([])\n"
+        "print(seen)\n"
+    )
+    # a fresh interpreter: in this one pandas and Streamlit are long imported
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[(True, True)]"

@@ -1,5 +1,9 @@
 """Home page: the workspace at a glance, and a friendly message on an empty workspace."""
+import json
+
 from tests.ui_store import DICTIONARIES, open_page, texts, ui_ws  # noqa: F401  (ui_ws is a fixture)
+
+CHART_TAB = "FVU against L0"
 
 
 def test_home_lists_every_dictionary_with_metrics_and_the_fvu_chart(ui_ws):
@@ -9,8 +13,19 @@ def test_home_lists_every_dictionary_with_metrics_and_the_fvu_chart(ui_ws):
     table = at.dataframe[0].value
     assert sorted(table["name"]) == sorted(p.name for p in DICTIONARIES)
     assert table["FVU"].notna().all() and table["CE recovered"].notna().all()
-    assert at.get("plotly_chart"), "FVU against L0 chart"
+    assert [t.label for t in at.tabs] == ["Table", CHART_TAB]
+    assert not at.get("plotly_chart"), "the chart is drawn only on its tab"
     assert "Browse features" in texts(at)
+
+
+def test_the_chart_tab_draws_fvu_against_l0_with_ce_recovered_on_hover(ui_ws):
+    at = open_page(view=CHART_TAB)  # the tab is bound to ?view=, so it deep-links too
+    assert not at.exception and not at.error
+    (chart,) = at.get("plotly_chart")
+    figure = json.loads(chart.proto.spec)
+    assert sorted(t["name"] for t in figure["data"]) == sorted({p.arch for p in DICTIONARIES})  # a colour per arch
+    assert sorted(n for t in figure["data"] for n in t["text"]) == sorted(p.name for p in DICTIONARIES)
+    assert all("CE recovered" in t["hovertemplate"] for t in figure["data"])
 
 
 def test_an_empty_workspace_says_which_command_to_run(tmp_path, monkeypatch):

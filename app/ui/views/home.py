@@ -6,6 +6,7 @@ import streamlit as st
 from app.ui import cache
 from app.ui.widgets import page_link
 
+CHART_TAB = "FVU against L0"
 MAX_POINT_LABELS = 15  # up to this many dictionaries the FVU chart names every point (beyond: on hover)
 METRICS = {"l0": "L0", "fvu": "FVU", "ce_recovered": "CE recovered", "delta_ce": "delta CE", "kl": "KL",
            "cos": "cos", "dead": "dead", "dense": "dense"}
@@ -35,22 +36,25 @@ else:
         "analysed": row.name in data.analysed,
         "browse": f"browser?dict={row.name}" if row.name in data.analysed else None,
     } for row in data.dictionaries])
-    st.dataframe(table, hide_index=True, width="stretch", column_config={
+    # The chart sits in its own tab, drawn only when that tab is open: plotly's frontend code (4.7 MB) would hold
+    # the page's first paint by about 1.5 s (bench/ui_first_view.py), the table needs none of it.
+    in_table, in_chart = st.tabs(["Table", CHART_TAB], key="view", bind="query-params")
+    in_table.dataframe(table, hide_index=True, width="stretch", column_config={
         "browse": st.column_config.LinkColumn("browse", display_text="features"),
         "dead": st.column_config.NumberColumn(format="percent"),
         "dense": st.column_config.NumberColumn(format="percent"),
         "CE recovered": st.column_config.NumberColumn(format="%.3f"),
         "FVU": st.column_config.NumberColumn(format="%.3f"), "L0": st.column_config.NumberColumn(format="%.1f")})
     points = table.dropna(subset=["FVU", "L0"])
-    if points.empty:
-        st.caption("No dictionary has FVU and L0 metrics yet (they are measured after training).")
-    else:
+    if in_chart.open and points.empty:
+        in_chart.caption("No dictionary has FVU and L0 metrics yet (they are measured after training).")
+    elif in_chart.open:
         fig = px.scatter(points, x="L0", y="FVU", color="arch", hover_name="name",
                          text="name" if len(points) <= MAX_POINT_LABELS else None,
                          hover_data={"CE recovered": ":.3f", "d_sae": True, "hook": True, "arch": False},
                          title="Reconstruction against sparsity (lower left is better)")
         fig.update_traces(marker={"size": 12}, textposition="top center")
-        st.plotly_chart(fig, width="stretch")
+        in_chart.plotly_chart(fig, width="stretch")
 
 left, right = st.columns(2)
 with left:
