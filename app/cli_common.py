@@ -26,6 +26,18 @@ def workspace(path: str | None, create: bool = True):
     return Workspace.resolve(path, create=create)
 
 
+def existing_workspace(path: str | None):
+    """The workspace of a command that reads what earlier commands stored: when it has no store yet, an input
+    error, and neither the folder nor a store is created."""
+    from store.errors import InputError
+
+    space = workspace(path, create=False)
+    if not space.db_path.exists():
+        raise InputError(f"no store in {space.root}: nothing has run in this workspace yet "
+                         "(`sparsescope demo` builds one; -w picks another workspace)")
+    return space
+
+
 def quiet() -> bool:
     """No progress bars when output is not a terminal and CI asked for quiet logs."""
     return bool(os.environ.get("SPARSESCOPE_QUIET"))

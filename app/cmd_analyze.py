@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from app.cli_common import DeviceOpt, WorkspaceOpt, app, console, quiet, workspace
+from app.cli_common import DeviceOpt, WorkspaceOpt, app, console, existing_workspace, quiet
 
 DictArg = Annotated[str, typer.Argument(help="Dictionary name (see `sparsescope dicts`).", show_default=False)]
 CorpusOpt = Annotated[str, typer.Option(help="Corpus to read (`builtin` is created on first use).")]
@@ -37,7 +37,7 @@ def analyze_cmd(
     req = AnalyzeRequest(dictionary, corpus=corpus, tokens=tokens, examples=examples, quantiles=quantiles,
                          batch=batch, device=device)
     req.check()
-    out = analyze_dictionary(workspace(ws), req, progress=not quiet())
+    out = analyze_dictionary(existing_workspace(ws), req, progress=not quiet())
     console.print(f"[bold]{out.dictionary}[/] analysed on {out.n_tokens:,} tokens of {out.corpus} "
                   f"(from {out.source}) in {out.seconds:.0f} s: {out.alive:,} of {out.d_sae:,} features fire")
 
@@ -61,7 +61,7 @@ def codes_cmd(
     if top < 1:
         raise InputError(f"--top must be at least 1 (got {top})")
     req = AnalyzeRequest(dictionary, corpus=corpus, tokens=tokens, batch=batch, device=device)
-    matches = search_codes(workspace(ws), req, regex, limit=top, progress=not quiet())
+    matches = search_codes(existing_workspace(ws), req, regex, limit=top, progress=not quiet())
     if not matches:
         console.print(f"no code fires on tokens matching {regex!r} (or no token matches it)")
         return

@@ -81,7 +81,10 @@ def dicts_cmd(ws: WorkspaceOpt = None):
     from store import session
     from store.dictionaries import get_metrics, list_dictionaries
 
-    space = workspace(ws)
+    space = workspace(ws, create=False)
+    if not space.db_path.exists():  # nothing stored here yet: say so, and create nothing
+        console.print(f"no dictionaries yet: no store in {space.root} (sparsescope train, sparsescope import)")
+        return
     with session(space.db_path) as con:
         rows = [(d, get_metrics(con, d.name)) for d in list_dictionaries(con)]
     table = Table("name", "arch", "model", "hook", "d_in", "d_sae", "k", "FVU", "L0", "dead", "CE rec.", "source")

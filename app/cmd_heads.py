@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from app.cli_common import DeviceOpt, WorkspaceOpt, app, console, quiet, workspace
+from app.cli_common import DeviceOpt, WorkspaceOpt, app, console, existing_workspace, quiet, workspace
 
 ModelOpt = Annotated[str, typer.Option(help="Model name.")]
 PromptOpt = Annotated[str, typer.Option(help="Text to run the model on.")]
@@ -98,7 +98,7 @@ def head_ablate_cmd(layer: LayerOpt, head: HeadOpt, prompt: PromptOpt, model: Mo
     check_head(lm, layer, head)
     means = None
     if mode == "mean":
-        with session(workspace(ws).db_path) as con:
+        with session(existing_workspace(ws).db_path) as con:
             means = load_head_means(con, lm, corpus)
     result = ablate_head(lm, prompt, layer, head, mode=mode, mean_z=means)
     if result.loss_clean is not None:
@@ -139,7 +139,7 @@ def heads_export_cmd(path: Annotated[str, typer.Argument(help="Parquet file to w
     from store import InputError, session
     from store.heads import export_head_stats, list_head_runs
 
-    with session(workspace(ws).db_path) as con:
+    with session(existing_workspace(ws).db_path) as con:
         if not [r for r in list_head_runs(con, model) if corpus is None or r.corpus == corpus]:
             raise InputError("no head scores stored yet for this selection; run `sparsescope heads` first")
         rows = export_head_stats(con, path, model, corpus)

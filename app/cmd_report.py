@@ -7,15 +7,15 @@ from typing import Annotated, Iterator, List, Optional
 
 import typer
 
-from app.cli_common import WorkspaceOpt, app, console, quiet, workspace
+from app.cli_common import WorkspaceOpt, app, console, existing_workspace, quiet, workspace
 
 
 @contextlib.contextmanager
 def _reader(space) -> Iterator:
-    """A read-only connection when the store exists (a running UI or job keeps working), else a new store."""
+    """A read-only connection to an existing store (a running UI or job keeps working)."""
     from store import session
 
-    with session(space.db_path, read_only=space.db_path.exists()) as con:
+    with session(space.db_path, read_only=True) as con:
         yield con
 
 
@@ -57,7 +57,7 @@ def report_cmd(
     check_format(fmt)
     if features is not None and top is not None:
         raise InputError("give either --features or --top, not both")
-    space = workspace(ws)
+    space = existing_workspace(ws)
     target = Path(out) if out else space.reports_dir / f"{dictionary}.{fmt}"
     if not out:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -86,7 +86,7 @@ def import_report_cmd(
     from analysis.reports import import_report
     from store import session
 
-    with session(workspace(ws).db_path) as con:
+    with session(existing_workspace(ws).db_path) as con:
         name, n = import_report(con, file, dict_name)
     console.print(f"restored labels and notes of {n} feature(s) into {name}")
 
@@ -104,7 +104,7 @@ def export_neuronpedia_cmd(
     from analysis.reports.neuronpedia import export_neuronpedia
 
     ids = parse_features(features) if features is not None else None
-    with _reader(workspace(ws)) as con:
+    with _reader(existing_workspace(ws)) as con:
         folder, n = export_neuronpedia(con, dictionary, Path(out), features=ids, batch_size=batch,
                                        progress=not quiet())
     console.print(f"wrote {n} feature dashboard(s) to {folder}")
@@ -124,7 +124,7 @@ def export_db_cmd(
 
     if fmt != "parquet":
         raise InputError(f"unknown export format {fmt!r}; only parquet")
-    with _reader(workspace(ws)) as con:
+    with _reader(existing_workspace(ws)) as con:
         manifest = export_db(con, folder, with_activations=with_activations)
     rows = sum(t["rows"] for t in manifest["tables"].values())
     console.print(f"exported {len(manifest['tables'])} tables ({rows:,} rows), {len(manifest['dictionaries'])} "

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from app.cli_common import DeviceOpt, WorkspaceOpt, app, console, quiet, workspace
+from app.cli_common import DeviceOpt, WorkspaceOpt, app, console, existing_workspace, quiet, workspace
 
 
 def _input_error(message: str):
@@ -201,7 +201,8 @@ def steer_cmd(
     ws: WorkspaceOpt = None,
 ):
     """Generate default and steered text side by side, print the measures, store the run."""
-    space = workspace(ws)
+    # a stored run or a dictionary's feature can only come from an existing store: do not create one to look
+    space = existing_workspace(ws) if list_ or rerun is not None or feature or trigger else workspace(ws)
     if list_:
         return _list_runs(space)
     strengths = [_number("--sweep", s) for s in sweep.split(",")] if sweep else None

@@ -90,3 +90,23 @@ def test_a_relative_workspace_is_made_absolute(monkeypatch, tmp_path):
     ws = Workspace.resolve("rel-ws")
     assert ws.root.is_absolute() and ws.root == tmp_path / "rel-ws"
     assert ws.dictionaries_dir.is_absolute()
+
+
+@pytest.mark.parametrize("args", [
+    ["analyze", "topk-x"], ["codes", "codebook-x", "the"], ["report", "topk-x"],
+    ["export-neuronpedia", "topk-x", "--out", "{tmp}/np"], ["export-db", "{tmp}/export"],
+    ["heads-export", "{tmp}/heads.parquet"], ["import-report", "{tmp}/labels.json"],
+    ["steer", "--feature", "topk-x:1", "--prompt", "hi"], ["steer", "--list"],
+])
+def test_reading_a_workspace_that_does_not_exist_creates_nothing(monkeypatch, capsys, tmp_path, args):
+    ws = tmp_path / "never-made"
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    code, _, err = run_cli(monkeypatch, capsys, *args, "-w", str(ws))
+    assert code == 2 and "no store in" in error_line(err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no workspace, no store, no output
+
+
+def test_listing_dictionaries_of_a_workspace_that_does_not_exist(monkeypatch, capsys, tmp_path):
+    code, out, _ = run_cli(monkeypatch, capsys, "dicts", "-w", str(tmp_path / "never-made"))
+    assert code in (0, None) and "no dictionaries yet" in out
+    assert not (tmp_path / "never-made").exists()
