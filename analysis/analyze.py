@@ -148,7 +148,7 @@ def site_batches(site: Site, batch: int) -> Iterator[tuple[Tensor, Tensor, Tenso
                 chunk = ids[i:i + batch]
                 yield chunk, site.token_ids[chunk], acts[i:i + batch]
         return
-    from sae.activations import _capture
+    from sae.activations import capture
     from sae.models import stop_layer
 
     lm, hook = site.model, site.row.hook
@@ -156,7 +156,7 @@ def site_batches(site: Site, batch: int) -> Iterator[tuple[Tensor, Tensor, Tenso
     with torch.no_grad():
         for lo in range(0, n, batch):
             tokens = site.token_ids[lo:lo + batch]
-            acts = _capture(lm, hook, tokens.to(lm.cfg.device), stop).float()
+            acts = capture(lm, hook, tokens.to(lm.cfg.device), stop).float()
             yield torch.arange(lo, lo + len(tokens)), tokens, acts.view(len(tokens), tokens.shape[1], -1)
 
 

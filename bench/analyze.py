@@ -43,7 +43,7 @@ def main() -> None:
     from analysis.evaluate import flat_input
     from analysis.feature_stats import FeatureStatsAccumulator, StatsConfig
     from analysis.analyze import analyse_batch, mp_accumulator
-    from sae.activations import _capture
+    from sae.activations import capture
     from sae.corpus import tokenize_source
     from sae.dictionaries import DictSpec, build_training_sae, load_dictionary
     from sae.models import hook_output_dim, load_model, stop_layer
@@ -64,7 +64,7 @@ def main() -> None:
 
     def forward(batch):
         with torch.no_grad():
-            return _capture(model, args.hook, batch, stop).float().view(len(batch), ctx, -1)
+            return capture(model, args.hook, batch, stop).float().view(len(batch), ctx, -1)
 
     def analysis(acc, mp, ids, acts):
         analyse_batch(sae, acc, mp, ids, acts)

@@ -107,8 +107,9 @@ def check_shard(folder: Path, shard: Shard, full: bool = True) -> None:
         raise InputError(f"activation shard {path} is corrupted: SHA-256 differs from the manifest")
 
 
-def _capture(model, hook: str, tokens: torch.Tensor, stop_at: int | None) -> torch.Tensor:
-    """Activations at `hook` flattened per token: [batch * pos, d] (hook_z heads head-major)."""
+def capture(model, hook: str, tokens: torch.Tensor, stop_at: int | None) -> torch.Tensor:
+    """Activations at `hook` flattened per token: [batch * pos, d] (hook_z heads head-major); the forward stops
+    before block `stop_at` (the block after the hook's; None runs the whole model)."""
     out: list[torch.Tensor] = []
 
     def save(act, hook):  # noqa: ARG001 - TransformerLens hook signature
@@ -152,7 +153,7 @@ def write_cache(model, hook: str, folder: Path, tokens_of: TokenSource, manifest
         for lo in range(start, stop, batch):
             ids = torch.tensor(tokens_of(lo, min(lo + batch, stop)), dtype=torch.long, device=device)
             with torch.inference_mode():
-                parts.append(_capture(model, hook, ids, stop_at).float().cpu())
+                parts.append(capture(model, hook, ids, stop_at).float().cpu())
             bar.update(ids.numel())
         manifest.shards.append(_write_shard(folder, torch.cat(parts), start, stop - start))
         manifest.complete = manifest.contexts_done >= manifest.n_contexts

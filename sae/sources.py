@@ -213,7 +213,7 @@ class ModelSource(Source):
         return range(self.cut, self.tokens.shape[0])
 
     def _run(self, lo: int, hi: int) -> Tensor:
-        from sae.activations import _capture
+        from sae.activations import capture
         from sae.models import stop_layer
 
         device = next(self.model.parameters()).device
@@ -221,7 +221,7 @@ class ModelSource(Source):
         for start in range(lo, hi, self.batch):
             ids = self.tokens[start:min(start + self.batch, hi)].to(device)
             with torch.inference_mode():
-                acts = _capture(self.model, self.hook, ids, stop_at).float().cpu()
+                acts = capture(self.model, self.hook, ids, stop_at).float().cpu()
             parts.append(acts.view(ids.shape[0], ids.shape[1], -1)[:, self.skip:].reshape(-1, self.d_in))
         return torch.cat(parts)
 
