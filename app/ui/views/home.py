@@ -51,7 +51,8 @@ else:
     elif in_chart.open:
         fig = px.scatter(points, x="L0", y="FVU", color="arch", hover_name="name",
                          text="name" if len(points) <= MAX_POINT_LABELS else None,
-                         hover_data={"CE recovered": ":.3f", "d_sae": True, "hook": True, "arch": False},
+                         hover_data={"FVU": ":.3f", "L0": ":.1f", "CE recovered": ":.3f", "d_sae": True, "hook": True,
+                                     "arch": False, "name": False},
                          title="Reconstruction against sparsity (lower left is better)")
         fig.update_traces(marker={"size": 12}, textposition="top center")
         in_chart.plotly_chart(fig, width="stretch")
