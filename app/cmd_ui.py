@@ -12,12 +12,16 @@ import typer
 from app.cli_common import WorkspaceOpt, app, console, err_console, workspace
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+SERVE = Path(__file__).resolve().parent / "ui" / "serve.py"
 
 
 def streamlit_command(port: int, host: str) -> list[str]:
     """The command that serves the UI (`streamlit run` after warming up imports, see app/ui/serve.py):
-    headless, no usage statistics, no file watcher, no deploy button."""
-    return [sys.executable, "-m", "app.ui.serve", "--server.port", str(port), "--server.address", host,
+    headless, no usage statistics, no file watcher, no deploy button.
+
+    serve.py runs by its path, not `-m app.ui.serve`: -m puts the current folder first on sys.path, so a
+    researcher's own app.py (or store/, analysis/) there would be imported instead of ours."""
+    return [sys.executable, str(SERVE), "--server.port", str(port), "--server.address", host,
             "--server.headless", "true", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
             "--global.developmentMode", "false", "--client.toolbarMode", "minimal"]
 

@@ -26,8 +26,8 @@ def test_serves_headless_on_localhost_without_telemetry(monkeypatch, capsys, tmp
     assert code in (0, None) and not err
     assert "http://127.0.0.1:8501" in out
     (cmd, env), = calls
-    assert cmd[1:3] == ["-m", "app.ui.serve"]  # `streamlit run app/ui/main.py` after warming up imports
-    flags = dict(zip(cmd[3::2], cmd[4::2]))
+    assert cmd[1] == str(ROOT / "app" / "ui" / "serve.py")  # `streamlit run app/ui/main.py` after warming up
+    flags = dict(zip(cmd[2::2], cmd[3::2]))
     assert flags["--server.address"] == "127.0.0.1" and flags["--server.port"] == "8501"
     assert flags["--server.headless"] == "true" and flags["--browser.gatherUsageStats"] == "false"
     assert env["SPARSESCOPE_WORKSPACE"] == str((tmp_path / "ws").resolve())
@@ -37,7 +37,7 @@ def test_another_host_warns_that_there_is_no_authentication(monkeypatch, capsys,
     code, out, err, calls = serve(monkeypatch, capsys, "--host", "0.0.0.0", "--port", "9000", "-w", str(tmp_path))
     assert code in (0, None) and "http://0.0.0.0:9000" in out
     assert err.startswith("warning:") and "no authentication" in err
-    assert dict(zip(calls[0][0][3::2], calls[0][0][4::2]))["--server.address"] == "0.0.0.0"
+    assert dict(zip(calls[0][0][2::2], calls[0][0][3::2]))["--server.address"] == "0.0.0.0"
 
 
 def test_an_old_store_is_migrated_before_serving(monkeypatch, capsys, tmp_path):
@@ -88,3 +88,36 @@ def test_the_warm_up_thread_starts_after_pandas_and_streamlit_are_imported():
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[(True, True)]"
+
+
+def test_serves_from_a_folder_that_has_its_own_app_and_store_modules(tmp_path):
+    """A researcher's folder often has an app.py or a store/ package: they must not shadow ours."""
+    import os
+    import socket
+    import time
+    import urllib.request
+
+    for name in ("app", "store", "analysis"):
+        (tmp_path / f"{name}.py").write_text(f"open({name!r} + '.ran', 'w').close()\n")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "sparsescope"), "ui", "--port", str(port),
+                             "-w", str(tmp_path / "ws")], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1) as response:
+                    healthy = response.status == 200
+                    break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            healthy = False
+    finally:
+        os.killpg(proc.pid, 15)
+        output = proc.communicate(timeout=30)[0]
+    assert healthy, output
+    assert not list(tmp_path.glob("*.ran")), "a module of the current folder was imported"
