@@ -23,6 +23,7 @@ from sae.dictionaries.codebook import (
     CodebookTrainingSAE,
     CodebookTrainingSAEConfig,
     codebook_code_ids,
+    codebook_similarities,
     kmeans_init,
     replace_dead_codes,
 )
@@ -85,6 +86,6 @@ __all__ = [
     "CodebookTrainingSAEConfig", "DictSpec", "MPSAE", "MPSAEConfig", "MPSteps", "MPTrainingSAE",
     "MPTrainingSAEConfig", "SparseBatchTopKTrainingSAE", "SparseBatchTopKTrainingSAEConfig",
     "SparseTopKTrainingSAE", "SparseTopKTrainingSAEConfig", "StepOutput", "build_training_sae",
-    "codebook_code_ids", "default_d_sae", "dictionary_arch", "geometric_median", "init_from_sample",
+    "codebook_code_ids", "codebook_similarities", "default_d_sae", "dictionary_arch", "geometric_median", "init_from_sample",
     "kmeans_init", "load_dictionary", "mp_encode_steps", "replace_dead_codes", "save_dictionary", "train_step",
 ]

@@ -220,6 +220,26 @@ def codebook_code_ids(sae: _CodebookMixin, x: Tensor) -> Tensor:
     return sae.code_ids(h)
 
 
+MIN_SIMILARITY = 1e-6
+"""Floor of a chosen code's similarity in codebook_similarities: a chosen code always counts as firing."""
+
+
+@torch.no_grad()
+def codebook_similarities(sae: _CodebookMixin, x: Tensor) -> Tensor:
+    """[N, d_sae]: at the k codes chosen for each row of x [..., d_in], the cosine similarity between the row's
+    LayerNorm and the code (what the encoder ranks them by); 0 at the others.
+
+    `encode` gives every chosen code the same 1/k (their mean is the output), which says nothing about how well a
+    code matches; statistics and examples read this instead. A chosen code's value is at least MIN_SIMILARITY, so
+    it fires wherever encode chooses it.
+    """
+    h = sae._normalized_input(x)[0]
+    scores = h @ sae.W_enc  # <h, C_c> / ||C_c||
+    top = scores.topk(sae.cfg.k, dim=-1)
+    cos = (top.values / h.norm(dim=-1, keepdim=True).clamp_min(1e-12)).clamp_min(MIN_SIMILARITY)
+    return torch.zeros_like(scores).scatter_(1, top.indices, cos)
+
+
 @torch.no_grad()
 def kmeans_init(sae: _CodebookMixin, sample: Tensor, iters: int = 10) -> None:
     """Set the codes to k-means centroids of the LayerNorm'd sample rows (cosine assignment, as encode).

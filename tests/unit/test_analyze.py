@@ -111,9 +111,28 @@ def test_model_pass_equals_cache_pass_and_rerun_replaces(space, tiny_model, tmp_
 
 
 def test_codebook_analysis_and_code_search(space, tiny_model):
-    ws, _ = space
+    ws, cache = space
     out = _analyze(ws, tiny_model, "cb")
     assert out.alive > 0
+    # a code's activation is its cosine similarity to the LayerNorm'd input where it is chosen
+    indicators, sae = _brute_force(ws, cache, "cb")
+    acts = torch.cat([a for _, a in ActivationReader(cache).contexts(N_CTX)])[:, 1:]
+    x = acts.reshape(-1, acts.shape[-1]).double()
+    h = (x - x.mean(-1, keepdim=True)) / x.std(-1, correction=0, keepdim=True)
+    unit = torch.nn.functional.normalize
+    cos = unit(h, dim=-1) @ unit(sae.W_dec.detach().double(), dim=-1).T
+    chosen = indicators.reshape(-1, indicators.shape[-1]) > 0
+    with session(ws.db_path) as con:
+        rows = con.execute("SELECT feature, count, max_act FROM features WHERE dictionary = 'cb' ORDER BY feature"
+                           ).fetchall()
+        np.testing.assert_array_equal([r[1] for r in rows], chosen.sum(0).numpy())  # chosen = fired
+        used = chosen.any(0).numpy()
+        best = torch.where(chosen, cos, torch.zeros_like(cos)).max(0).values.numpy()
+        np.testing.assert_allclose(np.array([r[2] for r in rows])[used], best[used], rtol=1e-4)
+        code = int(chosen.sum(0).argmax())
+        card = feature_card(con, "cb", code)
+        top = sorted(cos[chosen[:, code], code].tolist(), reverse=True)[:5]
+        np.testing.assert_allclose([e.activation for e in card.top_examples], top, rtol=1e-4)
     matches = search_codes(ws, AnalyzeRequest("cb", corpus="t", tokens=N_CTX * CTX), r"\d", limit=5,
                            lm=tiny_model, progress=False)
     assert matches and all(0 <= m.precision <= 1 and 0 < m.recall <= 1 for m in matches)

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from analysis.inspect import inspect_prompt, read_dictionary, site_activations
+from sae.dictionaries import codebook_code_ids
 from store.errors import InputError
 
 HOOK = "blocks.0.hook_resid_post"
@@ -51,6 +52,9 @@ def test_mp_reads_at_most_k_atoms_and_codebook_exactly_k(tiny_model, dictionarie
     assert ((mp.ids >= 0).sum(axis=1) <= 4).all() and (mp.acts[mp.ids < 0] == 0).all()
     codes = read_dictionary(dictionaries["codebook"], acts, n_top=10)
     assert ((codes.ids >= 0).sum(axis=1) == 3).all()  # k codes on every token, best first
+    chosen = codebook_code_ids(dictionaries["codebook"], acts)
+    np.testing.assert_array_equal(codes.ids[:, :3], chosen.numpy())  # in the encoder's order
+    assert (np.diff(codes.acts[:, :3], axis=1) <= 0).all() and (codes.acts[:, :3] <= 1 + 1e-6).all()
 
 
 def test_bad_prompts_are_input_errors(tiny_model, dictionaries):

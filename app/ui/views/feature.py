@@ -102,6 +102,8 @@ if arch == "codebook":
     st.write(f"chosen on {pct(card.density)} of tokens ({card.count:,} times); over the whole codebook "
              f"{pct(page.metrics.get('code_usage'))} of codes are used, code perplexity "
              f"{num(page.metrics.get('code_perplexity'))}.")
+    st.caption("A code's activation on this page is its cosine similarity to the LayerNorm'd input where it is "
+               "chosen (what the encoder ranks codes by); the output weighs every chosen code alike.")
 
 st.subheader("Label")
 with st.form(f"label-{name}-{feature}"):
