@@ -7,7 +7,7 @@ pandas and Streamlit, then `warm_up` pays the rest in a background thread while 
 loads the frontend. On the demo store (2 cores) the first Home run took 1.3 s with only the imports warmed and 0.6 s
 now (later runs 0.2 s); bench/ui_first_view.py times the whole first view in a browser.
 
-    python -m app.ui.serve [STREAMLIT OPTIONS]      (what `sparsescope ui` runs)
+    python app/ui/serve.py [STREAMLIT OPTIONS]      (what `sparsescope ui` runs, see app/cmd_ui.py)
 """
 from __future__ import annotations
 
