@@ -1,7 +1,11 @@
 """Test builders shared across test files: the CLI runner, the one-error-line check, a seeded tiny model."""
 from __future__ import annotations
 
+import socket
+import subprocess
 import sys
+import time
+import urllib.request
 
 import pytest
 import torch
@@ -35,3 +39,26 @@ def seeded_tiny(**overrides):
 
     torch.manual_seed(0)
     return HookedTransformer(tiny_config(**overrides), tokenizer=tiny_tokenizer()).eval()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, timeout_s: float = 60) -> None:
+    """Return once the Streamlit server `proc` at url answers its health check; RuntimeError if it exits first,
+    TimeoutError if it is not up within timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"sparsescope ui exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url + "/_stcore/health", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError("the UI did not come up")

@@ -8,14 +8,13 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from tests.helpers import free_port, wait_healthy
 
 pytestmark = pytest.mark.browser
 
@@ -25,26 +24,6 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-gpu", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 FIRST_VIEW_TARGET_S = 3.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"sparsescope ui exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url + "/_stcore/health", timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError("the UI did not come up")
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +43,7 @@ def server(tmp_path_factory, browser):
     ws = tmp_path_factory.mktemp("browser") / "ws"
     subprocess.run([sys.executable, "-m", "tests.ui_store", str(ws)], cwd=ROOT, check=True,
                    stdout=subprocess.DEVNULL)
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     page = browser.new_page(viewport={"width": 1400, "height": 2200})
     started = time.monotonic()
@@ -72,7 +51,7 @@ def server(tmp_path_factory, browser):
                             env=os.environ | {"SPARSESCOPE_QUIET": "1"}, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        _wait_healthy(url, proc)
+        wait_healthy(url, proc)
         up = time.monotonic()
         page.goto(url)
         page.get_by_role("heading", name="SparseScope").wait_for(timeout=120_000)

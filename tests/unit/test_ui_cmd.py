@@ -7,6 +7,7 @@ import pytest
 
 from app import cmd_ui
 from app.cli import main
+from tests.helpers import free_port, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -93,28 +94,18 @@ def test_the_warm_up_thread_starts_after_pandas_and_streamlit_are_imported():
 def test_serves_from_a_folder_that_has_its_own_app_and_store_modules(tmp_path):
     """A researcher's folder often has an app.py or a store/ package: they must not shadow ours."""
     import os
-    import socket
-    import time
-    import urllib.request
 
     for name in ("app", "store", "analysis"):
         (tmp_path / f"{name}.py").write_text(f"open({name!r} + '.ran', 'w').close()\n")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen([str(Path(sys.executable).parent / "sparsescope"), "ui", "--port", str(port),
                              "-w", str(tmp_path / "ws")], cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1) as response:
-                    healthy = response.status == 200
-                    break
-            except OSError:
-                time.sleep(0.2)
-        else:
+        try:
+            wait_healthy(f"http://127.0.0.1:{port}", proc, timeout_s=90)
+            healthy = True
+        except (RuntimeError, TimeoutError):
             healthy = False
     finally:
         os.killpg(proc.pid, 15)
