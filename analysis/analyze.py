@@ -195,7 +195,7 @@ def mp_accumulator(sae):
 def analyse_batch(sae, stats: FeatureStatsAccumulator, mp, ids: Tensor, acts: Tensor) -> None:
     """Encode one batch of contexts acts [n, ctx, d] (context ids [n]) and feed the accumulators; mp is
     mp_accumulator(sae) for an MP dictionary, else None."""
-    from sae.dictionaries import codebook_similarities, dictionary_arch, mp_encode_steps
+    from sae.dictionaries import feature_activations, mp_encode_steps
 
     n, ctx = acts.shape[:2]
     device = sae.W_dec.device
@@ -205,10 +205,8 @@ def analyse_batch(sae, stats: FeatureStatsAccumulator, mp, ids: Tensor, acts: Te
         f = found.feature_acts
         keep = (torch.arange(n * ctx, device=device) % ctx) >= SKIP_FIRST
         mp.update(_pad_steps(found.atom_ids[keep], mp.k), found.n_steps[keep])
-    elif dictionary_arch(sae) == "codebook":
-        f = codebook_similarities(sae, x)  # encode's 1/k says nothing of how well a chosen code matches
     else:
-        f = sae.encode(x)
+        f = feature_activations(sae, x)
     stats.update(f.float().view(n, ctx, -1), ids)
 
 

@@ -69,16 +69,14 @@ def site_activations(model, hook: str, text: str) -> tuple[torch.Tensor, torch.T
 def read_dictionary(sae, acts: torch.Tensor, n_top: int = N_TOP) -> Reading:
     """The n_top strongest features of `sae` on each row of acts [T, d_in]."""
     from analysis.evaluate import flat_input
-    from sae.dictionaries import codebook_similarities, dictionary_arch
+    from sae.dictionaries import feature_activations
 
     if acts.shape[-1] != sae.cfg.d_in:
         raise InputError(f"the dictionary reads d_in={sae.cfg.d_in}, the hook gives d={acts.shape[-1]}")
     flat_input(sae)
     device = next(sae.parameters()).device
     x = acts.to(device)
-    # a codebook's chosen codes all carry 1/k in encode: read their similarity to the input, as the analysis does
-    codebook = dictionary_arch(sae) == "codebook"
-    feature_acts = (codebook_similarities(sae, x) if codebook else sae.encode(x)).float()  # (T, d_sae)
+    feature_acts = feature_activations(sae, x).float()  # (T, d_sae), as the analysis reads them
     n = min(n_top, sae.cfg.d_sae)
     values, ids = feature_acts.topk(n, dim=1)
     ids = torch.where(values > 0, ids, torch.full_like(ids, -1))

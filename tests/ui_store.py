@@ -15,7 +15,6 @@ import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -119,13 +118,13 @@ def feature_tables(sae, arch: str, acts, tokens: np.ndarray, w_u, vocab: list[st
     import torch
 
     from analysis.evaluate import flat_input
-    from sae.dictionaries import codebook_similarities
+    from sae.dictionaries import feature_activations
 
     flat_input(sae)
     n_ctx, ctx, d_in = acts.shape
-    encode = partial(codebook_similarities, sae) if arch == "codebook" else sae.encode  # what the analysis reads
     with torch.no_grad():
-        f = encode(acts.reshape(-1, d_in)).float().numpy().reshape(n_ctx, ctx, -1)  # (n_ctx, ctx, d_sae)
+        f = feature_activations(sae, acts.reshape(-1, d_in)).float().numpy()
+        f = f.reshape(n_ctx, ctx, -1)  # [n_ctx, ctx, d_sae]
         f[:, 0] = 0  # the BOS position is an attention sink; the analysis pass skips it too
         w_dec = sae.W_dec.detach().float()
     d_sae = f.shape[-1]

@@ -81,11 +81,18 @@ def dictionary_arch(sae) -> str:
             "sparsescope_topk": "topk", "sparsescope_batchtopk": "batchtopk"}.get(name, name)
 
 
+def feature_activations(sae, x):
+    """What statistics and the prompt inspector read as feature activations of x [N, d_in]: `encode`, except for
+    a codebook, whose chosen codes all weigh 1/k there: its codes' similarities to the input (codebook_similarities)."""
+    return codebook_similarities(sae, x) if dictionary_arch(sae) == "codebook" else sae.encode(x)
+
+
 __all__ = [
     "ARCHITECTURES", "DEFAULT_K", "STOP_REASONS", "CodebookSAE", "CodebookSAEConfig", "CodebookTrainingSAE",
     "CodebookTrainingSAEConfig", "DictSpec", "MPSAE", "MPSAEConfig", "MPSteps", "MPTrainingSAE",
     "MPTrainingSAEConfig", "SparseBatchTopKTrainingSAE", "SparseBatchTopKTrainingSAEConfig",
     "SparseTopKTrainingSAE", "SparseTopKTrainingSAEConfig", "StepOutput", "build_training_sae",
-    "codebook_code_ids", "codebook_similarities", "default_d_sae", "dictionary_arch", "geometric_median", "init_from_sample",
-    "kmeans_init", "load_dictionary", "mp_encode_steps", "replace_dead_codes", "save_dictionary", "train_step",
+    "codebook_code_ids", "codebook_similarities", "default_d_sae", "dictionary_arch", "feature_activations",
+    "geometric_median", "init_from_sample", "kmeans_init", "load_dictionary", "mp_encode_steps", "replace_dead_codes",
+    "save_dictionary", "train_step",
 ]
