@@ -5,7 +5,8 @@ DuckDB and the store; plotly building its first figure (its validators load lazi
 `inspect.stack()` on the first element (~0.3 s: `inspect.getmodule` walks every loaded module once). `main` imports
 pandas and Streamlit, then `warm_up` pays the rest in a background thread while the server starts and the browser
 loads the frontend. On the demo store (2 cores) the first Home run took 1.3 s with only the imports warmed and 0.6 s
-now (later runs 0.2 s); bench/ui_first_view.py times the whole first view in a browser.
+with this warm-up (0.25 s since Home draws its chart only on its tab; later runs 0.1-0.2 s); bench/ui_first_view.py
+times the whole first view in a browser.
 
     python app/ui/serve.py [STREAMLIT OPTIONS]      (what `sparsescope ui` runs, see app/cmd_ui.py)
 """
