@@ -1,12 +1,14 @@
 """Evaluate a dictionary on held-out data: reconstruction on activations, and what splicing it does to the model.
 
-All metrics are computed here from their definitions (METHODS.md "Metrics every dictionary gets"); in
-particular FVU is the ratio of sums sum||x - x_hat||^2 / sum||x - mean||^2, not a per-row average.
+Every metric is computed here from its definition; in particular FVU is the ratio of sums
+sum||x - x_hat||^2 / sum||x - mean||^2 over the held-out rows, not a per-row average (SAEBench's "explained
+variance" is not a variance, so it is not reused), and CE recovered = (CE_zero - CE_dict) / (CE_zero - CE_clean).
 """
 from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -208,3 +210,24 @@ class ModelEval:
                 "ce_recovered": (self.ce_zero - ce_sae) / gap if abs(gap) > 1e-9 else float("nan"),
                 "delta_ce": ce_sae - self.ce_clean, "kl": kl,
                 "eval_contexts": float(self.tokens.shape[0])}
+
+
+def evaluate_dictionary(folder: Path, source, eval_tokens: torch.Tensor | None, model_name: str, hook: str,
+                        lm=None, evals: dict | None = None) -> dict[str, float]:
+    """Metrics of a saved dictionary on the source's held-out rows and, given contexts, on the model.
+
+    `evals` caches the clean / zero-ablated model runs per (model, hook) across dictionaries.
+    """
+    from sae.dictionaries import load_dictionary
+    from sae.models import load_model
+
+    sae = load_dictionary(folder)
+    metrics = activation_metrics(sae, source.held_out_rows())
+    if eval_tokens is None or not model_name or not hook:
+        return metrics
+    evals = {} if evals is None else evals
+    if (model_name, hook) not in evals:
+        lm = lm if lm is not None and lm.cfg.model_name == model_name else load_model(model_name)
+        evals[(model_name, hook)] = ModelEval(lm, hook, eval_tokens)
+    evaluator = evals[(model_name, hook)]
+    return metrics | evaluator.evaluate(sae.to(next(evaluator.model.parameters()).device))

@@ -3,24 +3,10 @@ from __future__ import annotations
 
 import sys
 
-from app import cmd_data, cmd_demo, cmd_dicts  # noqa: F401  (commands register themselves on `app`)
-from app import cmd_steer  # noqa: F401  (steer)
-from app import cmd_ui  # noqa: F401
-from app import cmd_report  # noqa: F401  (report, import-report, export-neuronpedia, export-db, import-db)
-from app import cmd_heads  # noqa: F401  (heads, head-pattern, head-ablate, head-rank, heads-export)
-from app import cmd_analyze  # noqa: F401  (analyze, codes)
-from app.cli_common import app, err_console
-
-
-INPUT_ERRORS = (("store.errors", "InputError"), ("sae.errors", "InputError"))
-"""Bad-input error classes, by module: looked up only once something was raised (see _input_errors)."""
-
-
-def _input_errors() -> tuple[type[BaseException], ...]:
-    # an error class whose module was never imported cannot have been raised; importing sae.errors here
-    # would import the sae package and torch (seconds) on every exit, `--help` included
-    found = [getattr(sys.modules[m], name) for m, name in INPUT_ERRORS if m in sys.modules]
-    return (*found, FileNotFoundError)
+from app.commands import (  # noqa: F401  (each command module registers its commands on `app`)
+    analyze, data, demo, dicts, heads, report, steer, ui,
+)
+from app.commands.common import app, err_console
 
 
 def main() -> None:
@@ -31,7 +17,9 @@ def main() -> None:
         err_console.print("error: interrupted", markup=False)
         sys.exit(130)
     except Exception as exc:  # noqa: BLE001 - the one place an exception becomes one line
-        if isinstance(exc, _input_errors()):
+        from store.errors import InputError  # here, not at the top: `--help` needs no store module
+
+        if isinstance(exc, (InputError, FileNotFoundError)):
             err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
             sys.exit(2)
         err_console.print(f"error: internal failure: {exc.__class__.__name__}: {exc}", markup=False,

@@ -4,7 +4,7 @@
 
 Three arms over the same contexts of the built-in corpus, in this process:
   forward   the model up to the hook, activations captured (what `sparsescope analyze` does without a cache)
-  analysis  encode + every streaming statistic (analysis.feature_stats, MP steps for MP dictionaries) on the
+  analysis  encode + every streaming statistic (analysis.features.stats, MP steps for MP dictionaries) on the
             activations captured by the forward arm, i.e. the pass over a cache (tokens/s reported)
   both      forward followed by the analysis, batch by batch (the pass without a cache)
 Prints one JSON line: {"bench": "analyze", "analysis_tokens_per_s": ..., "forward_tokens_per_s": ...,
@@ -41,8 +41,8 @@ def main() -> None:
     import torch
 
     from analysis.evaluate import flat_input
-    from analysis.feature_stats import FeatureStatsAccumulator, StatsConfig
-    from analysis.analyze import analyse_batch, mp_accumulator
+    from analysis.features.stats import FeatureStatsAccumulator, StatsConfig
+    from analysis.features.analyze import analyse_batch, mp_accumulator
     from sae.activations import capture
     from sae.corpus import tokenize_source
     from sae.dictionaries import DictSpec, build_training_sae, load_dictionary

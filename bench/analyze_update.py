@@ -37,7 +37,7 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from analysis.feature_stats import FeatureStatsAccumulator, StatsConfig
+    from analysis.features.stats import FeatureStatsAccumulator, StatsConfig
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -82,7 +82,7 @@ def _band_fill(stats, fired) -> float:
     import numpy as np
     import torch
 
-    from analysis.feature_bands import band_of
+    from analysis.features.bands import band_of
 
     feature = torch.cat([f for f, _ in fired])
     value = torch.cat([v for _, v in fired])

@@ -3,7 +3,7 @@
     python bench/heads.py [--quick] [--model M] [--tokens N] [--batch B] [--threads T]
 
 Both runs stop after the last block (`stop_at_layer=n_layers`: scores need patterns, not logits) and go over
-the same corpus batches. The scan is analysis.heads.scan_heads as `sparsescope heads` runs it, including its
+the same corpus batches. The scan is analysis.heads.scan.scan_heads as `sparsescope heads` runs it, including its
 repeated-random-token induction pass (shrunk to one 2 x 32-token sequence here, and not counted as tokens,
 so the figure is slightly pessimistic). Runs are interleaved so drift in machine load hits both; the best of
 each is kept. Prints one JSON line:
@@ -35,7 +35,7 @@ def main() -> None:
     import torch
 
     from analysis.corpora import add_corpus
-    from analysis.heads import HeadScanConfig, scan_heads
+    from analysis.heads.scan import HeadScanConfig, scan_heads
     from sae.models import load_model
     from store import connect
     from store.corpora import context_tokens

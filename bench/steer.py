@@ -3,7 +3,7 @@
     python bench/steer.py [--quick] [--model M] [--hook H] [--mode add|clamp|ablate] [--dictionary PATH]
 
 Prints one JSON line: {"bench": "steer", "steered_tokens_per_s": ..., "unsteered_tokens_per_s": ...,
-"ratio": ...} (target: ratio >= 0.8). Both arms run through the same KV-cache loop (analysis.steering); the
+"ratio": ...} (target: ratio >= 0.8). Both arms run through the same KV-cache loop (analysis.steering.lab); the
 steered arm has the dictionary's hook doing the edit at every position, including the prompt. Runs are
 interleaved and the median of each is taken, so machine noise hits both alike; cpu_ratio is the same ratio
 on this process's CPU time, which other processes on a busy machine disturb less.
@@ -35,7 +35,7 @@ PROMPT = "Write a long story about a lighthouse keeper who finds a message in a 
 def _dictionary(args, model):
     import torch
 
-    from analysis.steering import SteerDictionary
+    from analysis.steering.lab import SteerDictionary
     from sae.dictionaries import DictSpec, build_training_sae, load_dictionary
     from sae.models import hook_output_dim
 
@@ -49,7 +49,7 @@ def _dictionary(args, model):
 
 def _timed(model, config, dictionaries, arm: str) -> tuple[float, float, int]:
     """(wall seconds, CPU seconds of this process, generated tokens) of one arm's generation, measures off."""
-    from analysis.steering import SteerRun
+    from analysis.steering.lab import SteerRun
 
     run = SteerRun(model, config, dictionaries, arms=(arm,), measured=False)
     start, cpu = time.perf_counter(), time.process_time()
@@ -76,7 +76,7 @@ def main() -> None:
 
     import torch
 
-    from analysis.steering import Intervention, SteerConfig
+    from analysis.steering.lab import Intervention, SteerConfig
     from sae.models import load_model
 
     if args.threads:

@@ -6,7 +6,7 @@ Builds the synthetic store of bench/feature_card.py (50,000 features), registers
 for random features, what the feature page does on a cold cache (every st.cache_data entry missed):
 fingerprint the store files, read the analysed dictionaries (the page's picker), read the feature's page
 (range check, dictionary row, feature_card), and build the highlighted HTML of every example. Reads go
-through the UI's read pool (app/ui/readers.py), which lets the store go after 2 s idle: every fifth view
+through the UI's read pool (app/ui/data/readers.py), which lets the store go after 2 s idle: every fifth view
 is timed after the pool let go, so it pays for opening the store (p95_ms_after_idle); p95_ms covers all
 views. Wall times on a shared machine swing with its
 load, so the line also gives the CPU time per view (all threads, cpu_p95_ms) and the load average, and
@@ -71,7 +71,8 @@ def main() -> None:
     args = parser.parse_args()
     n_views = 60 if args.quick else 200
     _quiet_streamlit()
-    from app.ui import cache, readers, widgets
+    from app.ui.data import cache, readers
+    from app.ui.widgets import common as widgets
     from store.queries import feature_card
 
     with tempfile.TemporaryDirectory() as tmp:

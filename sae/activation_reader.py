@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from sae.activations import Manifest, check_shard, read_manifest
-from sae.errors import InputError
+from store.errors import InputError
 
 
 class ActivationReader:

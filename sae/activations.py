@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from sae.errors import InputError
+from store.errors import InputError
 from sae.models import stop_layer
 
 MANIFEST = "manifest.json"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from sae.errors import InputError
+from store.errors import InputError
 
 TEXT_SUFFIXES = (".txt", ".jsonl", ".parquet")
 _SKIP_DIRS = {"test", "tests", "site-packages", "idle_test", "__pycache__", "lib2to3"}

@@ -5,7 +5,7 @@ import contextlib
 
 import torch
 
-from sae.errors import InputError
+from store.errors import InputError
 
 
 def pick_device(requested: str | torch.device | None = None) -> torch.device:

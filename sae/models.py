@@ -9,7 +9,7 @@ import torch
 
 from sae import smollm2
 from sae.device import pick_device
-from sae.errors import InputError
+from store.errors import InputError
 
 DEFAULT_MODEL = smollm2.NAME
 TINY = "tiny-random"

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sae.errors import InputError
+from store.errors import InputError
 
 HOLDOUT = 0.05
 """Fraction of contexts (or rows) held out for evaluation, never trained on."""

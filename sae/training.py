@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sae.device import autocast, pick_device
-from sae.errors import InputError
+from store.errors import InputError
 from sae.sources import BatchStream, Source
 
 CHECKPOINT_VERSION = 1

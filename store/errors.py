@@ -1,4 +1,5 @@
-"""Errors the store raises for bad input (the CLI turns them into one `error:` line and exit code 2)."""
+"""The one error class for bad input, raised by every package (the CLI turns it into one `error:` line and exit
+code 2, the UI into one st.error). A leaf module: `sae` may import it although it imports nothing else of `store`."""
 
 
 class InputError(ValueError):

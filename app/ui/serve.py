@@ -8,7 +8,7 @@ loads the frontend. On the demo store (2 cores) the first Home run took 1.3 s wi
 with this warm-up (0.25 s since Home draws its chart only on its tab; later runs 0.1-0.2 s); bench/ui_first_view.py
 times the whole first view in a browser.
 
-    python app/ui/serve.py [STREAMLIT OPTIONS]      (what `sparsescope ui` runs, see app/cmd_ui.py)
+    python app/ui/serve.py [STREAMLIT OPTIONS]      (what `sparsescope ui` runs, see app/commands/ui.py)
 """
 from __future__ import annotations
 
@@ -45,7 +45,8 @@ def warm_app() -> None:
     """Import the app's own modules (they declare Streamlit caches: call once the runtime exists)."""
     import inspect
 
-    from app.ui import cache, widgets  # noqa: F401
+    from app.ui.data import cache  # noqa: F401
+    from app.ui.widgets import common  # noqa: F401
 
     # Streamlit calls inspect.stack() once, on the first element a script draws; inspect.getmodule caches the file
     # of every module it has seen, so walking the stack here leaves that call only the modules loaded since.

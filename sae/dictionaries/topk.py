@@ -1,6 +1,6 @@
 """TopK SAE (Gao et al. 2024) with AuxK, trained with sparse kernels; saved as SAELens' own `topk`.
 
-Same numbers as SAELens' TopKTrainingSAE on the same weights and batch (tests/unit/test_dictionaries_topk.py),
+Same numbers as SAELens' TopKTrainingSAE on the same weights and batch (tests/unit/dictionaries/test_topk.py),
 but only the encoder's forward matmul is dense: the decoder, its backward and the encoder's backward run over
 the k chosen features (sparse_ops). SAELens' own `use_sparse_activations` only makes the decoder forward
 sparse; its backward stays dense, and on CPU it is slower than the dense default.

@@ -2,7 +2,7 @@
 
 No trained dictionary is needed: a randomly initialised TopK dictionary at layer 18 gets one feature whose
 decoder row is the unembedding direction of " ocean", so its top logit tokens (computed the way the feature
-analysis does, analysis.weight_stats.logit_effects) are known. The dictionary is registered in a workspace
+analysis does, analysis.features.weights.logit_effects) are known. The dictionary is registered in a workspace
 with an analysed max activation, so the run goes through the store like a user's would.
 """
 from __future__ import annotations
@@ -63,7 +63,7 @@ def workspace_with_feature(model, tmp_path_factory):
 
 
 def _top_tokens(model, row: torch.Tensor) -> list[int]:
-    from analysis.weight_stats import final_norm_map, logit_effects
+    from analysis.features.weights import final_norm_map, logit_effects
 
     top_ids, _, _, _ = logit_effects(row[None], model.W_U, final_norm_map(model), top=5)
     return top_ids[0].tolist()
@@ -85,8 +85,8 @@ def _mass_on(model, run, ids: list[list[int]], tokens: list[int], steered: bool)
 
 
 def test_feature_raises_its_top_tokens_and_the_run_reproduces(model, workspace_with_feature):
-    from analysis.steering import Intervention, SteerConfig, SteerRun
-    from analysis.steering_runs import load_dictionaries, load_run, record_run
+    from analysis.steering.lab import Intervention, SteerConfig, SteerRun
+    from analysis.steering.runs import load_dictionaries, load_run, record_run
     from store import session
 
     ws, top = workspace_with_feature

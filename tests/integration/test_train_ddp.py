@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.unit.test_training import synthetic
+from tests.unit.dictionaries.test_training import synthetic
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]

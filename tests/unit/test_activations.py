@@ -7,7 +7,7 @@ from analysis.activations import build_cache
 from analysis.corpora import add_corpus
 from sae.activation_reader import ActivationReader
 from sae.activations import MANIFEST, Manifest, read_manifest, write_cache
-from sae.errors import InputError
+from store.errors import InputError
 
 HOOK = "blocks.0.hook_resid_post"
 

@@ -4,7 +4,7 @@ import pytest
 
 from analysis.corpora import add_corpus, ensure_corpus
 from sae.corpus import builtin_documents, chunk, tokenize_source
-from sae.errors import InputError
+from store.errors import InputError
 from sae.models import tiny_tokenizer
 from store.corpora import context_text, context_tokens, get_corpus
 

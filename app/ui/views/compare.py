@@ -6,8 +6,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from app.ui import cache
-from app.ui.widgets import feature_url, show_error
+from app.ui.data import cache
+from app.ui.widgets.common import feature_url, show_error
 from store.errors import InputError
 
 st.title("Compare dictionaries")

@@ -3,9 +3,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from app.ui import cache
-from app.ui.report_widgets import report_download_button
-from app.ui.widgets import (analysed_names, asked_feature_of, example_html, num, page_link, pct, ranked_links,
+from app.ui.data import cache
+from app.ui.widgets.report import report_download_button
+from app.ui.widgets.common import (analysed_names, asked_feature_of, example_html, num, page_link, pct, ranked_links,
                             text_html, visible)
 
 analysed = cache.fetch(cache.analysed)

@@ -2,14 +2,15 @@
 import pandas as pd
 import streamlit as st
 
-from analysis.heads_ablation import MODES
-from analysis.heads_prompt import top_sources
-from analysis.heads_scores import SCORES
-from app.ui import cache, heads_cache
-from app.ui.report_widgets import heads_report_button
-from app.ui.heads_widgets import (COMPACT_AFTER, context_html, pattern_figure, ranking_figure, score_grid_figure,
+from analysis.heads.ablation import MODES
+from analysis.heads.prompt import top_sources
+from analysis.heads.scores import SCORES
+from app.ui.data import cache
+from app.ui.data import heads as heads_cache
+from app.ui.widgets.report import heads_report_button
+from app.ui.widgets.heads import (COMPACT_AFTER, context_html, pattern_figure, ranking_figure, score_grid_figure,
                                   top_sources_rows)
-from app.ui.widgets import int_param, show_error
+from app.ui.widgets.common import int_param, show_error
 from store.errors import InputError
 
 SAMPLE = "The cat sat on the mat. The cat sat on the"

@@ -3,8 +3,8 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from app.ui import cache
-from app.ui.widgets import page_link
+from app.ui.data import cache
+from app.ui.widgets.common import page_link
 
 CHART_TAB = "FVU against L0"
 MAX_POINT_LABELS = 15  # up to this many dictionaries the FVU chart names every point (beyond: on hover)

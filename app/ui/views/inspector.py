@@ -4,8 +4,8 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from app.ui import cache
-from app.ui.widgets import feature_link, md_escape, num, token_text, tokens_html, visible
+from app.ui.data import cache
+from app.ui.widgets.common import feature_link, md_escape, num, token_text, tokens_html, visible
 
 MAX_PILLS = 96  # longest prompt (in tokens) whose tokens are offered as pills (a page holds no bare strings:
 # Streamlit's magic would show them)

@@ -3,17 +3,16 @@ the measures, a strength sweep, and the stored runs with a re-run button each.""
 import plotly.graph_objects as go
 import streamlit as st
 
-from analysis.steering import Intervention, SteerConfig, SteerRun, Trigger, sweep
-from analysis.steering_config import MODES, POSITIONS
-from analysis.steering_runs import dictionary_names, parse_stored
-from app.ui import cache
-from app.ui import steering_cache as sc
-from app.ui.report_widgets import steering_report_button
-from app.ui.widgets import asked_feature_of, num, pct, show_error
-from sae.errors import InputError as EngineInputError
+from analysis.steering.lab import Intervention, SteerConfig, SteerRun, Trigger, sweep
+from analysis.steering.config import MODES, POSITIONS
+from analysis.steering.runs import dictionary_names, parse_stored
+from app.ui.data import cache
+from app.ui.data import steering as sc
+from app.ui.widgets.report import steering_report_button
+from app.ui.widgets.common import asked_feature_of, num, pct, show_error
 from store.errors import InputError
 
-BAD_INPUT = (InputError, EngineInputError, ValueError)
+BAD_INPUT = (InputError, ValueError)
 rows = {d.name: d for d in cache.fetch(cache.overview).dictionaries}
 names = sorted(rows)
 if not names:

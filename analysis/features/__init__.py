@@ -1,0 +1,21 @@
+"""Feature statistics: the one streaming pass of a dictionary over a corpus (dashboards), and what reads it.
+
+    from analysis.features.analyze import AnalyzeRequest, analyze_dictionary
+    summary = analyze_dictionary(ws, AnalyzeRequest(dictionary="demo-topk", tokens=200_000))
+
+Modules (public entry points; everything else is internal to the package):
+    analyze      `sparsescope analyze`: AnalyzeRequest, analyze_dictionary, analyse_batch, search_codes
+    stats        FeatureStatsAccumulator, StatsConfig: counts, histograms, top and band examples per feature
+    streaming    vectorised building blocks of the pass (find_firings, hash_keys)
+    slots        a fixed-size table of stored examples per group, merged batch by batch
+    bands        uniform samples per (feature, activation band): band_of
+    cooccurrence CooccurrenceCounter: co-firing counts and top partners by Jaccard
+    pursuit      MPStepAccumulator, MPStatsConfig: at which pursuit step each atom is chosen
+    codes        code_search: codebook codes that fire where a regular expression matches
+    weights      statistics of the weights alone: logit_effects, decoder_neighbors, final_norm_map
+    tables       feature_tables: the accumulators' results as the Arrow tables `store.features` writes
+    inspector    inspect_prompt: a prompt read through every dictionary of a site (the UI's inspector)
+"""
+
+__all__ = ["analyze", "bands", "codes", "cooccurrence", "inspector", "pursuit", "slots", "stats", "streaming",
+           "tables", "weights"]

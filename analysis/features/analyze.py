@@ -1,0 +1,294 @@
+"""`sparsescope analyze`: one streaming pass of a dictionary over a corpus into the store.
+
+The activations come from the workspace's activation cache when one covers the requested contexts (same model,
+hook and corpus), else from running the model just far enough to reach the hook. Each batch is encoded once and
+fed to the accumulators of analysis.features.stats (and analysis.features.pursuit for matching pursuit); weight-only
+statistics (logit effects, decoder neighbours) come from the dictionary and the model's unembedding. Everything
+lands in the store in one transaction (store.features.write_feature_stats), so a killed run leaves the previous
+results intact.
+
+Position 0 of every context is left out of every statistic, as in training: it is the attention sink, whose
+activations are orders of magnitude larger than the rest.
+"""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from torch import Tensor
+
+from analysis.corpora import ensure_corpus
+from analysis.features.stats import FeatureStatsAccumulator, StatsConfig
+from store.corpora import Corpus, context_tokens
+from store.errors import InputError
+
+SKIP_FIRST = 1
+"""Positions left out at the start of each context (the attention sink)."""
+
+
+@dataclass(frozen=True)
+class AnalyzeRequest:
+    dictionary: str
+    corpus: str = "builtin"
+    tokens: int = 200_000
+    """Corpus tokens to read (whole contexts; at most the corpus)."""
+    examples: int = 20
+    quantiles: int = 10
+    batch: int = 16
+    """Contexts encoded at a time."""
+    device: str | None = None
+
+    def check(self) -> None:
+        for name in ("tokens", "examples", "quantiles", "batch"):
+            if getattr(self, name) < 1:
+                raise InputError(f"--{name} must be at least 1 (got {getattr(self, name)})")
+
+
+@dataclass(frozen=True)
+class Site:
+    """What one pass reads: the dictionary, its model, the contexts and where their activations come from."""
+
+    row: object
+    """store.dictionaries.DictionaryRow"""
+    sae: object
+    model: object
+    corpus: Corpus
+    token_ids: Tensor
+    """[n_contexts, ctx] the contexts read, in corpus order (context ids 0..n-1)."""
+    cache: Path | None
+    """Activation cache folder that covers the contexts, or None (run the model)."""
+
+    @property
+    def arch(self) -> str:
+        return self.row.arch
+
+
+@dataclass(frozen=True)
+class AnalyzeOutcome:
+    dictionary: str
+    corpus: str
+    n_tokens: int
+    source: str
+    seconds: float
+    alive: int
+    d_sae: int
+
+
+def _covering_cache(con, model: str, hook: str, corpus: str, n_contexts: int) -> Path | None:
+    from sae.activations import read_manifest
+    from store.models import list_caches
+
+    for cache in list_caches(con):
+        if (cache.model, cache.hook, cache.corpus) != (model, hook, corpus) or not cache.complete:
+            continue
+        manifest = read_manifest(Path(cache.path))
+        if manifest is not None and manifest.complete and manifest.contexts_done >= n_contexts:
+            return Path(cache.path)
+    return None
+
+
+def open_site(ws, req: AnalyzeRequest, lm=None, need_arch: str | None = None) -> Site:
+    """Check the request against the store, the dictionary and the model; nothing is written but the
+    `builtin` corpus on first use. need_arch: refuse dictionaries of another architecture."""
+    from analysis.evaluate import flat_input
+    from sae.device import pick_device
+    from sae.dictionaries import load_dictionary
+    from sae.models import check_hook, hook_output_dim, load_model
+    from store import session
+    from store.dictionaries import require_dictionary
+
+    req.check()
+    with session(ws.db_path) as con:
+        row = require_dictionary(con, req.dictionary)
+        if need_arch is not None and row.arch != need_arch:
+            raise InputError(f"dictionary {row.name!r} is a {row.arch} dictionary; this needs a {need_arch} one")
+        if not row.model:
+            raise InputError(f"dictionary {row.name!r} does not say which model it reads (it was trained on "
+                             "an activation file); analysis needs the model")
+    folder = Path(row.path)
+    if not folder.is_dir():
+        raise InputError(f"dictionary {row.name!r}: its folder {folder} is missing")
+    try:
+        sae = load_dictionary(folder, device=pick_device(req.device))
+    except ValueError as exc:
+        raise InputError(f"dictionary {row.name!r}: {exc}") from None
+    flat_input(sae)
+    if lm is None:
+        lm = load_model(row.model, device=req.device)
+    elif lm.cfg.model_name != row.model:
+        raise InputError(f"dictionary {row.name!r} reads {row.model}, not {lm.cfg.model_name}")
+    check_hook(lm, row.hook)
+    width = hook_output_dim(lm, row.hook)
+    if width != sae.cfg.d_in:
+        raise InputError(f"dictionary {row.name!r} has d_in={sae.cfg.d_in}, but {row.model} gives "
+                         f"d={width} at {row.hook}")
+    with session(ws.db_path) as con:
+        corpus = ensure_corpus(con, req.corpus, row.model, req.tokens)
+        if corpus.ctx > lm.cfg.n_ctx:
+            raise InputError(f"corpus contexts ({corpus.ctx} tokens) exceed the model's context ({lm.cfg.n_ctx})")
+        n_contexts = min(-(-req.tokens // corpus.ctx), corpus.n_contexts)
+        tokens = torch.tensor(context_tokens(con, corpus.name, 0, n_contexts), dtype=torch.long)
+        cache = _covering_cache(con, row.model, row.hook, corpus.name, n_contexts)
+    return Site(row, sae, lm, corpus, tokens, cache)
+
+
+def site_batches(site: Site, batch: int) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    """(context ids [n], token ids [n, ctx], activations [n, ctx, d]) in corpus order, `batch` contexts at a
+    time, from the cache or the model."""
+    n = site.token_ids.shape[0]
+    if site.cache is not None:
+        from sae.activation_reader import ActivationReader
+
+        for ids, acts in ActivationReader(site.cache).contexts(max_contexts=n):
+            for i in range(0, len(ids), batch):
+                chunk = ids[i:i + batch]
+                yield chunk, site.token_ids[chunk], acts[i:i + batch]
+        return
+    from sae.activations import capture
+    from sae.models import stop_layer
+
+    lm, hook = site.model, site.row.hook
+    stop = stop_layer(lm, hook)
+    with torch.no_grad():
+        for lo in range(0, n, batch):
+            tokens = site.token_ids[lo:lo + batch]
+            acts = capture(lm, hook, tokens.to(lm.cfg.device), stop).float()
+            yield torch.arange(lo, lo + len(tokens)), tokens, acts.view(len(tokens), tokens.shape[1], -1)
+
+
+def residual_directions(sae, model, hook: str) -> Tensor | None:
+    """Decoder directions in the residual stream the unembedding reads, or None where the hook's space has
+    no linear path to it that we know (q/k/v, attention scores...)."""
+    W_dec = sae.W_dec.detach().float()
+    m = re.match(r"blocks\.(\d+)\.(.+)$", hook)
+    if hook in ("hook_embed", "hook_pos_embed") or (m and m.group(2) in (
+            "hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out")):
+        return W_dec
+    if m and m.group(2) == "attn.hook_z":
+        W_O = model.blocks[int(m.group(1))].attn.W_O.detach().float()  # [n_heads, d_head, d_model]
+        return W_dec.view(W_dec.shape[0], -1) @ W_O.reshape(-1, W_O.shape[-1]).to(W_dec.device)
+    if m and m.group(2) == "mlp.hook_post":
+        return W_dec @ model.blocks[int(m.group(1))].mlp.W_out.detach().float().to(W_dec.device)
+    return None
+
+
+def vocab_texts(tokenizer, d_vocab: int) -> list[str]:
+    """Text of every token id as the tokenizer decodes it alone (ids past the tokenizer's size: '')."""
+    size = min(d_vocab, len(tokenizer))
+    texts = tokenizer.batch_decode([[i] for i in range(size)])
+    return texts + [""] * (d_vocab - size)
+
+
+def mp_accumulator(sae):
+    """The pursuit-step accumulator of an MP dictionary (one column per step it can take)."""
+    from analysis.features.pursuit import MPStepAccumulator
+
+    steps = getattr(sae.cfg, "k", None) or getattr(sae.cfg, "max_iterations", None) or 32
+    return MPStepAccumulator(sae.cfg.d_sae, steps, device=sae.W_dec.device)
+
+
+@torch.no_grad()
+def analyse_batch(sae, stats: FeatureStatsAccumulator, mp, ids: Tensor, acts: Tensor) -> None:
+    """Encode one batch of contexts acts [n, ctx, d] (context ids [n]) and feed the accumulators; mp is
+    mp_accumulator(sae) for an MP dictionary, else None."""
+    from sae.dictionaries import feature_activations, mp_encode_steps
+
+    n, ctx = acts.shape[:2]
+    device = sae.W_dec.device
+    x = acts.to(device, torch.float32).reshape(n * ctx, -1)
+    if mp is not None:
+        found = mp_encode_steps(sae, x)
+        f = found.feature_acts
+        keep = (torch.arange(n * ctx, device=device) % ctx) >= SKIP_FIRST
+        mp.update(_pad_steps(found.atom_ids[keep], mp.k), found.n_steps[keep])
+    else:
+        f = feature_activations(sae, x)
+    stats.update(f.float().view(n, ctx, -1), ids)
+
+
+def _pad_steps(atom_ids: Tensor, k: int) -> Tensor:
+    if atom_ids.shape[1] >= k:
+        return atom_ids[:, :k]
+    pad = atom_ids.new_full((atom_ids.shape[0], k - atom_ids.shape[1]), -1)
+    return torch.cat([atom_ids, pad], dim=1)
+
+
+def analyze_dictionary(ws, req: AnalyzeRequest, lm=None, progress: bool = True) -> AnalyzeOutcome:
+    """Run the pass and replace the dictionary's results in the store (one transaction)."""
+    from tqdm.auto import tqdm
+
+    from analysis.features.tables import feature_tables
+    from analysis.features.weights import decoder_neighbors, final_norm_map, logit_effects
+    from store import session
+    from store.features import has_vocab, write_feature_stats, write_vocab
+
+    t0 = time.perf_counter()
+    site = open_site(ws, req, lm)
+    sae, model = site.sae, site.model
+    device = sae.W_dec.device
+    d_sae = sae.cfg.d_sae
+    cfg = StatsConfig(n_examples=req.examples, n_quantiles=req.quantiles, skip_first=SKIP_FIRST)
+    stats = FeatureStatsAccumulator(d_sae, cfg, device=device)
+    mp = mp_accumulator(sae) if site.arch == "mp" else None
+    n_ctx, ctx = site.token_ids.shape
+    bar = tqdm(total=n_ctx * ctx, unit="tok", unit_scale=True, desc=f"analyse {req.dictionary}",
+               disable=not progress)
+    with torch.no_grad():
+        for ids, _, acts in site_batches(site, req.batch):
+            analyse_batch(sae, stats, mp, ids, acts)
+            bar.update(len(ids) * ctx)
+    bar.close()
+    result = stats.finish()
+    W_dec = sae.W_dec.detach().float()
+    directions = residual_directions(sae, model, site.row.hook)
+    logits = (logit_effects(directions, model.W_U.detach(), final_norm_map(model), top=10)
+              if directions is not None else None)
+    with session(ws.db_path) as con:
+        need_vocab = not has_vocab(con, site.row.model)
+    vocab = vocab_texts(model.tokenizer, model.cfg.d_vocab) if (need_vocab or logits is not None) else None
+    tables = feature_tables(result, site.corpus.name, decoder_norm=W_dec.norm(dim=1),
+                            neighbors=decoder_neighbors(W_dec, cfg.n_neighbors), logits=logits, vocab=vocab,
+                            mp=mp.finish() if mp is not None else None)
+    source = f"cache {site.cache.name}" if site.cache is not None else f"{site.row.model} forward"
+    config = {"examples": req.examples, "quantiles": req.quantiles, "skip_first": SKIP_FIRST,
+              "window": cfg.window, "source": source}
+    with session(ws.db_path) as con:
+        if need_vocab:
+            write_vocab(con, site.row.model, vocab)
+        write_feature_stats(con, req.dictionary, site.corpus.name, tables, n_tokens=result.n_tokens,
+                            model=site.row.model, config=config)
+    return AnalyzeOutcome(req.dictionary, site.corpus.name, result.n_tokens, source,
+                          time.perf_counter() - t0, int((result.count > 0).sum()), d_sae)
+
+
+def search_codes(ws, req: AnalyzeRequest, regex: str, limit: int = 20, lm=None, progress: bool = True):
+    """The codes of a codebook dictionary ranked by precision (with recall) for positions whose token text
+    matches `regex`, over the request's contexts (the Codebook Features paper's code search)."""
+    from tqdm.auto import tqdm
+
+    from analysis.features.codes import code_search
+    from sae.dictionaries import codebook_code_ids
+
+    try:
+        re.compile(regex)
+    except re.error as exc:
+        raise InputError(f"the regex {regex!r} does not compile: {exc}") from None
+    site = open_site(ws, req, lm, need_arch="codebook")
+    vocab = vocab_texts(site.model.tokenizer, site.model.cfg.d_vocab)
+    texts: list[str] = []
+    codes: list[Tensor] = []
+    n_ctx, ctx = site.token_ids.shape
+    bar = tqdm(total=n_ctx * ctx, unit="tok", unit_scale=True, desc="code search", disable=not progress)
+    device = site.sae.W_dec.device
+    with torch.no_grad():
+        for ids, tokens, acts in site_batches(site, req.batch):
+            x = acts[:, SKIP_FIRST:].to(device, torch.float32).reshape(-1, acts.shape[-1])
+            codes.append(codebook_code_ids(site.sae, x).cpu())
+            texts.extend(vocab[t] for t in tokens[:, SKIP_FIRST:].reshape(-1).tolist())
+            bar.update(len(ids) * ctx)
+    bar.close()
+    return code_search(texts, torch.cat(codes), regex, limit=limit)

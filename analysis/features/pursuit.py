@@ -1,0 +1,122 @@
+"""Matching-pursuit extras: at which pursuit step each atom is chosen, and which atoms come before it.
+
+An atom chosen at step t of an input has "parent candidates": the atoms chosen at earlier steps of the same
+input (in a hierarchy, a child is typically chosen after its parent, once the parent's part of the residual
+is explained). Counting every (child, parent) pair exactly needs d_sae^2 counters, so:
+- d_sae <= dense_max_d_sae: one dense int32 matrix (64 MB at 4096), exact;
+- larger: sorted sparse (key, count) arrays of the pairs seen, exact until they hold more than `max_pairs`
+  distinct pairs; then each child keeps only its `keep_per_child` most frequent parents (the rest are
+  dropped, so later counts are lower bounds and rarely-seen pairs can be missed). `parents_exact` says
+  whether that ever happened.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from analysis.features.streaming import rank_within_groups
+
+
+@dataclass(frozen=True)
+class MPStatsConfig:
+    n_parents: int = 5
+    """Parent candidates reported per atom."""
+    dense_max_d_sae: int = 4096
+    """Largest d_sae counted with a dense d_sae x d_sae matrix."""
+    max_pairs: int = 4_000_000
+    """Distinct (child, parent) pairs kept by the sparse counter before it prunes."""
+    keep_per_child: int = 32
+    """Parents each child keeps when the sparse counter prunes."""
+
+    def __post_init__(self):
+        if min(self.n_parents, self.max_pairs, self.keep_per_child) < 1:
+            raise ValueError("n_parents, max_pairs and keep_per_child must be at least 1")
+
+
+@dataclass
+class MPStats:
+    step_counts: np.ndarray
+    """[d_sae, k] times each atom was chosen at each pursuit step."""
+    parent_ids: np.ndarray
+    """[d_sae, n_parents] most frequent earlier-step atoms, -1 pads."""
+    parent_counts: np.ndarray
+    parents_exact: bool
+
+
+class MPStepAccumulator:
+    def __init__(self, d_sae: int, k: int, cfg: MPStatsConfig = MPStatsConfig(),
+                 device: str | torch.device = "cpu"):
+        self.d_sae, self.k, self.cfg, self.device = d_sae, k, cfg, torch.device(device)
+        self.steps = torch.zeros(d_sae * k, dtype=torch.long, device=self.device)
+        self.dense = d_sae <= cfg.dense_max_d_sae
+        if self.dense:
+            self.pairs = torch.zeros(d_sae * d_sae, dtype=torch.int32, device=self.device)
+        self.keys = torch.zeros(0, dtype=torch.long, device=self.device)  # child * d_sae + parent, sorted
+        self.counts = torch.zeros(0, dtype=torch.long, device=self.device)
+        self.exact = True
+        i, j = torch.triu_indices(k, k, offset=1)  # parent step i < child step j
+        self._parent_step, self._child_step = i.to(self.device), j.to(self.device)
+
+    @torch.no_grad()
+    def update(self, atom_ids: Tensor, n_steps: Tensor) -> None:
+        """atom_ids [N, k] atom chosen at each step (-1 or anything past n_steps is ignored); n_steps [N]."""
+        atom_ids, n_steps = atom_ids.to(self.device).long(), n_steps.to(self.device).long()
+        if atom_ids.shape[1] != self.k:
+            raise ValueError(f"expected atom_ids [N, {self.k}], got {tuple(atom_ids.shape)}")
+        step = torch.arange(self.k, device=self.device)
+        used = (step[None, :] < n_steps[:, None]) & (atom_ids >= 0)
+        self.steps.index_add_(0, (atom_ids * self.k + step)[used], torch.ones_like(atom_ids[used]))
+        child, parent = atom_ids[:, self._child_step], atom_ids[:, self._parent_step]  # [N, P]
+        ok = used[:, self._child_step] & used[:, self._parent_step] & (child != parent)
+        keys = child[ok] * self.d_sae + parent[ok]
+        if self.dense:
+            self.pairs.index_add_(0, keys, torch.ones_like(keys, dtype=torch.int32))
+        else:
+            self._add_sparse(keys)
+
+    def _add_sparse(self, keys: Tensor) -> None:
+        all_keys = torch.cat([self.keys, keys])
+        all_counts = torch.cat([self.counts, torch.ones_like(keys)])
+        sorted_keys, order = torch.sort(all_keys)
+        self.keys, inverse = torch.unique_consecutive(sorted_keys, return_inverse=True)
+        self.counts = torch.zeros_like(self.keys).index_add_(0, inverse, all_counts[order])
+        if len(self.keys) > self.cfg.max_pairs:
+            self._prune()
+
+    def _prune(self) -> None:
+        """Keep each child's most frequent parents only (a heavy-hitter list; counts become lower bounds)."""
+        self.exact = False
+        _, entry = self._ranked(self.cfg.keep_per_child)
+        keep = torch.zeros_like(self.keys, dtype=torch.bool)
+        keep[entry] = True
+        self.keys, self.counts = self.keys[keep], self.counts[keep]
+
+    def _ranked(self, n: int) -> tuple[Tensor, Tensor]:
+        """(rank within child, index of entry) of each child's n most frequent parents."""
+        child = self.keys // self.d_sae
+        # descending count, then ascending parent id, packed in one int64; counts are replaced by their
+        # rank among the distinct counts so the packing fits whatever the counts grow to
+        levels, level = torch.unique(self.counts, return_inverse=True)
+        score = (len(levels) - 1 - level) * self.d_sae + self.keys % self.d_sae
+        bits = max((len(levels) * self.d_sae).bit_length(), 1)
+        order, rank = rank_within_groups(child, score, bits)
+        sel = rank < n
+        return rank[sel], order[sel]
+
+    def finish(self) -> MPStats:
+        n = self.cfg.n_parents
+        if self.dense:
+            nz = self.pairs.nonzero(as_tuple=True)[0]
+            self.keys, self.counts = nz, self.pairs[nz].long()
+        ids = np.full((self.d_sae, n), -1, dtype=np.int64)
+        counts = np.zeros((self.d_sae, n), dtype=np.int64)
+        if self.keys.numel():
+            rank, entry = self._ranked(n)
+            child = (self.keys[entry] // self.d_sae).cpu().numpy()
+            ids[child, rank.cpu().numpy()] = (self.keys[entry] % self.d_sae).cpu().numpy()
+            counts[child, rank.cpu().numpy()] = self.counts[entry].cpu().numpy()
+        return MPStats(step_counts=self.steps.view(self.d_sae, self.k).cpu().numpy(),
+                       parent_ids=ids, parent_counts=counts, parents_exact=self.exact)

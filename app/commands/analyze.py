@@ -1,0 +1,73 @@
+"""Commands for feature statistics: analyze (one pass into the store) and codes (codebook code search)."""
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from app.commands.common import DeviceOpt, WorkspaceOpt, app, console, existing_workspace, quiet
+
+DictArg = Annotated[str, typer.Argument(help="Dictionary name (see `sparsescope dicts`).", show_default=False)]
+CorpusOpt = Annotated[str, typer.Option(help="Corpus to read (`builtin` is created on first use).")]
+TokensOpt = Annotated[int, typer.Option(help="Corpus tokens to read (whole contexts, at most the corpus).")]
+BatchOpt = Annotated[int, typer.Option(help="Contexts encoded at a time.")]
+
+
+@app.command(name="analyze")
+def analyze_cmd(
+    dictionary: DictArg,
+    corpus: CorpusOpt = "builtin",
+    tokens: TokensOpt = 200_000,
+    examples: Annotated[int, typer.Option(help="Top activating examples per feature, and samples per "
+                                               "quantile band.")] = 20,
+    quantiles: Annotated[int, typer.Option(help="Activation bands sampled per feature.")] = 10,
+    batch: BatchOpt = 16,
+    device: DeviceOpt = None,
+    ws: WorkspaceOpt = None,
+):
+    """Compute every feature's statistics in one pass over a corpus and store them (a rerun replaces them).
+
+    Density, mean/max activation, histogram, top and quantile-band examples, promoted/suppressed tokens,
+    decoder neighbours, co-occurring features, and for MP dictionaries the pursuit steps and parents. Reads the
+    activation cache when one covers the corpus, else runs the model up to the dictionary's hook.
+    """
+    from analysis.features.analyze import AnalyzeRequest, analyze_dictionary
+
+    req = AnalyzeRequest(dictionary, corpus=corpus, tokens=tokens, examples=examples, quantiles=quantiles,
+                         batch=batch, device=device)
+    req.check()
+    out = analyze_dictionary(existing_workspace(ws), req, progress=not quiet())
+    console.print(f"[bold]{out.dictionary}[/] analysed on {out.n_tokens:,} tokens of {out.corpus} "
+                  f"(from {out.source}) in {out.seconds:.0f} s: {out.alive:,} of {out.d_sae:,} features fire")
+
+
+@app.command(name="codes")
+def codes_cmd(
+    dictionary: DictArg,
+    regex: Annotated[str, typer.Argument(help="Regular expression over the token text (Python `re`).",
+                                         show_default=False)],
+    corpus: CorpusOpt = "builtin",
+    tokens: TokensOpt = 100_000,
+    top: Annotated[int, typer.Option(help="Codes listed.")] = 20,
+    batch: BatchOpt = 16,
+    device: DeviceOpt = None,
+    ws: WorkspaceOpt = None,
+):
+    """Codes of a codebook dictionary that fire where the token matches REGEX, by precision (with recall)."""
+    from analysis.features.analyze import AnalyzeRequest, search_codes
+    from store import InputError
+
+    if top < 1:
+        raise InputError(f"--top must be at least 1 (got {top})")
+    req = AnalyzeRequest(dictionary, corpus=corpus, tokens=tokens, batch=batch, device=device)
+    matches = search_codes(existing_workspace(ws), req, regex, limit=top, progress=not quiet())
+    if not matches:
+        console.print(f"no code fires on tokens matching {regex!r} (or no token matches it)")
+        return
+    table = Table(title=f"{dictionary}: codes for /{regex}/")
+    for col in ("code", "precision", "recall", "positions"):
+        table.add_column(col, justify="right")
+    for m in matches:
+        table.add_row(str(m.code), f"{m.precision:.3f}", f"{m.recall:.3f}", f"{m.n_active:,}")
+    console.print(table)

@@ -1,0 +1,112 @@
+"""Commands for dictionaries: train, list, import."""
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from app.commands.common import DeviceOpt, WorkspaceOpt, app, console, quiet, workspace
+
+
+@app.command(name="train")
+def train_cmd(
+    arch: Annotated[str, typer.Option(help="relu, topk, batchtopk, jumprelu, mp or codebook.")],
+    activations: Annotated[Optional[str], typer.Option(
+        help="Activation cache (name or folder) or a .npy/.safetensors [N, d] file; omit to stream from "
+             "--model at --hook.", show_default=False)] = None,
+    model: Annotated[Optional[str], typer.Option(help="Model to stream from (or to check the activations "
+                                                     "against and measure CE loss on).", show_default=False)] = None,
+    hook: Annotated[Optional[str], typer.Option(help="Hook to stream from, e.g. blocks.6.hook_resid_post.",
+                                                show_default=False)] = None,
+    corpus: Annotated[str, typer.Option(help="Corpus to stream from.")] = "builtin",
+    d_in: Annotated[Optional[int], typer.Option("--d-in", help="Expected input width (checked).",
+                                                show_default=False)] = None,
+    d_sae: Annotated[Optional[int], typer.Option("--d-sae", help="Features (default 8 x d_in).",
+                                                 show_default=False)] = None,
+    k: Annotated[Optional[int], typer.Option(help="Active features per token (default 32; codebook 8).",
+                                             show_default=False)] = None,
+    l1: Annotated[Optional[float], typer.Option(help="Sparsity coefficient (relu, jumprelu).",
+                                                show_default=False)] = None,
+    tokens: Annotated[int, typer.Option(help="Training tokens.")] = 1_000_000,
+    batch: Annotated[int, typer.Option(help="Tokens per step (the global batch under torchrun).")] = 4096,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 4e-4,
+    name: Annotated[Optional[str], typer.Option(help="Dictionary name (default ARCH-HOOK-D_SAE).",
+                                                show_default=False)] = None,
+    seed: Annotated[int, typer.Option(help="Random seed (initialisation, data order).")] = 0,
+    checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints (0: none).")] = 500,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the killed run of --name from its "
+                                                          "checkpoint.")] = False,
+    device: DeviceOpt = None,
+    ws: WorkspaceOpt = None,
+):
+    """Train a dictionary, save it in SAELens format under WORKSPACE/dictionaries/NAME and evaluate it.
+
+    Data parallel on N processes: torchrun --nproc_per_node N -m app.cli train ...
+    """
+    from analysis.training import TrainRequest, train_in_workspace
+
+    request = TrainRequest(arch=arch, activations=activations, model=model, hook=hook, corpus=corpus,
+                           name=name, d_in=d_in, d_sae=d_sae, k=k, l1=l1, tokens=tokens, batch=batch, lr=lr,
+                           seed=seed, device=device, resume=resume, checkpoint_every=checkpoint_every)
+    result = train_in_workspace(workspace(ws), request, progress=not quiet())
+    if result is None:  # a torchrun rank other than 0
+        return
+    row, metrics = result
+    console.print(f"dictionary [bold]{row.name}[/] ({row.arch}, d_in={row.d_in}, d_sae={row.d_sae}"
+                  f"{f', k={row.k}' if row.k else ''}) saved to {row.path}")
+    console.print(summary(metrics))
+
+
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None or value != value else format(value, spec)
+
+
+def summary(metrics: dict) -> str:
+    """One line of the headline metrics."""
+    parts = [f"FVU {_fmt(metrics.get('fvu'), '.3f')}", f"L0 {_fmt(metrics.get('l0'), '.1f')}",
+             f"dead {_fmt(metrics.get('dead'), '.1%')}", f"cos {_fmt(metrics.get('cos'), '.3f')}"]
+    if metrics.get("ce_recovered") is not None:
+        parts += [f"CE recovered {_fmt(metrics.get('ce_recovered'), '.3f')}",
+                  f"CE {_fmt(metrics.get('ce_clean'), '.3f')} -> {_fmt(metrics.get('ce_sae'), '.3f')} "
+                  f"(zero {_fmt(metrics.get('ce_zero'), '.3f')})", f"KL {_fmt(metrics.get('kl'), '.3f')}"]
+    if metrics.get("train_seconds"):
+        parts.append(f"{metrics['train_tokens']:,.0f} tokens in {metrics['train_seconds']:.0f} s")
+    return ", ".join(parts)
+
+
+@app.command(name="dicts")
+def dicts_cmd(ws: WorkspaceOpt = None):
+    """List the workspace's dictionaries with their evaluation metrics."""
+    from store import session
+    from store.dictionaries import get_metrics, list_dictionaries
+
+    space = workspace(ws, create=False)
+    if not space.db_path.exists():  # nothing stored here yet: say so, and create nothing
+        console.print(f"no dictionaries yet: no store in {space.root} (sparsescope train, sparsescope import)")
+        return
+    with session(space.db_path) as con:
+        rows = [(d, get_metrics(con, d.name)) for d in list_dictionaries(con)]
+    table = Table("name", "arch", "model", "hook", "d_in", "d_sae", "k", "FVU", "L0", "dead", "CE rec.", "source")
+    for d, m in rows:
+        table.add_row(d.name, d.arch, d.model or "-", d.hook or "-", str(d.d_in), str(d.d_sae),
+                      str(d.k) if d.k else "-", _fmt(m.get("fvu"), ".3f"), _fmt(m.get("l0"), ".1f"),
+                      _fmt(m.get("dead"), ".1%"), _fmt(m.get("ce_recovered"), ".3f"), d.source)
+    console.print(table if rows else "no dictionaries yet (sparsescope train, sparsescope import)")
+
+
+@app.command(name="import")
+def import_cmd(
+    ref: Annotated[str, typer.Argument(help="A SAELens-format folder, or saelens:RELEASE/ID (needs the network).")],
+    name: Annotated[Optional[str], typer.Option(help="Name in the workspace (default: the folder or ID).",
+                                                show_default=False)] = None,
+    ws: WorkspaceOpt = None,
+):
+    """Add an existing SAELens-format dictionary to the workspace."""
+    from analysis.dictionaries import import_dictionary
+    from store import session
+
+    space = workspace(ws)
+    with session(space.db_path) as con:
+        row = import_dictionary(space, con, ref, name=name)
+    console.print(f"imported [bold]{row.name}[/] ({row.arch}, d_in={row.d_in}, d_sae={row.d_sae}) from {ref}")

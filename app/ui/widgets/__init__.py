@@ -1,0 +1,6 @@
+"""Widgets the pages share (no st.cache_* here: data comes through app.ui.data).
+
+    common     query parameters, feature links, token highlighting (always escaped), errors
+    heads      the layer x head grid, patterns, contexts, head attribution
+    report     the "Export report" control
+"""

@@ -1,0 +1,135 @@
+"""sae.training: the loop learns, is deterministic, and a killed run resumes to the same dictionary."""
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+import sae.training as training
+from sae.dictionaries import DictSpec
+from store.errors import InputError
+from sae.sources import FileSource
+from sae.training import TrainConfig, check_resumable, load_checkpoint, save_checkpoint, train
+
+D_IN, D_SAE = 16, 64
+
+
+def synthetic(n: int = 4000, d_in: int = D_IN, seed: int = 0) -> np.ndarray:
+    """Sparse combinations of 48 random unit directions plus a little noise: learnable by any arch."""
+    g = torch.Generator().manual_seed(seed)
+    atoms = torch.nn.functional.normalize(torch.randn(48, d_in, generator=g), dim=-1)
+    codes = (torch.rand(n, 48, generator=g) < 0.08) * torch.rand(n, 48, generator=g) * 4
+    return (codes @ atoms + 0.02 * torch.randn(n, d_in, generator=g) + 1.0).numpy()
+
+
+@pytest.fixture
+def source(tmp_path):
+    path = tmp_path / "acts.npy"
+    np.save(path, synthetic())
+    return FileSource(path)
+
+
+def _config(**overrides) -> TrainConfig:
+    fields = dict(arch="topk", d_sae=D_SAE, k=4, tokens=256 * 24, batch=256, lr=1e-2, checkpoint_every=0,
+                  log_every=1, init_rows=1024, device="cpu")
+    return TrainConfig(**(fields | overrides))
+
+
+def _spec(config: TrainConfig) -> DictSpec:
+    return DictSpec(config.arch, D_IN, config.d_sae, k=config.k)
+
+
+def _weights(result) -> dict:
+    return {k: v.detach().clone() for k, v in result.sae.state_dict().items()}
+
+
+@pytest.mark.parametrize("arch", ["topk", "mp"])
+def test_training_decreases_loss_and_logs(source, arch):
+    config = _config(arch=arch, tokens=256 * (24 if arch == "topk" else 10))
+    result = train(_spec(config), config, source, progress=False)
+    log = result.state.log
+    assert len(log) == config.total_steps and log[-1]["tokens"] == config.total_steps * config.batch
+    first, last = np.mean([r["loss"] for r in log[:3]]), np.mean([r["loss"] for r in log[-3:]])
+    assert last < 0.8 * first, (first, last)
+    assert log[-1]["fvu"] < log[0]["fvu"]
+    assert result.state.scale == pytest.approx(np.sqrt(D_IN) / np.linalg.norm(synthetic()[:3800], axis=1).mean(),
+                                               rel=0.05)
+
+
+def test_same_seed_same_dictionary_other_seed_differs(source):
+    config = _config(tokens=256 * 6)
+    a, b = train(_spec(config), config, source, progress=False), train(_spec(config), config, source, progress=False)
+    for name, value in _weights(a).items():
+        torch.testing.assert_close(value, _weights(b)[name], rtol=0, atol=0)
+    c = train(_spec(config), replace(config, seed=1), source, progress=False)
+    assert not torch.allclose(_weights(a)["W_dec"], _weights(c)["W_dec"])
+
+
+@pytest.mark.parametrize("arch", ["topk", "codebook"])
+def test_resume_after_a_kill_equals_an_uninterrupted_run(source, tmp_path, monkeypatch, arch):
+    config = _config(arch=arch, tokens=256 * 12, checkpoint_every=5)
+    straight = train(_spec(config), config, source, progress=False)
+    checkpoint = tmp_path / "ckpt" / "checkpoint.pt"
+    import sae.dictionaries as dictionaries
+    from sae.dictionaries.step import train_step
+
+    def killed_at_7(sae, batch, optimizer, step, total_steps):
+        if step == 7:
+            raise KeyboardInterrupt
+        return train_step(sae, batch, optimizer, step, total_steps)
+
+    monkeypatch.setattr(dictionaries, "train_step", killed_at_7)
+    with pytest.raises(KeyboardInterrupt):
+        train(_spec(config), config, source, checkpoint=checkpoint, progress=False)
+    monkeypatch.undo()
+    payload = load_checkpoint(checkpoint)
+    assert payload["state"]["step"] == 5 and payload["state"]["position"] == 5 * 256
+    check_resumable(payload, replace(config, device=None), training.asdict_spec(_spec(config)), checkpoint)
+    resumed = train(_spec(config), config, source, checkpoint=checkpoint, resume=payload, progress=False)
+    assert resumed.state.tokens == straight.state.tokens and resumed.state.log == straight.state.log
+    for name, value in _weights(straight).items():
+        torch.testing.assert_close(_weights(resumed)[name], value, rtol=1e-5, atol=1e-6)
+
+
+def test_checkpoint_is_atomic_and_corruption_is_one_clear_error(source, tmp_path):
+    config = _config(tokens=256 * 4, checkpoint_every=2)
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    train(_spec(config), config, source, checkpoint=checkpoint, progress=False)
+    assert [p.name for p in checkpoint.parent.iterdir()] == ["checkpoint.pt"]  # no temp file left behind
+    payload = load_checkpoint(checkpoint)
+    assert payload["state"]["step"] == 4
+    with pytest.raises(InputError, match="different settings.*lr"):
+        check_resumable(payload, replace(config, lr=5e-2), training.asdict_spec(_spec(config)), checkpoint)
+    data = checkpoint.read_bytes()
+    checkpoint.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="truncated or corrupted"):
+        load_checkpoint(checkpoint)
+    checkpoint.write_bytes(b"")
+    with pytest.raises(InputError, match="truncated or corrupted"):
+        load_checkpoint(checkpoint)
+    with pytest.raises(InputError, match="no checkpoint"):
+        load_checkpoint(tmp_path / "missing.pt")
+    (tmp_path / "alien.pt").write_bytes(b"not a zip file at all")
+    with pytest.raises(InputError, match="truncated or corrupted"):
+        load_checkpoint(tmp_path / "alien.pt")
+    save_checkpoint(tmp_path / "other.pt", torch.nn.Linear(1, 1), torch.optim.SGD([torch.zeros(1)], lr=1),
+                    training.TrainState(run_id="r", scale=1.0), config, {})
+    assert load_checkpoint(tmp_path / "other.pt")["state"]["run_id"] == "r"
+
+
+@pytest.mark.parametrize("overrides, needle", [
+    (dict(d_sae=0), "--d-sae must be positive"), (dict(k=0), "--k must be between 1"),
+    (dict(k=65), "--k must be between 1"), (dict(tokens=0), "--tokens must be positive"),
+    (dict(batch=-1), "--batch must be positive"), (dict(lr=0.0), "--lr must be positive"),
+    (dict(l1=-1.0), "--l1 must be"), (dict(lr=float("nan")), "--lr must be positive"),
+])
+def test_config_validation(overrides, needle):
+    with pytest.raises(ValueError, match=needle):
+        _config(**overrides)
+
+
+def test_learning_rate_schedule():
+    config = _config(tokens=100 * 256, decay_fraction=0.2)
+    assert config.total_steps == 100
+    assert config.lr_at(0) == config.lr_at(79) == config.lr
+    assert config.lr_at(90) == pytest.approx(config.lr / 2) and config.lr_at(100) == 0.0

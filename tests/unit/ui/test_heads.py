@@ -1,0 +1,120 @@
+"""Heads page: heatmap, deep link to a head, pattern (full and compact), contexts, ablation, ranking, bad input."""
+import pytest
+import torch
+
+from tests.ui_store import CORPUS, MODEL, open_page, texts, ui_ws  # noqa: F401  (ui_ws is a fixture)
+
+PAGE = "views/heads.py"
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture
+def heads_ws(ui_ws):
+    """The demo workspace plus a head scan of its corpus."""
+    from analysis.heads.scan import HeadScanConfig, scan_heads
+    from analysis.heads.run import save_scan
+    from sae.models import load_model
+    from store import session
+    from store.corpora import context_tokens
+
+    model = load_model(MODEL, device="cpu")
+    with session(ui_ws / "sparsescope.duckdb") as con:
+        ids = torch.tensor(context_tokens(con, CORPUS, 0, 12))
+        save_scan(con, scan_heads(model, ids, list(range(12)), HeadScanConfig(batch=6, random_seqs=2, random_half=8),
+                                  progress=False), CORPUS)
+    return ui_ws
+
+
+def _widget(widgets, label: str):
+    return next(w for w in widgets if w.label == label)
+
+
+def _ok(at):
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+
+
+def test_no_scan_says_which_command_to_run(ui_ws):
+    at = open_page(PAGE)
+    _ok(at)
+    assert "sparsescope heads" in at.info[0].value
+
+
+def test_deep_link_opens_the_head_with_heatmap_pattern_contexts_and_ablation(heads_ws):
+    at = open_page(PAGE, layer=1, head=2, score="prev_token", prompt="the cat sat on the mat")
+    _ok(at)
+    assert (_widget(at.selectbox, "layer").value, _widget(at.selectbox, "head").value) == (1, 2)
+    shown = texts(at)
+    assert "Head 1.2" in shown and "KV group 2" in shown
+    assert len(at.get("plotly_chart")) >= 2  # the score grid and the pattern
+    assert {m.label for m in at.metric} >= {"prev_token", "induction_random", "entropy", "loss clean"}
+    assert "context " in shown and "score " in shown  # top-attending contexts
+    assert at.query_params["layer"] == "1" and at.query_params["head"] == "2"
+
+
+def test_changing_the_head_and_the_ablation_mode(heads_ws):
+    at = open_page(PAGE, layer=0, head=0)
+    _ok(at)
+    _widget(at.selectbox, "head").set_value(3).run()
+    _ok(at)
+    assert "Head 0.3" in texts(at) and at.query_params["head"] == "3"
+    for mode in ("mean", "path"):
+        _widget(at.radio, "ablation").set_value(mode).run()
+        _ok(at)
+        assert any(m.label == "loss ablated" for m in at.metric)
+
+
+def test_long_prompts_get_the_compact_view_and_ranking_works(heads_ws):
+    at = open_page(PAGE, layer=0, head=1, prompt="abc " * 20)
+    _ok(at)
+    assert "compact view of the last 40 destinations" in texts(at)
+    _widget(at.toggle, "rank every head (zero-ablation, one batch per layer)").set_value(True).run()
+    _ok(at)
+    assert "logit change" in at.dataframe[-1].value.columns
+
+
+@pytest.mark.parametrize("params, needle", [
+    ({"layer": 5, "head": 0}, "layer 5 is out of range"),
+    ({"layer": 0, "head": 4}, "head 4 is out of range"),
+    ({"layer": "x"}, "layer must be a whole number"),
+    ({"model": "nope", "corpus": "c"}, "no head scores for model 'nope'"),
+    ({"prompt": "a" * 300}, "beyond the model's context"),
+])
+def test_bad_input_is_one_error(heads_ws, params, needle):
+    at = open_page(PAGE, **params)
+    assert not at.exception
+    assert len(at.error) == 1 and needle in at.error[0].value
+
+
+def test_empty_prompt_is_an_error(heads_ws):
+    at = open_page(PAGE, layer=0, head=0)
+    _widget(at.text_area, "prompt").set_value("   ").run()
+    assert not at.exception and "the prompt is empty" in at.error[0].value
+
+
+def _attribution_script():
+    import os
+    from pathlib import Path
+
+    from app.ui.widgets.heads import head_attribution_section
+    from store.dictionaries import DictionaryRow
+
+    path = os.environ["HEADS_TEST_DICT"]
+    row = DictionaryRow(name="attn", model="tiny-random", hook="blocks.1.attn.hook_z", arch="topk", d_in=64,
+                        d_sae=32, k=4, path=str(Path(path)))
+    head_attribution_section(row, 3)
+
+
+def test_head_attribution_widget_for_the_feature_page(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from sae.dictionaries import DictSpec, build_training_sae, save_dictionary
+
+    save_dictionary(build_training_sae(DictSpec(arch="topk", d_in=64, d_sae=32, k=4,
+                                                hook_name="blocks.1.attn.hook_z")), tmp_path / "attn")
+    monkeypatch.setenv("HEADS_TEST_DICT", str(tmp_path / "attn"))
+    at = AppTest.from_function(_attribution_script, default_timeout=120).run()
+    _ok(at)
+    assert "Head attribution" in texts(at) and len(at.get("plotly_chart")) == 1
