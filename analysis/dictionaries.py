@@ -1,4 +1,6 @@
-"""Dictionaries in a workspace by name: check a new name, import an existing SAELens dictionary.
+"""Dictionaries in a workspace by name: open one, check a new name, import an existing SAELens dictionary.
+
+    row, sae = open_dictionary(ws, "demo-topk", device="cpu")   # the one way to load a dictionary by name
 
 Training lives in analysis/training.py.
 """
@@ -14,6 +16,39 @@ from store import dictionaries as repo
 from store.db import transaction
 from store.errors import InputError
 from store.workspace import Workspace
+
+
+def dictionary_folder(ws: Workspace, row: repo.DictionaryRow) -> Path:
+    """The dictionary's folder: as recorded, else under this workspace (a store moved with its workspace)."""
+    recorded = Path(row.path).expanduser()
+    moved = ws.dictionaries_dir / row.name
+    return moved if not recorded.is_dir() and moved.is_dir() else recorded
+
+
+def open_dictionary(ws: Workspace, name: str, device: str | None = None,
+                    con: duckdb.DuckDBPyConnection | None = None):
+    """(store row, loaded dictionary) of the workspace dictionary `name`, on `device` (None: the best there is).
+
+    The dictionary takes flat rows (hook_z heads flattened head-major; see sae.dictionaries.load_dictionary).
+    Reads the row through `con` when given, else on a short read session. InputError for an unknown name,
+    a missing folder or weights that cannot be loaded.
+    """
+    from sae.device import pick_device
+    from sae.dictionaries import load_dictionary
+    from store.db import session
+
+    if con is None:
+        with session(ws.db_path, read_only=True) as con:
+            row = repo.require_dictionary(con, name)
+    else:
+        row = repo.require_dictionary(con, name)
+    folder = dictionary_folder(ws, row)
+    if not folder.is_dir():
+        raise InputError(f"dictionary {name!r}: its folder {folder} is missing")
+    try:
+        return row, load_dictionary(folder, device=pick_device(device))
+    except ValueError as exc:
+        raise InputError(f"dictionary {name!r}: {exc}") from None
 
 
 def check_new_name(ws: Workspace, con, name: str, allow_folder: bool = False) -> None:

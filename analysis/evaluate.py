@@ -20,12 +20,6 @@ CLEAN_MEMO_BYTES = 1 << 30
 """Clean log-probabilities are kept for the KL of later dictionaries up to this size, else recomputed."""
 
 
-def flat_input(sae) -> None:
-    """Make a hook_z dictionary take flat [.., n_heads * d_head] rows (we flatten heads ourselves)."""
-    if getattr(sae, "hook_z_reshaping_mode", False):
-        sae.turn_off_forward_pass_hook_z_reshaping()
-
-
 def _histogram(values: Tensor, bins: int = HIST_BINS) -> tuple[list[float], list[float]]:
     """Integer-aligned bins from 0 to max+1: (edges, fraction of values per bin)."""
     top = int(values.max()) + 1 if values.numel() else 1
@@ -52,7 +46,6 @@ def activation_metrics(sae, rows: Tensor, batch: int = 4096) -> dict[str, float]
     """L0, FVU, cosine, norm ratio, dead and dense fractions of `sae` on raw activation rows [n, d_in]."""
     from sae.dictionaries import dictionary_arch
 
-    flat_input(sae)
     arch, device = dictionary_arch(sae), next(sae.parameters()).device
     n, d = rows.shape
     sum_x = torch.zeros(d, dtype=torch.float64)
@@ -203,7 +196,6 @@ class ModelEval:
 
     def evaluate(self, sae) -> dict[str, float]:
         """ce_clean, ce_sae, ce_zero, ce_recovered, delta_ce and kl (mean per predicted token)."""
-        flat_input(sae)
         ce_sae, kl = self._spliced_run(sae)
         gap = self.ce_zero - self.ce_clean
         return {"ce_clean": self.ce_clean, "ce_sae": ce_sae, "ce_zero": self.ce_zero,

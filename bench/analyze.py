@@ -40,7 +40,6 @@ def main() -> None:
 
     import torch
 
-    from analysis.evaluate import flat_input
     from analysis.features.stats import FeatureStatsAccumulator, StatsConfig
     from analysis.features.analyze import analyse_batch, mp_accumulator
     from sae.activations import capture
@@ -57,7 +56,6 @@ def main() -> None:
     else:
         d_in = hook_output_dim(model, args.hook)
         sae = build_training_sae(DictSpec("topk", d_in, 8 * d_in, k=32, hook_name=args.hook)).eval()
-    flat_input(sae)
     is_mp = "mp" in type(sae).__name__.lower()
     stop = stop_layer(model, args.hook)
     batches = list(torch.split(tokens, args.batch))

@@ -117,10 +117,8 @@ def feature_tables(sae, arch: str, acts, tokens: np.ndarray, w_u, vocab: list[st
     """Every result table of one dictionary from its activations on the corpus."""
     import torch
 
-    from analysis.evaluate import flat_input
     from sae.dictionaries import feature_activations
 
-    flat_input(sae)
     n_ctx, ctx, d_in = acts.shape
     with torch.no_grad():
         f = feature_activations(sae, acts.reshape(-1, d_in)).float().numpy()

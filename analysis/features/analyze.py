@@ -94,29 +94,18 @@ def _covering_cache(con, model: str, hook: str, corpus: str, n_contexts: int) ->
 def open_site(ws, req: AnalyzeRequest, lm=None, need_arch: str | None = None) -> Site:
     """Check the request against the store, the dictionary and the model; nothing is written but the
     `builtin` corpus on first use. need_arch: refuse dictionaries of another architecture."""
-    from analysis.evaluate import flat_input
-    from sae.device import pick_device
-    from sae.dictionaries import load_dictionary
+    from analysis.dictionaries import open_dictionary
     from sae.models import check_hook, hook_output_dim, load_model
     from store import session
-    from store.dictionaries import require_dictionary
 
     req.check()
     with session(ws.db_path) as con:
-        row = require_dictionary(con, req.dictionary)
+        row, sae = open_dictionary(ws, req.dictionary, req.device, con=con)
         if need_arch is not None and row.arch != need_arch:
             raise InputError(f"dictionary {row.name!r} is a {row.arch} dictionary; this needs a {need_arch} one")
         if not row.model:
             raise InputError(f"dictionary {row.name!r} does not say which model it reads (it was trained on "
                              "an activation file); analysis needs the model")
-    folder = Path(row.path)
-    if not folder.is_dir():
-        raise InputError(f"dictionary {row.name!r}: its folder {folder} is missing")
-    try:
-        sae = load_dictionary(folder, device=pick_device(req.device))
-    except ValueError as exc:
-        raise InputError(f"dictionary {row.name!r}: {exc}") from None
-    flat_input(sae)
     if lm is None:
         lm = load_model(row.model, device=req.device)
     elif lm.cfg.model_name != row.model:

@@ -68,12 +68,10 @@ def site_activations(model, hook: str, text: str) -> tuple[torch.Tensor, torch.T
 @torch.no_grad()
 def read_dictionary(sae, acts: torch.Tensor, n_top: int = N_TOP) -> Reading:
     """The n_top strongest features of `sae` on each row of acts [T, d_in]."""
-    from analysis.evaluate import flat_input
     from sae.dictionaries import feature_activations
 
     if acts.shape[-1] != sae.cfg.d_in:
         raise InputError(f"the dictionary reads d_in={sae.cfg.d_in}, the hook gives d={acts.shape[-1]}")
-    flat_input(sae)
     device = next(sae.parameters()).device
     x = acts.to(device)
     feature_acts = feature_activations(sae, x).float()  # (T, d_sae), as the analysis reads them

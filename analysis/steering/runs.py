@@ -6,17 +6,15 @@ once, after the run, in a single statement: bad input stores nothing.
 from __future__ import annotations
 
 from dataclasses import asdict
-from pathlib import Path
 
 import duckdb
 
+from analysis.dictionaries import open_dictionary
 from analysis.steering.lab import SteerConfig, SteerResult
 from analysis.steering.hooks import Numbers
 from analysis.steering.targets import SteerDictionary
-from sae.dictionaries import load_dictionary
 from store.errors import InputError
 from store import steering as repo
-from store.dictionaries import require_dictionary
 from store.workspace import Workspace
 
 
@@ -31,28 +29,16 @@ def dictionary_names(config: SteerConfig) -> list[str]:
     return list(names)
 
 
-def _folder(ws: Workspace | None, path: str, name: str) -> Path:
-    """The dictionary's folder: as recorded, else under this workspace (a relative path from elsewhere)."""
-    recorded = Path(path).expanduser()
-    if recorded.is_dir() or ws is None:
-        return recorded
-    return ws.dictionaries_dir / name
-
-
-def load_steer_dictionary(con: duckdb.DuckDBPyConnection, name: str, ws: Workspace | None = None,
-                          device: str = "cpu") -> SteerDictionary:
+def load_steer_dictionary(con: duckdb.DuckDBPyConnection, name: str, ws: Workspace,
+                          device: str | None = "cpu") -> SteerDictionary:
     """A workspace dictionary with the max activations of its analysed features (none if not analysed)."""
-    row = require_dictionary(con, name)
-    try:
-        sae = load_dictionary(_folder(ws, row.path, row.name), device=device)
-    except ValueError as exc:
-        raise InputError(f"dictionary {name!r}: {exc}") from None
+    row, sae = open_dictionary(ws, name, device, con=con)
     max_acts = repo.feature_max_acts(con, name)
     return SteerDictionary(name, sae, hook=row.hook or None, max_acts=max_acts, model=row.model)
 
 
-def load_dictionaries(con: duckdb.DuckDBPyConnection, config: SteerConfig, ws: Workspace | None = None,
-                      device: str = "cpu") -> dict[str, SteerDictionary]:
+def load_dictionaries(con: duckdb.DuckDBPyConnection, config: SteerConfig, ws: Workspace,
+                      device: str | None = "cpu") -> dict[str, SteerDictionary]:
     return {name: load_steer_dictionary(con, name, ws, device) for name in dictionary_names(config)}
 
 

@@ -34,9 +34,6 @@ class SteerDictionary:
         if norm in _RUNTIME_NORMS:
             raise InputError(f"dictionary {name!r} normalises activations at run time ({norm}); fold it "
                              "before steering")
-        if getattr(sae, "hook_z_reshaping_mode", False):
-            # Targets always pass flattened rows; SAELens' reshaping would read them as [.., heads, d_head].
-            sae.turn_off_forward_pass_hook_z_reshaping()
         self._targets: dict[int, object] = {}
 
     @property

@@ -58,7 +58,12 @@ def _swap_into_place(staging: Path, path: Path) -> None:
 
 
 def load_dictionary(path: Path, device: str | torch.device = "cpu") -> SAE:
-    """SAE.load_from_disk with one-line ValueErrors for a missing, incomplete or corrupt folder."""
+    """SAE.load_from_disk with one-line ValueErrors for a missing, incomplete or corrupt folder.
+
+    The dictionary takes flat rows: SparseScope always passes hook_z activations flattened head-major
+    [.., n_heads * d_head], so SAELens' hook_z reshaping (on for such dictionaries after loading) is turned off
+    here, the one place every dictionary is loaded.
+    """
     path = Path(path)
     if not path.is_dir():
         raise ValueError(f"no dictionary folder at {path}")
@@ -70,9 +75,11 @@ def load_dictionary(path: Path, device: str | torch.device = "cpu") -> SAE:
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
         raise ValueError(f"{path / SAE_CFG_FILENAME} is not valid JSON ({exc.__class__.__name__})") from None
     try:
-        return SAE.load_from_disk(path, device=str(device))
+        sae = SAE.load_from_disk(path, device=str(device))
     except KeyError:
         raise ValueError(f"{path}: unknown dictionary architecture {architecture!r}") from None
     except Exception as exc:  # noqa: BLE001 - safetensors, torch and SAELens fail in many ways on bad files
         first_line = str(exc).splitlines()[0] if str(exc) else ""
         raise ValueError(f"cannot load the dictionary in {path}: {exc.__class__.__name__}: {first_line}") from None
+    sae.turn_off_forward_pass_hook_z_reshaping()
+    return sae

@@ -311,15 +311,14 @@ def model(name: str):
 
 
 @st.cache_resource(show_spinner="loading a dictionary...", max_entries=16)
-def dictionary(path: str, stamp: int):
-    """A dictionary loaded from disk; `stamp` (its weights' mtime) reloads it when it is saved again."""
-    from sae.device import pick_device
-    from sae.dictionaries import load_dictionary
+def dictionary(name: str, stamp: int):
+    """The workspace dictionary `name` on the model's device (analysis.dictionaries.open_dictionary); `stamp`
+    (stamp(row.path), its weights' mtime) reloads it when it is saved again."""
+    from analysis.dictionaries import open_dictionary
 
-    try:
-        return load_dictionary(Path(path), device=pick_device(None))
-    except ValueError as exc:
-        raise InputError(str(exc)) from None
+    ws = workspace()
+    with READERS.cursor(str(ws.db_path), READ_WAIT_S) as con:
+        return open_dictionary(ws, name, con=con)[1]
 
 
 def stamp(path: str) -> int:
@@ -331,20 +330,20 @@ def stamp(path: str) -> int:
 
 
 @st.cache_data(show_spinner="running the model...", max_entries=64)
-def inspect(model_name: str, hook: str, dictionaries: tuple[tuple[str, str, int], ...], text: str):
-    """analysis.features.inspector on `text` with the dictionaries ((name, path, stamp), ...) of one site."""
+def inspect(model_name: str, hook: str, dictionaries: tuple[tuple[str, int], ...], text: str):
+    """analysis.features.inspector on `text` with the dictionaries ((name, stamp), ...) of one site."""
     from analysis.features.inspector import inspect_prompt
 
-    saes = {name: dictionary(path, mtime) for name, path, mtime in dictionaries}
+    saes = {name: dictionary(name, mtime) for name, mtime in dictionaries}
     return inspect_prompt(model(model_name), hook, text, saes)
 
 
 @st.cache_data(show_spinner="matching decoder directions...", max_entries=16)
-def compare(path_a: str, stamp_a: int, path_b: str, stamp_b: int):
-    """analysis.compare of two dictionaries on disk (Hungarian up to 8192 features a side, else greedy)."""
+def compare(name_a: str, stamp_a: int, name_b: str, stamp_b: int):
+    """analysis.compare of two dictionaries (Hungarian up to 8192 features a side, else greedy)."""
     from analysis.compare import compare_dictionaries
 
     try:
-        return compare_dictionaries(dictionary(path_a, stamp_a), dictionary(path_b, stamp_b))
+        return compare_dictionaries(dictionary(name_a, stamp_a), dictionary(name_b, stamp_b))
     except ValueError as exc:
         raise InputError(str(exc)) from None

@@ -100,17 +100,18 @@ def ranking(model_name: str, prompt: str, target: str):
 
 
 @st.cache_data(show_spinner="reading the dictionary...", max_entries=256)
-def _head_weights(model_name: str, path: str, stamp: int, feature: int) -> tuple[list[float], int]:
+def _head_weights(model_name: str, name: str, stamp: int, feature: int) -> tuple[list[float], int]:
     from analysis.heads.scan import n_kv_heads
     from analysis.heads.dfa import feature_head_weights
 
     lm = cache.model(model_name)
-    return feature_head_weights(cache.dictionary(path, stamp), lm.cfg.n_heads, feature), n_kv_heads(lm)
+    return feature_head_weights(cache.dictionary(name, stamp), lm.cfg.n_heads, feature), n_kv_heads(lm)
 
 
-def feature_head_weights(model_name: str, path: str, feature: int) -> tuple[list[float] | None, int | None]:
+def feature_head_weights(model_name: str, name: str, path: str,
+                         feature: int) -> tuple[list[float] | None, int | None]:
     """Head attribution of one feature of an attention-output dictionary and the model's KV head count."""
     stamp = cache.stamp(path)
     if not stamp or not model_name:  # no weights on disk, or no model to tell the head count
         return None, None
-    return cache.compute(_head_weights, model_name, path, stamp, feature)
+    return cache.compute(_head_weights, model_name, name, stamp, feature)

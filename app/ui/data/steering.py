@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import duckdb
 import streamlit as st
@@ -53,16 +52,6 @@ def stored_runs(db: str, version: tuple, dictionary: str | None = None, limit: i
     return cache._read(db, _runs, dictionary, limit)
 
 
-@st.cache_resource(show_spinner="loading a dictionary for steering...", max_entries=8)
-def _steering_sae(path: str, stamp: int):
-    from sae.dictionaries import load_dictionary
-
-    try:
-        return load_dictionary(Path(path))
-    except ValueError as exc:
-        raise InputError(str(exc)) from None
-
-
 def dictionaries(rows: dict, names: list[str]) -> dict:
     """SteerDictionary per name from the dictionaries' store rows (name -> DictionaryRow)."""
     from analysis.steering.lab import SteerDictionary
@@ -72,7 +61,7 @@ def dictionaries(rows: dict, names: list[str]) -> dict:
         if name not in rows:
             raise InputError(f"unknown dictionary {name!r} (known: {', '.join(sorted(rows)) or 'none yet'})")
         row = rows[name]
-        sae = _steering_sae(row.path, cache.stamp(row.path))
+        sae = cache.dictionary(name, cache.stamp(row.path))
         found[name] = SteerDictionary(name, sae, hook=row.hook or None, max_acts=cache.fetch(max_acts, name),
                                       model=row.model)
     return found

@@ -41,8 +41,7 @@ st.query_params.update({"a": a, "b": b})
 st.caption(f"site {rows[a].model} \u00b7 {rows[a].hook}; {rows[a].arch} ({rows[a].d_sae:,} features) against "
            f"{rows[b].arch} ({rows[b].d_sae:,} features)")
 
-match = cache.compute(cache.compare, rows[a].path, cache.stamp(rows[a].path), rows[b].path,
-                      cache.stamp(rows[b].path))
+match = cache.compute(cache.compare, a, cache.stamp(rows[a].path), b, cache.stamp(rows[b].path))
 threshold = st.slider("a match counts when the decoder cosine is at least", 0.0, 1.0, 0.7, 0.05)
 cols = st.columns(4)
 cols[0].metric("method", match.method)

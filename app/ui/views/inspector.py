@@ -33,7 +33,7 @@ if not text.strip():
     st.info("Type some text and press Inspect.")
     st.stop()
 
-spec = tuple((r.name, r.path, cache.stamp(r.path)) for r in rows)
+spec = tuple((r.name, cache.stamp(r.path)) for r in rows)
 result = cache.compute(cache.inspect, model_name, hook, spec, text)
 if result.truncated:
     st.warning(f"the prompt is longer than the model's context: only its first {len(result.tokens)} tokens are read")

@@ -110,7 +110,8 @@ def head_attribution_section(dictionary, feature: int) -> None:
     from app.ui.data import heads as heads_cache
 
     st.subheader("Head attribution")
-    weights, n_kv = heads_cache.feature_head_weights(dictionary.model, dictionary.path, feature)
+    weights, n_kv = heads_cache.feature_head_weights(dictionary.model, dictionary.name, dictionary.path,
+                                                        feature)
     if weights is None:
         st.caption("head attribution needs the dictionary's weights on disk and its model")
         return

@@ -123,12 +123,16 @@ def test_train_step_decreases_the_loss(arch):
 def test_hook_z_dictionaries_take_head_shaped_inputs(arch, tmp_path):
     model, data = trained(arch, steps=2, hook_name="blocks.0.attn.hook_z")
     save_dictionary(model, tmp_path / "z")
-    loaded = load_dictionary(tmp_path / "z")
+    from sae_lens import SAE
+
+    loaded = SAE.load_from_disk(tmp_path / "z")  # SAELens' own loader: the saved format splices into hook_z
     heads = data[:8].reshape(8, 4, 4)  # [N, n_heads, d_head], flattened head-major by the dictionary
     with torch.no_grad():
         out = loaded(heads)
         assert out.shape == heads.shape
         assert torch.equal(loaded.encode(heads), loaded.encode(heads.reshape(1, 8, 4, 4)).reshape(8, D_SAE))
+        # ours reads the same activations as flat head-major rows, as every SparseScope caller passes them
+        assert torch.equal(load_dictionary(tmp_path / "z").encode(heads.reshape(8, 16)), loaded.encode(heads))
 
 
 def test_save_replaces_an_existing_dictionary_atomically(tmp_path):

@@ -111,9 +111,16 @@ def test_head_attribution_widget_for_the_feature_page(tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
     from sae.dictionaries import DictSpec, build_training_sae, save_dictionary
+    from store import Workspace, session
+    from store.dictionaries import DictionaryRow, add_dictionary
 
     save_dictionary(build_training_sae(DictSpec(arch="topk", d_in=64, d_sae=32, k=4,
                                                 hook_name="blocks.1.attn.hook_z")), tmp_path / "attn")
+    ws = Workspace.resolve(tmp_path / "ws")
+    with session(ws.db_path) as con:  # the page opens dictionaries by name from the workspace's store
+        add_dictionary(con, DictionaryRow(name="attn", model="tiny-random", hook="blocks.1.attn.hook_z",
+                                          arch="topk", d_in=64, d_sae=32, k=4, path=str(tmp_path / "attn")))
+    monkeypatch.setenv("SPARSESCOPE_WORKSPACE", str(ws.root))
     monkeypatch.setenv("HEADS_TEST_DICT", str(tmp_path / "attn"))
     at = AppTest.from_function(_attribution_script, default_timeout=120).run()
     _ok(at)
