@@ -1,21 +1,25 @@
 """One way to open the store: `connect(path, read_only=...)`, migrated to the newest schema on open.
 
 DuckDB allows one writing process or many reading processes on a file, never both. Jobs therefore hold
-write connections only for short transactions, and opening retries for a while when another process
-holds the lock instead of failing at once.
+connections only for short transactions, and opening waits while another process holds the lock instead of
+failing: a job never throws away what it computed because another job was writing. By default it waits as
+long as the lock is held, saying so once on stderr; the UI passes a short `wait_s` and shows "busy" instead.
 """
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from pathlib import Path
 from typing import Iterator
 
 import duckdb
 
-from store.migrations import migrate
+from store.errors import InputError
+from store.migrations import latest_version, migrate
 
-LOCK_WAIT_S = 30.0
+NOTICE_AFTER_S = 1.0
+"""A wait for the lock longer than this is announced on stderr (once per connection)."""
 
 
 def is_lock_error(exc: Exception) -> bool:
@@ -26,22 +30,54 @@ def is_lock_error(exc: Exception) -> bool:
 
 
 def connect(path: str | Path = ":memory:", read_only: bool = False,
-            wait_s: float = LOCK_WAIT_S) -> duckdb.DuckDBPyConnection:
-    """Open the store at `path` (":memory:" for tests); a writable connection migrates the schema."""
-    deadline = time.monotonic() + wait_s
-    delay = 0.05
+            wait_s: float | None = None) -> duckdb.DuckDBPyConnection:
+    """Open the store at `path` (":memory:" for tests); a writable connection migrates the schema.
+
+    While another process holds the file, wait up to `wait_s` seconds (None: as long as it takes, with one
+    line on stderr), then raise DuckDB's lock error. InputError for a file that is not a DuckDB store or a
+    store written by a newer SparseScope.
+    """
+    con = _open(path, read_only, wait_s)
+    try:
+        _check_version(con, path)
+        if not read_only:
+            migrate(con)
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def _open(path: str | Path, read_only: bool, wait_s: float | None) -> duckdb.DuckDBPyConnection:
+    start = time.monotonic()
+    delay, told = 0.05, False
     while True:
         try:
-            con = duckdb.connect(str(path), read_only=read_only)
-            break
+            return duckdb.connect(str(path), read_only=read_only)
         except (duckdb.IOException, duckdb.ConnectionException) as exc:
-            if not is_lock_error(exc) or time.monotonic() > deadline:
+            if not is_lock_error(exc):
+                if "not a valid duckdb database" in str(exc).lower():
+                    raise InputError(f"{path} is not a SparseScope store (not a DuckDB database file)") from None
                 raise
+            waited = time.monotonic() - start
+            if wait_s is not None and waited > wait_s:
+                raise
+            if wait_s is None and not told and waited > NOTICE_AFTER_S:
+                print(f"waiting for the store {path}: another process is writing to it (Ctrl+C stops)",
+                      file=sys.stderr, flush=True)
+                told = True
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
-    if not read_only:
-        migrate(con)
-    return con
+
+
+def _check_version(con: duckdb.DuckDBPyConnection, path: str | Path) -> None:
+    try:
+        found = con.execute("SELECT coalesce(max(id), 0) FROM _migrations").fetchone()[0]
+    except duckdb.CatalogException:  # a new store (no _migrations yet)
+        return
+    if int(found) > latest_version():
+        raise InputError(f"the store {path} was written by a newer SparseScope (schema {found}; this one "
+                         f"knows up to {latest_version()}): upgrade SparseScope to open it")
 
 
 @contextlib.contextmanager

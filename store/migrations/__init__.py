@@ -5,6 +5,7 @@ change the schema by adding the next number.
 """
 from __future__ import annotations
 
+import functools
 import re
 from importlib import resources
 
@@ -25,6 +26,12 @@ def available() -> list[tuple[int, str, str]]:
     if numbers != list(range(1, len(numbers) + 1)):
         raise RuntimeError(f"migration numbers must run 1..N without gaps, found {numbers}")
     return found
+
+
+@functools.lru_cache(maxsize=1)
+def latest_version() -> int:
+    """The newest schema this version of SparseScope knows."""
+    return available()[-1][0]
 
 
 def current_version(con: duckdb.DuckDBPyConnection) -> int:
