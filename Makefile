@@ -43,6 +43,7 @@ bench: setup
 	for b in bench/*.py; do $(PY) $$b --quick || exit 1; done
 
 lint: setup
+	$(PY) -m ruff check app analysis sae store bench tests
 	$(PY) -m compileall -q app analysis sae store bench tests
 
 clean:
