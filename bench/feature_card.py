@@ -2,7 +2,7 @@
 
     python bench/feature_card.py [--quick] [--features 50000] [--examples 20]
 
-Builds a DuckDB file in a temporary folder with synthetic results (feature_tables of tests/factories.py:
+Builds a DuckDB file in a temporary folder with synthetic results (tests/factories.py, the tests' builder:
 50,000 features x 20 examples, 20 histogram bins, 20 logit rows, 20 neighbour rows each; 20,000 contexts
 of 64 tokens; a 50,000-token vocabulary), reopens it read-only as the UI does, then times `feature_card`
 for 200 random features and `search_by_top_token` for 50 random token strings. Prints one JSON line:
@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from store import connect  # noqa: E402
 from store.features import write_feature_stats, write_vocab  # noqa: E402
 from store.queries import feature_card, search_by_top_token  # noqa: E402
-from tests.factories import feature_tables  # noqa: E402  (the tests' synthetic results, not a copy of them)
+from tests.factories import synthetic_feature_tables  # noqa: E402  (the tests' builder, not a copy of it)
 
 CTX_LEN, N_CONTEXTS, VOCAB, WINDOW = 64, 20_000, 50_000, 17
 
@@ -52,9 +52,9 @@ def build(path: Path, n_feat: int, n_ex: int) -> float:
     vocab = [f"tok{i}" for i in range(VOCAB)]
     write_vocab(con, "bench-model", vocab)
     # n_ex examples a feature: half top, half one per quantile band; no dead features, so every card is full
-    tables = feature_tables(n_feat, seed=0, n_top=n_ex // 2, n_bands=n_ex - n_ex // 2, per_band=1, dead_every=0,
-                            vocab=vocab, corpus="bench", n_contexts=N_CONTEXTS,
-                            ctx_len=CTX_LEN, window=WINDOW, n_tokens=CTX_LEN * N_CONTEXTS)
+    tables = synthetic_feature_tables(n_feat, seed=0, n_top=n_ex // 2, n_bands=n_ex - n_ex // 2, per_band=1,
+                                      dead_every=0, vocab=vocab, corpus="bench", n_contexts=N_CONTEXTS,
+                                      ctx_len=CTX_LEN, window=WINDOW, n_tokens=CTX_LEN * N_CONTEXTS)
     start = time.perf_counter()
     write_feature_stats(con, "bench-dict", "bench", tables, n_tokens=CTX_LEN * N_CONTEXTS)
     write_s = time.perf_counter() - start

@@ -1,20 +1,31 @@
 """Builders shared by the tests and the bench scripts. No pytest here: bench/*.py import this module too.
 
+Configs (SAELens' tests/helpers.py pattern: defaults for a tiny run; a test overrides what it is about)
+    dict_spec(arch, **fields)             a DictSpec on tiny-random's residual stream (d_in 64)
+    train_config(**fields)                a TrainConfig that trains in seconds on CPU
+    saved_dictionary(folder, **fields)    a freshly initialised dictionary saved in SAELens format
+Data
+    seeded_tiny(**cfg)                    a tiny-random HookedTransformer with config overrides, weights from seed 0
+    sparse_activations(n, d_in)           learnable activations: sparse combinations of random directions
 Stores
-    feature_table(name, columns)      one analysis result table in the store's column types
-    feature_tables(n_features, ...)   every result table of one dictionary, synthetic (the one fake builder)
-    build_report_store(con, ...)      a demo-shaped store: four dictionaries, labels, head scores, steering runs
+    feature_table(name, columns)          one analysis result table in the store's column types
+    synthetic_feature_tables(n, ...)      every result table of one dictionary, random unless set
+    build_report_store(con, ...)          a demo-shaped store: four dictionaries, labels, head scores, steering
+
+tests/ui_store.py builds the UI tests' workspace from real tiny-model activations (typed by feature_table).
 """
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
 
+TINY_MODEL, TINY_HOOK, TINY_D_MODEL = "tiny-random", "blocks.0.hook_resid_post", 64
 REPORT_MODEL, REPORT_CORPUS, REPORT_CTX_LEN, REPORT_N_CONTEXTS = "tiny-demo", "demo-text", 32, 200
-"""The report store's model and corpus (build_report_store); feature_tables' defaults fit them."""
+"""The report store's model and corpus (build_report_store); synthetic_feature_tables defaults to them."""
 _WORDS = ("the cat sat on a mat while dog ran to park and it was very quiet there until rain came down "
           "on every roof of old town so people stayed inside reading books about history science music "
           "art love war peace numbers 1 2 3 4 5 code python function return value").split()
@@ -31,6 +42,61 @@ HOSTILE_LABEL = "<script>alert('x')</script> & \"quotes\""
 REPORT_LABELS = ((1, "cat and dog", "fires on pets\nsecond line"), (2, HOSTILE_LABEL, "<b>bold?</b>"),
                  (5, "numbers", ""), (6, "", "notes only"))
 """(feature, label, notes) of topk-demo: multi-line notes, a hostile label, a label only, notes only."""
+
+
+# ------------------------------------------------------------------------------------------- configs
+
+def dict_spec(arch: str = "topk", d_in: int = TINY_D_MODEL, d_sae: int = 128, k: int | None = 4, **fields):
+    """A DictSpec for tiny-random's residual stream; `k` applies only to architectures that have one."""
+    from sae.dictionaries import DictSpec
+    from sae.dictionaries.factory import K_ARCHITECTURES
+
+    fields = {"hook_name": TINY_HOOK, "model_name": TINY_MODEL} | fields
+    return DictSpec(arch, d_in, d_sae, k=k if arch in K_ARCHITECTURES else None, **fields)
+
+
+def train_config(**fields):
+    """A TrainConfig for a run of seconds on CPU: no checkpoints unless asked, a log row every step."""
+    from sae.dictionaries.factory import K_ARCHITECTURES
+    from sae.training import TrainConfig
+
+    defaults = dict(arch="topk", d_sae=64, k=4, tokens=256 * 24, batch=256, lr=1e-2, checkpoint_every=0,
+                    log_every=1, init_rows=1024, device="cpu")
+    fields = defaults | fields
+    if fields["arch"] not in K_ARCHITECTURES:
+        fields["k"] = None
+    return TrainConfig(**fields)
+
+
+def saved_dictionary(folder: str | Path, **spec_fields) -> Path:
+    """A dictionary as built for training (weights from torch's global RNG), saved at `folder`."""
+    from sae.dictionaries import build_training_sae, save_dictionary
+
+    save_dictionary(build_training_sae(dict_spec(**spec_fields)), folder)
+    return Path(folder)
+
+
+# ------------------------------------------------------------------------------------------- data
+
+def seeded_tiny(**overrides):
+    """A fresh tiny-random HookedTransformer with `tiny_config` overrides, its weights drawn from seed 0."""
+    import torch
+    from transformer_lens import HookedTransformer
+
+    from sae.models import tiny_config, tiny_tokenizer
+
+    torch.manual_seed(0)
+    return HookedTransformer(tiny_config(**overrides), tokenizer=tiny_tokenizer()).eval()
+
+
+def sparse_activations(n: int = 4000, d_in: int = 16, seed: int = 0) -> np.ndarray:
+    """Sparse combinations of 48 random unit directions plus a little noise: learnable by any arch."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    atoms = torch.nn.functional.normalize(torch.randn(48, d_in, generator=g), dim=-1)
+    codes = (torch.rand(n, 48, generator=g) < 0.08) * torch.rand(n, 48, generator=g) * 4
+    return (codes @ atoms + 0.02 * torch.randn(n, d_in, generator=g) + 1.0).numpy()
 
 
 # ------------------------------------------------------------------------------------------- result tables
@@ -69,12 +135,12 @@ def _per_feature(n_features: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.repeat(np.arange(n_features), k), np.tile(np.arange(k), n_features)
 
 
-def feature_tables(n_features: int, *, seed: int = 0, n_top: int = 20, n_bands: int = 10, per_band: int = 5,
-                   n_bins: int = 20, n_logits: int = 10, n_neighbors: int = 10, mp_steps: int = 0,
-                   dead_every: int = 17, vocab: Sequence[str] = REPORT_VOCAB, corpus: str = REPORT_CORPUS,
-                   n_contexts: int = REPORT_N_CONTEXTS, ctx_len: int = REPORT_CTX_LEN, window: int = 17,
-                   n_tokens: int = 400_000,
-                   columns: Mapping[str, Mapping[str, object]] | None = None) -> dict[str, pa.Table]:
+def synthetic_feature_tables(n_features: int, *, seed: int = 0, n_top: int = 20, n_bands: int = 10,
+                             per_band: int = 5, n_bins: int = 20, n_logits: int = 10, n_neighbors: int = 10,
+                             mp_steps: int = 0, dead_every: int = 17, vocab: Sequence[str] = REPORT_VOCAB,
+                             corpus: str = REPORT_CORPUS, n_contexts: int = REPORT_N_CONTEXTS,
+                             ctx_len: int = REPORT_CTX_LEN, window: int = 17, n_tokens: int = 400_000,
+                             columns: Mapping[str, Mapping[str, object]] | None = None) -> dict[str, pa.Table]:
     """Synthetic results of one dictionary shaped like a real analysis, built column-wise (50,000 features in
     seconds). Values are random (from `seed`) unless `columns` sets them.
 
@@ -114,10 +180,15 @@ def feature_tables(n_features: int, *, seed: int = 0, n_top: int = 20, n_bands: 
         f, s = _per_feature(n, mp_steps)
         raw["mp_steps"] = dict(feature=f, step=s, count=rng.integers(0, 100, len(f)))
         raw["mp_parents"] = dict(feature=f, rank=s, parent=(f + 7 * (s + 1)) % n, count=40 - 5 * s)
-    for name, given in (columns or {}).items():
+    return _typed(raw, columns or {}, vocab)
+
+
+def _typed(raw: dict[str, dict], columns: Mapping[str, Mapping[str, object]], vocab: np.ndarray) -> dict[str, pa.Table]:
+    """The tables of `raw` with `columns` set, token text from token ids, example windows as Arrow lists."""
+    for name, given in columns.items():
         rows = len(raw[name]["feature"])
-        raw[name].update({column: value if isinstance(value, list) else np.broadcast_to(value, (rows,))
-                          for column, value in given.items()})
+        raw[name].update({column: value if isinstance(value, list) or np.ndim(value) > 1  # ragged, windows
+                          else np.broadcast_to(value, (rows,)) for column, value in given.items()})
     logits = raw["feature_logits"]
     if logits["token"] is None:
         logits["token"] = vocab[logits["token_id"]]
@@ -157,8 +228,8 @@ def build_report_store(con, n_features: int = 48, per_band: int = 5, seed: int =
                        labels: bool = True) -> None:
     """Fill `con` (a migrated store) with a synthetic, demo-shaped workspace for report tests and
     bench/report.py: REPORT_DICTIONARIES (TopK, MP, codebook, attention output) on REPORT_VOCAB, each
-    analysed by feature_tables (20 top examples, 10 bands x per_band quantile ones); REPORT_LABELS; head
-    scores and head attribution for attn-demo; two steering runs. 1,000 features take about a second."""
+    analysed by synthetic_feature_tables (20 top examples, 10 bands x per_band quantile ones); REPORT_LABELS;
+    head scores and head attribution for attn-demo; two steering runs. 1,000 features take about a second."""
     from store import dictionaries as dict_repo
     from store.features import write_feature_stats
 
@@ -168,7 +239,8 @@ def build_report_store(con, n_features: int = 48, per_band: int = 5, seed: int =
         dict_repo.add_dictionary(con, dict_repo.DictionaryRow(name, REPORT_MODEL, hook, arch, 64, n_features, 8,
                                                               f"{path_root}/dictionaries/{name}"))
         dict_repo.set_metrics(con, name, {"fvu": fvu, "l0": l0, "dead": 0.05, "ce_recovered": 0.9 - fvu})
-        tables = feature_tables(n_features, seed=seed + i, per_band=per_band, mp_steps=4 if arch == "mp" else 0)
+        tables = synthetic_feature_tables(n_features, seed=seed + i, per_band=per_band,
+                                          mp_steps=4 if arch == "mp" else 0)
         write_feature_stats(con, name, REPORT_CORPUS, tables, n_tokens=400_000)
     if _has(con, "head_stats"):  # stores from before the heads and steering migrations lack these parts
         _report_heads(con, n_features)

@@ -10,7 +10,7 @@ from store import InputError, connect
 from store.features import write_feature_stats, write_vocab
 from store.queries import (Summary, count_features, feature_card, feature_summaries, features_page,
                            random_feature, search_by_label, search_by_logit_token, search_by_top_token, set_label)
-from tests.factories import feature_tables
+from tests.factories import synthetic_feature_tables
 
 VOCAB = ["<bos>", " the", " cat", " sat", " on", " mat", " dog", "The", " ran", "."]
 CONTEXTS = [[0, 1, 2, 3, 4, 1, 5, 9], [0, 7, 6, 8, 4, 1, 5, 9], [0, 1, 6, 3, 9, 2, 8, 9]]
@@ -28,9 +28,7 @@ def make_tables(scale: float = 1.0, n_features: int = N_FEATURES) -> dict[str, p
     def two_rows(first, second) -> np.ndarray:  # tables with two rows a feature: top / quantile, + / -, ...
         return np.column_stack(np.broadcast_arrays(first, second, f)[:2]).reshape(-1)
 
-    return feature_tables(n_features, n_top=1, n_bands=1, per_band=1, n_bins=1, n_logits=1, n_neighbors=1,
-                          mp_steps=1, dead_every=0, vocab=VOCAB, corpus="c", n_contexts=len(CONTEXTS), ctx_len=8,
-                          window=4, columns={
+    columns = {
         "features": dict(count=f * 10, density=f / 10, mean_act=scale * f, max_act=peak, decoder_norm=1.0,
                          max_decoder_cos=0.5),
         "feature_histograms": dict(bin_lo=0.1, bin_hi=scale * 10, count=f * 10),
@@ -42,7 +40,10 @@ def make_tables(scale: float = 1.0, n_features: int = N_FEATURES) -> dict[str, p
         "feature_neighbors": dict(other=np.repeat((f + 1) % n_features, 2), score=0.5),
         "mp_steps": dict(step=1, count=5),
         "mp_parents": dict(parent=0, count=3),
-    })
+    }
+    return synthetic_feature_tables(n_features, n_top=1, n_bands=1, per_band=1, n_bins=1, n_logits=1,
+                                    n_neighbors=1, mp_steps=1, dead_every=0, vocab=VOCAB, corpus="c",
+                                    n_contexts=len(CONTEXTS), ctx_len=8, window=4, columns=columns)
 
 
 @pytest.fixture
