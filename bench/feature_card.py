@@ -2,10 +2,10 @@
 
     python bench/feature_card.py [--quick] [--features 50000] [--examples 20]
 
-Builds a DuckDB file in a temporary folder with synthetic results (50,000 features x 20 examples, 20
-histogram bins, 20 logit rows, 20 neighbour rows each; 20,000 contexts of 64 tokens; a 50,000-token
-vocabulary), reopens it read-only as the UI does, then times `feature_card` for 200 random features and
-`search_by_top_token` for 50 random token strings. Prints one JSON line:
+Builds a DuckDB file in a temporary folder with synthetic results (tests/factories.py, the tests' builder:
+50,000 features x 20 examples, 20 histogram bins, 20 logit rows, 20 neighbour rows each; 20,000 contexts
+of 64 tokens; a 50,000-token vocabulary), reopens it read-only as the UI does, then times `feature_card`
+for 200 random features and `search_by_top_token` for 50 random token strings. Prints one JSON line:
 {"bench": "feature_card", "p95_ms": ..., "search_p95_ms": ..., "ok": ...}
 (targets: p95 feature_card < 50 ms, search < 200 ms).
 """
@@ -26,49 +26,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from store import connect  # noqa: E402
 from store.features import write_feature_stats, write_vocab  # noqa: E402
 from store.queries import feature_card, search_by_top_token  # noqa: E402
+from tests.factories import synthetic_feature_tables  # noqa: E402  (the tests' builder, not a copy of it)
 
 CTX_LEN, N_CONTEXTS, VOCAB, WINDOW = 64, 20_000, 50_000, 17
 
 
 def _ints(values, kind=pa.int32()):
     return pa.array(values, kind)
-
-
-def synthetic_tables(rng: np.random.Generator, n_feat: int, n_ex: int) -> dict[str, pa.Table]:
-    """Random results shaped like a real analysis, built column-wise (seconds, no Python loops)."""
-    feat = np.repeat(np.arange(n_feat), n_ex)
-    rank = np.tile(np.arange(n_ex), n_feat)
-    top = rank < n_ex // 2
-    n = len(feat)
-    position = rng.integers(0, CTX_LEN, n)
-    window_start = np.clip(position - WINDOW // 2, 0, CTX_LEN - WINDOW)
-    acts = rng.random((n, WINDOW), dtype=np.float32)
-    token_acts = pa.ListArray.from_arrays(pa.array(np.arange(n + 1) * WINDOW, pa.int32()), acts.reshape(-1))
-    examples = pa.table({
-        "feature": _ints(feat), "kind": pa.array(np.where(top, "top", "quantile")),
-        "band": pa.array(np.where(top, None, rank % 10), pa.int16(), from_pandas=True),
-        "rank": _ints(rank, pa.int16()), "corpus": pa.array(["bench"] * n),
-        "context_id": _ints(rng.integers(0, N_CONTEXTS, n)), "position": _ints(position),
-        "activation": pa.array(rng.random(n, dtype=np.float32)), "window_start": _ints(window_start),
-        "token_acts": token_acts})
-    count = rng.integers(0, 10_000, n_feat)
-    features = pa.table({
-        "feature": _ints(np.arange(n_feat)), "count": count, "density": count / 1e6,
-        "mean_act": rng.random(n_feat), "max_act": rng.random(n_feat) * 10,
-        "decoder_norm": np.ones(n_feat), "max_decoder_cos": rng.random(n_feat)})
-    k = 20
-    f20, r20 = np.repeat(np.arange(n_feat), k), np.tile(np.arange(k), n_feat)
-    hist = pa.table({"feature": _ints(f20), "bin": _ints(r20, pa.int16()), "bin_lo": r20 * 0.1,
-                     "bin_hi": r20 * 0.1 + 0.1, "count": rng.integers(1, 100, len(f20))})
-    token_id = rng.integers(0, VOCAB, len(f20))
-    logits = pa.table({"feature": _ints(f20), "sign": pa.array(np.where(r20 < 10, 1, -1), pa.int8()),
-                       "rank": _ints(r20 % 10, pa.int16()), "token_id": _ints(token_id),
-                       "token": pa.array([f"tok{t}" for t in token_id]), "value": rng.normal(size=len(f20))})
-    neighbors = pa.table({"feature": _ints(f20), "kind": pa.array(np.where(r20 < 10, "decoder", "cooccurrence")),
-                          "rank": _ints(r20 % 10, pa.int16()), "other": _ints(rng.integers(0, n_feat, len(f20))),
-                          "score": rng.random(len(f20))})
-    return {"features": features, "feature_examples": examples, "feature_histograms": hist,
-            "feature_logits": logits, "feature_neighbors": neighbors}
 
 
 def build(path: Path, n_feat: int, n_ex: int) -> float:
@@ -85,8 +49,12 @@ def build(path: Path, n_feat: int, n_ex: int) -> float:
     con.register("_contexts", contexts)
     con.execute("INSERT INTO contexts SELECT * FROM _contexts")
     con.unregister("_contexts")
-    write_vocab(con, "bench-model", [f"tok{i}" for i in range(VOCAB)])
-    tables = synthetic_tables(rng, n_feat, n_ex)
+    vocab = [f"tok{i}" for i in range(VOCAB)]
+    write_vocab(con, "bench-model", vocab)
+    # n_ex examples a feature: half top, half one per quantile band; no dead features, so every card is full
+    tables = synthetic_feature_tables(n_feat, seed=0, n_top=n_ex // 2, n_bands=n_ex - n_ex // 2, per_band=1,
+                                      dead_every=0, vocab=vocab, corpus="bench", n_contexts=N_CONTEXTS,
+                                      ctx_len=CTX_LEN, window=WINDOW, n_tokens=CTX_LEN * N_CONTEXTS)
     start = time.perf_counter()
     write_feature_stats(con, "bench-dict", "bench", tables, n_tokens=CTX_LEN * N_CONTEXTS)
     write_s = time.perf_counter() - start

@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from analysis.reports import Selection, collect_report, write_report  # noqa: E402
 from store import connect, session  # noqa: E402
-from tests.unit.reports.test_collect import build_report_store  # noqa: E402  (the report tests' store)
+from tests.factories import build_report_store  # noqa: E402  (the report tests' store)
 
 MAX_SECONDS, MAX_MB = 20.0, 15.0
 

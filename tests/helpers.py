@@ -1,4 +1,5 @@
-"""Test builders shared across test files: the CLI runner, the one-error-line check, a seeded tiny model."""
+"""Test utilities shared across test files: the CLI runner, the one-error-line check, the UI server's port and
+health check. Builders of models, configs and stores are in tests/factories.py."""
 from __future__ import annotations
 
 import socket
@@ -8,7 +9,6 @@ import time
 import urllib.request
 
 import pytest
-import torch
 
 
 def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
@@ -29,16 +29,6 @@ def error_line(err: str) -> str:
     assert lines[0].startswith("error: ")
     assert "Traceback" not in err
     return lines[0]
-
-
-def seeded_tiny(**overrides):
-    """A fresh tiny-random HookedTransformer with `tiny_config` overrides, its weights drawn from seed 0."""
-    from transformer_lens import HookedTransformer
-
-    from sae.models import tiny_config, tiny_tokenizer
-
-    torch.manual_seed(0)
-    return HookedTransformer(tiny_config(**overrides), tokenizer=tiny_tokenizer()).eval()
 
 
 def free_port() -> int:

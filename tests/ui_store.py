@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from tests.factories import feature_table, saved_dictionary
+
 MODEL = "tiny-random"
 HOOK = "blocks.0.hook_resid_post"
 CORPUS = "demo-text"
@@ -63,7 +65,7 @@ def build(root: str | Path) -> Path:
     import torch
 
     from analysis.evaluate import ModelEval, activation_metrics
-    from sae.dictionaries import DictSpec, build_training_sae, load_dictionary, save_dictionary
+    from sae.dictionaries import load_dictionary
     from sae.models import load_model
     from store import Workspace, session
     from store.corpora import Corpus, save_corpus
@@ -93,12 +95,11 @@ def build(root: str | Path) -> Path:
     rows = acts[:, 1:].reshape(-1, acts.shape[-1])  # metrics skip the BOS position, as training does
     for plan in DICTIONARIES:
         folder = ws.dictionaries_dir / plan.name
-        spec = DictSpec(plan.arch, d_in=lm.cfg.d_model, d_sae=plan.d_sae, k=plan.k, hook_name=HOOK,
-                        model_name=MODEL)
-        save_dictionary(build_training_sae(spec), folder)
+        saved_dictionary(folder, arch=plan.arch, d_in=lm.cfg.d_model, d_sae=plan.d_sae, k=plan.k, hook_name=HOOK,
+                         model_name=MODEL)
         sae = load_dictionary(folder)
         metrics = activation_metrics(sae, rows) | evaluator.evaluate(sae)
-        tables = feature_tables(sae, plan.arch, acts, tokens.numpy(), lm.W_U.detach(), vocab)
+        tables = measured_tables(sae, plan.arch, acts, tokens.numpy(), lm.W_U.detach(), vocab)
         with session(ws.db_path) as con:
             add_dictionary(con, DictionaryRow(plan.name, MODEL, HOOK, plan.arch, lm.cfg.d_model, plan.d_sae,
                                               plan.k, str(folder)))
@@ -113,7 +114,7 @@ def build(root: str | Path) -> Path:
 
 # ------------------------------------------------------------------------------------------- tables
 
-def feature_tables(sae, arch: str, acts, tokens: np.ndarray, w_u, vocab: list[str]) -> dict[str, pa.Table]:
+def measured_tables(sae, arch: str, acts, tokens: np.ndarray, w_u, vocab: list[str]) -> dict[str, pa.Table]:
     """Every result table of one dictionary from its activations on the corpus."""
     import torch
 
@@ -136,12 +137,10 @@ def feature_tables(sae, arch: str, acts, tokens: np.ndarray, w_u, vocab: list[st
     np.fill_diagonal(cos, -np.inf)
     dec_ids = np.argsort(-cos, axis=1)[:, :N_NEIGHBORS]
     tables = {
-        "features": pa.table({
-            "feature": pa.array(np.arange(d_sae), pa.int32()), "count": pa.array(count, pa.int64()),
-            "density": pa.array(count / flat.shape[0], pa.float64()),
-            "mean_act": pa.array(mean_act, pa.float64()), "max_act": pa.array(max_act, pa.float64()),
-            "decoder_norm": pa.array(w_dec.norm(dim=1).numpy(), pa.float64()),
-            "max_decoder_cos": pa.array(np.take_along_axis(cos, dec_ids[:, :1], 1)[:, 0], pa.float64())}),
+        "features": feature_table("features", dict(
+            feature=np.arange(d_sae), count=count, density=count / flat.shape[0], mean_act=mean_act,
+            max_act=max_act, decoder_norm=w_dec.norm(dim=1).numpy(),
+            max_decoder_cos=np.take_along_axis(cos, dec_ids[:, :1], 1)[:, 0])),
         "feature_histograms": _histograms(flat),
         "feature_examples": _examples(f),
         "feature_logits": _logits((w_dec @ w_u.float()).numpy(), vocab),
@@ -168,9 +167,7 @@ def _histograms(flat: np.ndarray) -> pa.Table:
         parts["bin_lo"] += edges[keep].tolist()
         parts["bin_hi"] += edges[keep + 1].tolist()
         parts["count"] += counts[keep].tolist()
-    types = {"feature": pa.int32(), "bin": pa.int16(), "bin_lo": pa.float64(), "bin_hi": pa.float64(),
-             "count": pa.int64()}
-    return pa.table({k: pa.array(v, types[k]) for k, v in parts.items()})
+    return feature_table("feature_histograms", parts)
 
 
 def _examples(f: np.ndarray) -> pa.Table:
@@ -196,15 +193,10 @@ def _examples(f: np.ndarray) -> pa.Table:
     start = np.clip(position - WINDOW, 0, ctx - (2 * WINDOW + 1))
     feature = np.array([r[0] for r in rows])
     windows = [f[c, s:s + 2 * WINDOW + 1, k].tolist() for c, s, k in zip(context_id, start, feature)]
-    return pa.table({
-        "feature": pa.array(feature, pa.int32()), "kind": pa.array([r[1] for r in rows], pa.string()),
-        "band": pa.array([r[2] for r in rows], pa.int16()), "rank": pa.array([r[3] for r in rows], pa.int16()),
-        "corpus": pa.array([CORPUS] * len(rows), pa.string()),
-        "context_id": pa.array(context_id, pa.int32()), "position": pa.array(position, pa.int32()),
-        "activation": pa.array(flat[index, feature], pa.float32()),
-        "window_start": pa.array(start, pa.int32()),
-        "token_acts": pa.array(windows, pa.list_(pa.float32())),
-    })
+    return feature_table("feature_examples", dict(
+        feature=feature, kind=[r[1] for r in rows], band=[r[2] for r in rows], rank=[r[3] for r in rows],
+        corpus=[CORPUS] * len(rows), context_id=context_id, position=position, activation=flat[index, feature],
+        window_start=start, token_acts=windows))
 
 
 def _logits(effects: np.ndarray, vocab: list[str]) -> pa.Table:
@@ -213,20 +205,17 @@ def _logits(effects: np.ndarray, vocab: list[str]) -> pa.Table:
         ids = np.argsort(-sign * effects, axis=1)[:, :N_LOGITS]  # (d_sae, N_LOGITS)
         feature, rank = np.indices(ids.shape).reshape(2, -1)
         token_ids = ids.reshape(-1)
-        parts.append(pa.table({
-            "feature": pa.array(feature, pa.int32()), "sign": pa.array([sign] * len(feature), pa.int8()),
-            "rank": pa.array(rank, pa.int16()), "token_id": pa.array(token_ids, pa.int32()),
-            "token": pa.array([vocab[t] for t in token_ids], pa.string()),
-            "value": pa.array(effects[feature, token_ids], pa.float64())}))
+        parts.append(feature_table("feature_logits", dict(
+            feature=feature, sign=[sign] * len(feature), rank=rank, token_id=token_ids,
+            token=[vocab[t] for t in token_ids], value=effects[feature, token_ids])))
     return pa.concat_tables(parts)
 
 
 def _ranked(kind: str, ids: np.ndarray, scores: np.ndarray) -> pa.Table:
     feature, rank = np.nonzero(ids >= 0)
-    return pa.table({
-        "feature": pa.array(feature, pa.int32()), "kind": pa.array([kind] * len(feature), pa.string()),
-        "rank": pa.array(rank, pa.int16()), "other": pa.array(ids[feature, rank], pa.int32()),
-        "score": pa.array(scores[feature, rank], pa.float64())})
+    return feature_table("feature_neighbors", dict(
+        feature=feature, kind=[kind] * len(feature), rank=rank, other=ids[feature, rank],
+        score=scores[feature, rank]))
 
 
 def _cooccurrence(fired: np.ndarray) -> pa.Table:
@@ -262,11 +251,9 @@ def _mp_tables(sae, rows) -> dict[str, pa.Table]:
     parent_counts = np.take_along_axis(pairs, parent_ids, 1)
     child, rank = np.nonzero(parent_counts > 0)
     return {
-        "mp_steps": pa.table({"feature": pa.array(feature, pa.int32()), "step": pa.array(step, pa.int16()),
-                              "count": pa.array(steps[feature, step], pa.int64())}),
-        "mp_parents": pa.table({"feature": pa.array(child, pa.int32()), "rank": pa.array(rank, pa.int16()),
-                                "parent": pa.array(parent_ids[child, rank], pa.int32()),
-                                "count": pa.array(parent_counts[child, rank], pa.int64())}),
+        "mp_steps": feature_table("mp_steps", dict(feature=feature, step=step, count=steps[feature, step])),
+        "mp_parents": feature_table("mp_parents", dict(feature=child, rank=rank, parent=parent_ids[child, rank],
+                                                       count=parent_counts[child, rank])),
     }
 
 
@@ -309,20 +296,6 @@ def texts(at) -> str:
     parts = [e.value for kind in ("markdown", "html", "caption", "error", "info", "warning", "success", "title",
                                   "subheader", "header", "text", "page_link") for e in at.get(kind)]
     return "\n".join(str(p) for p in parts)
-
-
-try:
-    import pytest
-except ImportError:  # building the store needs no pytest
-    pytest = None
-
-if pytest is not None:
-    @pytest.fixture
-    def ui_ws(tmp_path, monkeypatch):
-        """A fresh copy of the demo workspace, which the app under test reads ($SPARSESCOPE_WORKSPACE)."""
-        root = demo_workspace(tmp_path / "ws")
-        monkeypatch.setenv("SPARSESCOPE_WORKSPACE", str(root))
-        return root
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import pytest
 from analysis.reports import Selection, collect_report, write_report
 from analysis.reports.browser import find_browser
 from store import connect, session
-from tests.unit.reports.test_collect import build_report_store
+from tests.factories import build_report_store
 
 pytestmark = pytest.mark.browser
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"

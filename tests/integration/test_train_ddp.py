@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.unit.dictionaries.test_training import synthetic
+from tests.factories import sparse_activations
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,7 +20,7 @@ ARGS = ["train", "--activations", "{acts}", "--d-sae", "64", "--tokens", "2048",
 def _train(tmp_path: Path, launcher: list[str], arch: str, name: str) -> dict:
     acts = tmp_path / "acts.npy"
     if not acts.exists():
-        np.save(acts, synthetic(3000))
+        np.save(acts, sparse_activations(3000))
     args = [a.format(acts=acts) for a in ARGS] + ["--arch", arch, "--name", name, "-w", str(tmp_path / name)]
     if arch != "relu":
         args += ["--k", "4"]

@@ -5,6 +5,7 @@ import torch
 from sae_lens import SAE
 from sae_lens.saes.standard_sae import StandardSAE, StandardSAEConfig
 from safetensors.torch import save_file
+from tests.factories import sparse_activations
 from tests.helpers import error_line, run_cli
 
 from store import connect
@@ -25,10 +26,8 @@ def _dictionaries(ws):
 
 @pytest.fixture
 def acts(tmp_path):
-    from tests.unit.dictionaries.test_training import synthetic
-
     path = tmp_path / "acts.npy"
-    np.save(path, synthetic(2000))
+    np.save(path, sparse_activations(2000))
     return path
 
 

@@ -22,16 +22,9 @@ from sae.dictionaries import (
 from sae.dictionaries.factory import K_ARCHITECTURES
 
 D_IN, D_SAE, K = 16, 64, 4
-
-
-@pytest.fixture(autouse=True)
-def _seeded_single_thread(seed):
-    # These tensors are tiny: a second intra-op thread only adds synchronisation, which on a busy machine
-    # makes each step ~10x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield seed
-    torch.set_num_threads(threads)
+# These tensors are tiny: a second intra-op thread only adds synchronisation, which on a busy machine makes
+# each step ~10x slower.
+pytestmark = pytest.mark.usefixtures("seed", "one_thread")
 
 
 def synthetic(n: int, d_in: int = D_IN, n_true: int = 32, active: int = 3) -> torch.Tensor:

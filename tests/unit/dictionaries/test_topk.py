@@ -20,14 +20,7 @@ PAIRS = [
     (SparseTopKTrainingSAE, SparseTopKTrainingSAEConfig, TopKTrainingSAE, TopKTrainingSAEConfig),
     (SparseBatchTopKTrainingSAE, SparseBatchTopKTrainingSAEConfig, BatchTopKTrainingSAE, BatchTopKTrainingSAEConfig),
 ]
-
-
-@pytest.fixture(autouse=True)
-def _seeded_single_thread(seed):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: a second thread only adds synchronisation
-    yield seed
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("seed", "one_thread")  # tiny tensors: a second thread only adds sync
 
 
 def twins(ours_cls, ours_cfg, ref_cls, ref_cfg, rescale: bool):

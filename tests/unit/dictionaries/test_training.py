@@ -10,29 +10,16 @@ from sae.dictionaries import DictSpec
 from store.errors import InputError
 from sae.sources import FileSource
 from sae.training import TrainConfig, check_resumable, load_checkpoint, save_checkpoint, train
+from tests.factories import sparse_activations, train_config
 
-D_IN, D_SAE = 16, 64
-
-
-def synthetic(n: int = 4000, d_in: int = D_IN, seed: int = 0) -> np.ndarray:
-    """Sparse combinations of 48 random unit directions plus a little noise: learnable by any arch."""
-    g = torch.Generator().manual_seed(seed)
-    atoms = torch.nn.functional.normalize(torch.randn(48, d_in, generator=g), dim=-1)
-    codes = (torch.rand(n, 48, generator=g) < 0.08) * torch.rand(n, 48, generator=g) * 4
-    return (codes @ atoms + 0.02 * torch.randn(n, d_in, generator=g) + 1.0).numpy()
+D_IN = 16  # sparse_activations' default width
 
 
 @pytest.fixture
 def source(tmp_path):
     path = tmp_path / "acts.npy"
-    np.save(path, synthetic())
+    np.save(path, sparse_activations())
     return FileSource(path)
-
-
-def _config(**overrides) -> TrainConfig:
-    fields = dict(arch="topk", d_sae=D_SAE, k=4, tokens=256 * 24, batch=256, lr=1e-2, checkpoint_every=0,
-                  log_every=1, init_rows=1024, device="cpu")
-    return TrainConfig(**(fields | overrides))
 
 
 def _spec(config: TrainConfig) -> DictSpec:
@@ -45,19 +32,19 @@ def _weights(result) -> dict:
 
 @pytest.mark.parametrize("arch", ["topk", "mp"])
 def test_training_decreases_loss_and_logs(source, arch):
-    config = _config(arch=arch, tokens=256 * (24 if arch == "topk" else 10))
+    config = train_config(arch=arch, tokens=256 * (24 if arch == "topk" else 10))
     result = train(_spec(config), config, source, progress=False)
     log = result.state.log
     assert len(log) == config.total_steps and log[-1]["tokens"] == config.total_steps * config.batch
     first, last = np.mean([r["loss"] for r in log[:3]]), np.mean([r["loss"] for r in log[-3:]])
     assert last < 0.8 * first, (first, last)
     assert log[-1]["fvu"] < log[0]["fvu"]
-    assert result.state.scale == pytest.approx(np.sqrt(D_IN) / np.linalg.norm(synthetic()[:3800], axis=1).mean(),
-                                               rel=0.05)
+    mean_norm = np.linalg.norm(sparse_activations()[:3800], axis=1).mean()
+    assert result.state.scale == pytest.approx(np.sqrt(D_IN) / mean_norm, rel=0.05)
 
 
 def test_same_seed_same_dictionary_other_seed_differs(source):
-    config = _config(tokens=256 * 6)
+    config = train_config(tokens=256 * 6)
     a, b = train(_spec(config), config, source, progress=False), train(_spec(config), config, source, progress=False)
     for name, value in _weights(a).items():
         torch.testing.assert_close(value, _weights(b)[name], rtol=0, atol=0)
@@ -67,7 +54,7 @@ def test_same_seed_same_dictionary_other_seed_differs(source):
 
 @pytest.mark.parametrize("arch", ["topk", "codebook"])
 def test_resume_after_a_kill_equals_an_uninterrupted_run(source, tmp_path, monkeypatch, arch):
-    config = _config(arch=arch, tokens=256 * 12, checkpoint_every=5)
+    config = train_config(arch=arch, tokens=256 * 12, checkpoint_every=5)
     straight = train(_spec(config), config, source, progress=False)
     checkpoint = tmp_path / "ckpt" / "checkpoint.pt"
     import sae.dictionaries as dictionaries
@@ -92,7 +79,7 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(source, tmp_path, monke
 
 
 def test_checkpoint_is_atomic_and_corruption_is_one_clear_error(source, tmp_path):
-    config = _config(tokens=256 * 4, checkpoint_every=2)
+    config = train_config(tokens=256 * 4, checkpoint_every=2)
     checkpoint = tmp_path / "run" / "checkpoint.pt"
     train(_spec(config), config, source, checkpoint=checkpoint, progress=False)
     assert [p.name for p in checkpoint.parent.iterdir()] == ["checkpoint.pt"]  # no temp file left behind
@@ -125,11 +112,11 @@ def test_checkpoint_is_atomic_and_corruption_is_one_clear_error(source, tmp_path
 ])
 def test_config_validation(overrides, needle):
     with pytest.raises(ValueError, match=needle):
-        _config(**overrides)
+        train_config(**overrides)
 
 
 def test_learning_rate_schedule():
-    config = _config(tokens=100 * 256, decay_fraction=0.2)
+    config = train_config(tokens=100 * 256, decay_fraction=0.2)
     assert config.total_steps == 100
     assert config.lr_at(0) == config.lr_at(79) == config.lr
     assert config.lr_at(90) == pytest.approx(config.lr / 2) and config.lr_at(100) == 0.0

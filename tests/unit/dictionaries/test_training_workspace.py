@@ -9,10 +9,10 @@ from analysis.corpora import add_corpus
 from analysis.training import TrainRequest, plan_training, train_dictionary
 from sae.dictionaries import DictSpec, save_dictionary
 from sae.sources import FileSource
-from sae.training import TrainConfig, train
+from sae.training import train
 from store import InputError
 from store.dictionaries import get_log, get_metrics, get_run, list_dictionaries
-from tests.unit.dictionaries.test_training import synthetic
+from tests.factories import sparse_activations, train_config
 
 HOOK = "blocks.0.hook_resid_post"
 FAST = dict(d_sae=128, k=4, tokens=1024, batch=256, lr=1e-2)
@@ -52,7 +52,7 @@ def test_train_from_a_cache_and_check_it(tiny_model, con, ws, corpus):
 
 def test_resume_through_the_workspace(con, ws, tmp_path, monkeypatch):
     path = tmp_path / "a.npy"
-    np.save(path, synthetic(2000))
+    np.save(path, sparse_activations(2000))
     req = TrainRequest(arch="topk", activations=str(path), name="r", checkpoint_every=2, **FAST)
     import sae.dictionaries as dictionaries
     from sae.dictionaries.step import train_step
@@ -83,15 +83,14 @@ def test_saved_dictionary_loads_in_plain_saelens_with_the_same_encode(tmp_path, 
     from sae.dictionaries import load_dictionary
 
     path = tmp_path / "a.npy"
-    np.save(path, synthetic(1000))
-    k = None if arch in ("relu", "jumprelu") else 4
-    config = TrainConfig(arch=arch, d_sae=32, k=k, tokens=256 * 3, batch=256, lr=1e-2, init_rows=512, device="cpu")
-    result = train(DictSpec(arch, 16, 32, k=k), config, FileSource(path), progress=False)
+    np.save(path, sparse_activations(1000))
+    config = train_config(arch=arch, d_sae=32, tokens=256 * 3, init_rows=512)
+    result = train(DictSpec(arch, 16, 32, k=config.k), config, FileSource(path), progress=False)
     scale = result.state.scale
     save_dictionary(result.sae, tmp_path / "d", activation_scale=scale)
     plain = SAE.load_from_disk(tmp_path / "d")  # plain SAELens (`import sae` registered our classes)
     ours = load_dictionary(tmp_path / "d")
-    x = torch.from_numpy(synthetic(64, seed=1))
+    x = torch.from_numpy(sparse_activations(64, seed=1))
     with torch.no_grad():
         encoded = plain.encode(x)
         torch.testing.assert_close(encoded, ours.encode(x), rtol=0, atol=0)

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 import torch
-from tests.helpers import seeded_tiny
+from tests.factories import seeded_tiny
 
 from analysis.heads.ablation import ablate_head, mean_head_outputs, means_array
 from analysis.heads.prompt import head_pattern, top_sources

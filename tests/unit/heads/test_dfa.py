@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 import torch
-from tests.helpers import seeded_tiny
+from tests.factories import dict_spec, seeded_tiny
 
 from analysis.heads.dfa import (dictionary_layer, feature_dfa, feature_head_weights, feature_heads_table,
                                 head_attribution, is_attention_hook)
@@ -131,11 +131,10 @@ def test_dfa_rejects_what_it_cannot_attribute():
 @pytest.mark.parametrize("arch", ["topk", "batchtopk", "mp", "codebook"])
 def test_every_sparsescope_architecture_on_hook_z(arch, tmp_path):
     """Saved and reloaded like any dictionary: DFA sums to W_enc . z (MP and codebook have no b_enc)."""
-    from sae.dictionaries import DictSpec, build_training_sae, load_dictionary, save_dictionary
+    from sae.dictionaries import build_training_sae, load_dictionary, save_dictionary
 
     model = tiny()
-    trained = build_training_sae(DictSpec(arch=arch, d_in=64, d_sae=32, k=4, hook_name="blocks.1.attn.hook_z",
-                                          model_name="tiny-random"))
+    trained = build_training_sae(dict_spec(arch, d_sae=32, hook_name="blocks.1.attn.hook_z"))
     with torch.no_grad():
         for param in trained.parameters():
             param.add_(torch.randn_like(param) * 0.1)

@@ -11,28 +11,13 @@ from analysis.heads.run import save_scan, scan_tables
 from analysis.heads.scores import induction_random_sum, match_masks, pattern_counts, pattern_sums
 from store.heads import (export_head_stats, feature_heads, get_head_run, head_examples, head_means, head_scores,
                          save_feature_heads, score_grid, top_heads)
+from tests.factories import seeded_tiny
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matmuls: one thread avoids OpenMP sync that makes a busy machine many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 FREQS = (1, 2, 4, 8, 16, 32, 48, 64)
 """Frequencies (x 2 pi / 128) of the positional code: sum_f cos(theta_f d) peaks only at d = 0 for |d| < 128."""
-
-
-def tiny(**overrides):
-    from transformer_lens import HookedTransformer
-
-    from sae.models import tiny_config, tiny_tokenizer
-
-    torch.manual_seed(0)
-    return HookedTransformer(tiny_config(**overrides), tokenizer=tiny_tokenizer()).eval()
 
 
 def previous_token_model(scale: float = 3.0):
@@ -42,7 +27,7 @@ def previous_token_model(scale: float = 3.0):
     mean is 0 and leaves it alone); tokens live on dims 32..63. W_K reads the code as is, W_Q rotates it back
     by one position, so q_i . k_j = c * sum_f cos(theta_f (i - 1 - j)), largest at j = i - 1.
     """
-    model = tiny()
+    model = seeded_tiny()
     n_ctx, d_head = model.cfg.n_ctx, model.cfg.d_head
     theta = torch.tensor(FREQS, dtype=torch.float32) * 2 * math.pi / 128
     angle = torch.arange(n_ctx, dtype=torch.float32)[:, None] * theta  # (pos, freq)
@@ -157,7 +142,7 @@ def test_induction_random_reads_i_minus_t_plus_1_on_a_hand_made_pattern():
 def test_random_induction_pass_counts_and_gqa_groups():
     from analysis.heads.ablation import mean_head_outputs
 
-    model = tiny(n_key_value_heads=2)
+    model = seeded_tiny(n_key_value_heads=2)
     tokens = corpus_tokens(model, n=5, pos=16)
     result = scan_heads(model, tokens, [0, 1, 2, 3, 4],
                         HeadScanConfig(batch=2, random_seqs=3, random_half=7, mean_contexts=3), progress=False)

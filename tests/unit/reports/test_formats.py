@@ -5,7 +5,7 @@ import json
 
 import pytest
 from tests.helpers import run_cli
-from tests.unit.reports.test_collect import HOSTILE_LABEL, build_report_store
+from tests.factories import HOSTILE_LABEL, build_report_store
 
 from analysis.reports import Selection, collect_report, import_report, render_markdown, write_report
 from analysis.reports.json_io import SCHEMA, SCHEMA_VERSION, report_to_dict

@@ -6,7 +6,7 @@ import re
 
 import pytest
 from tests.helpers import run_cli
-from tests.unit.reports.test_collect import HOSTILE_LABEL, build_report_store
+from tests.factories import HOSTILE_LABEL, build_report_store
 
 from analysis.reports import Selection, check_format, collect_report, render_html, write_report
 from analysis.reports import output as output_mod

@@ -8,6 +8,7 @@ from tests.helpers import run_cli
 from store import connect, session
 from store.errors import InputError
 from store.steering import add_run, feature_max_acts, get_run, list_runs
+from tests.factories import saved_dictionary
 
 HOOK = "blocks.0.hook_resid_post"
 
@@ -18,13 +19,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture
 def steer_ws(ws):
     """A workspace with a tiny-random topk dictionary `tk` (features 0..127), analysed for feature 7 only."""
-    from sae.dictionaries import DictSpec, build_training_sae, save_dictionary
     from store.dictionaries import DictionaryRow, add_dictionary
 
     torch.manual_seed(3)
-    folder = ws.dictionaries_dir / "tk"
-    save_dictionary(build_training_sae(DictSpec("topk", 64, 128, k=4, hook_name=HOOK, model_name="tiny-random")),
-                    folder)
+    folder = saved_dictionary(ws.dictionaries_dir / "tk", arch="topk", d_in=64, d_sae=128, k=4, hook_name=HOOK)
     with session(ws.db_path) as con:
         add_dictionary(con, DictionaryRow("tk", "tiny-random", HOOK, "topk", 64, 128, 4, str(folder)))
         con.execute("INSERT INTO features (dictionary, feature, count, density, mean_act, max_act) "

@@ -8,6 +8,7 @@ import torch
 
 from analysis.steering.lab import Intervention, SteerConfig, SteerDictionary, SteerRun, Trigger, steer, sweep
 from store.errors import InputError
+from tests.factories import saved_dictionary
 
 HOOK = "blocks.0.hook_resid_post"
 NEXT = "blocks.1.hook_resid_pre"  # the same residual after block 0: sees what our hook returned
@@ -15,13 +16,11 @@ PROMPT = "The cat sat on"
 
 
 def _dictionary(tmp: Path, arch: str, hook: str = HOOK, d_in: int = 64, d_sae: int = 128) -> SteerDictionary:
-    from sae.dictionaries import DictSpec, build_training_sae, load_dictionary, save_dictionary
+    from sae.dictionaries import load_dictionary
 
     torch.manual_seed(1)
-    spec = DictSpec(arch, d_in, d_sae, k=4 if arch in ("topk", "mp", "codebook") else None, hook_name=hook,
-                    model_name="tiny-random")
-    save_dictionary(build_training_sae(spec), tmp / arch)
-    return SteerDictionary(arch, load_dictionary(tmp / arch), model="tiny-random")
+    folder = saved_dictionary(tmp / arch, arch=arch, d_in=d_in, d_sae=d_sae, k=4, hook_name=hook)
+    return SteerDictionary(arch, load_dictionary(folder), model="tiny-random")
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -1,6 +1,7 @@
 """Feature results in the store: round trip, atomic replacement, labels, searches, hostile input."""
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -9,6 +10,7 @@ from store import InputError, connect
 from store.features import write_feature_stats, write_vocab
 from store.queries import (Summary, count_features, feature_card, feature_summaries, features_page,
                            random_feature, search_by_label, search_by_logit_token, search_by_top_token, set_label)
+from tests.factories import synthetic_feature_tables
 
 VOCAB = ["<bos>", " the", " cat", " sat", " on", " mat", " dog", "The", " ran", "."]
 CONTEXTS = [[0, 1, 2, 3, 4, 1, 5, 9], [0, 7, 6, 8, 4, 1, 5, 9], [0, 1, 6, 3, 9, 2, 8, 9]]
@@ -16,45 +18,32 @@ N_FEATURES = 4
 
 
 def make_tables(scale: float = 1.0, n_features: int = N_FEATURES) -> dict[str, pa.Table]:
-    """Hand-made results: feature f fires on ' cat' (f even) or ' dog' (f odd), densities f / 10."""
-    feats = list(range(n_features))
-    examples = []
-    for f in feats:
-        ctx, pos = (0, 2) if f % 2 == 0 else (1, 2)  # ' cat' in context 0, ' dog' in context 1
-        examples.append(dict(feature=f, kind="top", band=None, rank=0, corpus="c", context_id=ctx,
-                             position=pos, activation=scale * (f + 1), window_start=0,
-                             token_acts=[0.0, 0.0, scale * (f + 1), 0.5]))
-        examples.append(dict(feature=f, kind="quantile", band=0, rank=0, corpus="c", context_id=2,
-                             position=5, activation=0.1 * scale, window_start=3,
-                             token_acts=[0.0, 0.0, 0.1 * scale]))
-    return {
-        "features": pa.table({"feature": pa.array(feats, pa.int32()),
-                              "count": [f * 10 for f in feats], "density": [f / 10 for f in feats],
-                              "mean_act": [scale * f for f in feats], "max_act": [scale * (f + 1) for f in feats],
-                              "decoder_norm": [1.0] * n_features, "max_decoder_cos": [0.5] * n_features}),
-        "feature_histograms": pa.table({"feature": pa.array(feats, pa.int32()), "bin": pa.array([0] * n_features, pa.int16()),
-                                        "bin_lo": [0.1] * n_features, "bin_hi": [scale * 10] * n_features,
-                                        "count": [f * 10 for f in feats]}),
-        "feature_examples": pa.Table.from_pylist(examples, schema=pa.schema([
-            ("feature", pa.int32()), ("kind", pa.string()), ("band", pa.int16()), ("rank", pa.int16()),
-            ("corpus", pa.string()), ("context_id", pa.int32()), ("position", pa.int32()),
-            ("activation", pa.float32()), ("window_start", pa.int32()), ("token_acts", pa.list_(pa.float32()))])),
-        "feature_logits": pa.table({"feature": pa.array(feats * 2, pa.int32()),
-                                    "sign": pa.array([1] * n_features + [-1] * n_features, pa.int8()),
-                                    "rank": pa.array([0] * 2 * n_features, pa.int16()),
-                                    "token_id": pa.array([3] * n_features + [8] * n_features, pa.int32()),
-                                    "token": [" sat"] * n_features + [" ran"] * n_features,
-                                    "value": [scale * (f + 1) for f in feats] + [-1.0] * n_features}),
-        "feature_neighbors": pa.table({"feature": pa.array(feats * 2, pa.int32()),
-                                       "kind": ["decoder"] * n_features + ["cooccurrence"] * n_features,
-                                       "rank": pa.array([0] * 2 * n_features, pa.int16()),
-                                       "other": pa.array([(f + 1) % n_features for f in feats] * 2, pa.int32()),
-                                       "score": [0.5] * 2 * n_features}),
-        "mp_steps": pa.table({"feature": pa.array(feats, pa.int32()), "step": pa.array([1] * n_features, pa.int16()),
-                              "count": [5] * n_features}),
-        "mp_parents": pa.table({"feature": pa.array(feats, pa.int32()), "rank": pa.array([0] * n_features, pa.int16()),
-                                "parent": pa.array([0] * n_features, pa.int32()), "count": [3] * n_features}),
+    """Hand-made results: feature f fires on ' cat' (f even) or ' dog' (f odd), densities f / 10.
+
+    Per feature: a top example and a quantile one (in context 2), one histogram bin, ' sat' promoted and
+    ' ran' suppressed, decoder and co-occurrence neighbour f + 1, one MP step and parent."""
+    f = np.arange(n_features)
+    peak = scale * (f + 1)
+
+    def two_rows(first, second) -> np.ndarray:  # tables with two rows a feature: top / quantile, + / -, ...
+        return np.column_stack(np.broadcast_arrays(first, second, f)[:2]).reshape(-1)
+
+    columns = {
+        "features": dict(count=f * 10, density=f / 10, mean_act=scale * f, max_act=peak, decoder_norm=1.0,
+                         max_decoder_cos=0.5),
+        "feature_histograms": dict(bin_lo=0.1, bin_hi=scale * 10, count=f * 10),
+        "feature_examples": dict(  # ' cat' at position 2 of context 0, ' dog' at position 2 of context 1
+            context_id=two_rows(f % 2, 2), position=two_rows(2, 5),
+            activation=two_rows(peak, 0.1 * scale), window_start=two_rows(0, 3),
+            token_acts=[acts for p in peak for acts in ([0.0, 0.0, p, 0.5], [0.0, 0.0, 0.1 * scale])]),
+        "feature_logits": dict(token_id=two_rows(3, 8), value=two_rows(peak, -1.0)),
+        "feature_neighbors": dict(other=np.repeat((f + 1) % n_features, 2), score=0.5),
+        "mp_steps": dict(step=1, count=5),
+        "mp_parents": dict(parent=0, count=3),
     }
+    return synthetic_feature_tables(n_features, n_top=1, n_bands=1, per_band=1, n_bins=1, n_logits=1,
+                                    n_neighbors=1, mp_steps=1, dead_every=0, vocab=VOCAB, corpus="c",
+                                    n_contexts=len(CONTEXTS), ctx_len=8, window=4, columns=columns)
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 from tests.helpers import run_cli
-from tests.unit.reports.test_collect import DICTIONARIES, build_report_store
+from tests.factories import REPORT_DICTIONARIES, build_report_store
 
 from store import InputError, Workspace, session
 from store import dictionaries as dict_repo
@@ -25,7 +25,7 @@ def make_workspace(root) -> Workspace:
         (cache / "manifest.json").write_text('{"complete": true}')
         upsert_cache(con, CacheRow(cache.name, "tiny-demo", "blocks.1.hook_resid_post", "demo-text", 64, 6400,
                                    str(cache), True))
-    for name in DICTIONARIES:
+    for name in REPORT_DICTIONARIES:
         folder = space.dictionaries_dir / name
         folder.mkdir(parents=True)
         (folder / "cfg.json").write_text(json.dumps({"d_in": 64, "name": name}))
@@ -67,11 +67,11 @@ def test_round_trip_restores_every_table(exported, tmp_path):
     with session(target.db_path) as con:
         new_id = dict_repo.add_dictionary(con, dict_repo.DictionaryRow("after-import", "m", "h", "topk", 4, 8, 4, "/x"))
     assert sum(summary.rows.values()) == sum(t["rows"] for t in manifest["tables"].values())
-    assert paths == {n: str(target.dictionaries_dir / n) for n in DICTIONARIES}
+    assert paths == {n: str(target.dictionaries_dir / n) for n in REPORT_DICTIONARIES}
     assert cache == [(str(target.activations_dir / "tiny-demo__blocks.1__demo-text"), True)]
-    for name in DICTIONARIES:
+    for name in REPORT_DICTIONARIES:
         assert (target.dictionaries_dir / name / "sae_weights.safetensors").read_bytes() == bytes(range(256)) * 8
-    assert new_id > len(DICTIONARIES)  # the id sequence moved past the imported ids
+    assert new_id > len(REPORT_DICTIONARIES)  # the id sequence moved past the imported ids
 
 
 def test_tampered_file_is_refused_and_nothing_written(exported, tmp_path):

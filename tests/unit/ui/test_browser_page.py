@@ -1,5 +1,5 @@
 """Feature browser: paged table, searches, bad query parameters."""
-from tests.ui_store import open_page, texts, ui_ws  # noqa: F401  (ui_ws is a fixture)
+from tests.ui_store import open_page, texts
 
 PAGE = "views/browser.py"
 

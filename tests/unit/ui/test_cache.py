@@ -6,7 +6,7 @@ import textwrap
 import pytest
 
 from app.ui.data import cache
-from tests.ui_store import open_page, texts, ui_ws  # noqa: F401  (ui_ws is a fixture)
+from tests.ui_store import open_page, texts
 
 JOB = textwrap.dedent("""
     import sys

@@ -1,7 +1,7 @@
 """Compare page: two dictionaries on one site matched by decoder cosine."""
 import numpy as np
 
-from tests.ui_store import open_page, texts, ui_ws  # noqa: F401  (ui_ws is a fixture)
+from tests.ui_store import open_page, texts
 
 PAGE = "views/compare.py"
 

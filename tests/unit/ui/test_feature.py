@@ -3,7 +3,7 @@ import pytest
 
 from store import connect
 from store.queries import feature_card, set_label
-from tests.ui_store import open_page, texts, ui_ws  # noqa: F401  (ui_ws is a fixture)
+from tests.ui_store import open_page, texts
 
 PAGE = "views/feature.py"
 

@@ -1,30 +1,13 @@
 """Heads page: heatmap, deep link to a head, pattern (full and compact), contexts, ablation, ranking, bad input."""
 import pytest
-import torch
 
-from tests.ui_store import CORPUS, MODEL, open_page, texts, ui_ws  # noqa: F401  (ui_ws is a fixture)
+from tests.factories import saved_dictionary
+from tests.ui_store import open_page, texts
 
 PAGE = "views/heads.py"
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture
-def heads_ws(ui_ws):
-    """The demo workspace plus a head scan of its corpus."""
-    from analysis.heads.scan import HeadScanConfig, scan_heads
-    from analysis.heads.run import save_scan
-    from sae.models import load_model
-    from store import session
-    from store.corpora import context_tokens
-
-    model = load_model(MODEL, device="cpu")
-    with session(ui_ws / "sparsescope.duckdb") as con:
-        ids = torch.tensor(context_tokens(con, CORPUS, 0, 12))
-        save_scan(con, scan_heads(model, ids, list(range(12)), HeadScanConfig(batch=6, random_seqs=2, random_half=8),
-                                  progress=False), CORPUS)
-    return ui_ws
 
 
 def _widget(widgets, label: str):
@@ -110,12 +93,10 @@ def _attribution_script():
 def test_head_attribution_widget_for_the_feature_page(tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
-    from sae.dictionaries import DictSpec, build_training_sae, save_dictionary
     from store import Workspace, session
     from store.dictionaries import DictionaryRow, add_dictionary
 
-    save_dictionary(build_training_sae(DictSpec(arch="topk", d_in=64, d_sae=32, k=4,
-                                                hook_name="blocks.1.attn.hook_z")), tmp_path / "attn")
+    saved_dictionary(tmp_path / "attn", arch="topk", d_in=64, d_sae=32, k=4, hook_name="blocks.1.attn.hook_z")
     ws = Workspace.resolve(tmp_path / "ws")
     with session(ws.db_path) as con:  # the page opens dictionaries by name from the workspace's store
         add_dictionary(con, DictionaryRow(name="attn", model="tiny-random", hook="blocks.1.attn.hook_z",

@@ -1,7 +1,7 @@
 """Home page: the workspace at a glance, and a friendly message on an empty workspace."""
 import json
 
-from tests.ui_store import DICTIONARIES, open_page, texts, ui_ws  # noqa: F401  (ui_ws is a fixture)
+from tests.ui_store import DICTIONARIES, open_page, texts
 
 CHART_TAB = "FVU against L0"
 

@@ -1,5 +1,5 @@
 """Prompt inspector: tokens coloured by their strongest feature, the features of a picked token as links."""
-from tests.ui_store import DICTIONARIES, open_page, texts, ui_ws  # noqa: F401  (ui_ws is a fixture)
+from tests.ui_store import DICTIONARIES, open_page, texts
 
 PAGE = "views/inspector.py"
 

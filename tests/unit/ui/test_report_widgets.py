@@ -8,8 +8,7 @@ import zipfile
 from app.ui.data import cache
 from app.ui.data.reports import report_file
 from app.ui.widgets.report import available_formats
-from tests.ui_store import open_page, ui_ws  # noqa: F401  (ui_ws is a fixture)
-from tests.unit.ui.test_heads import heads_ws  # noqa: F401  (a fixture: the test store plus a head scan)
+from tests.ui_store import open_page
 
 
 def test_feature_and_browser_pages_offer_the_export(ui_ws):

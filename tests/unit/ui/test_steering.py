@@ -2,7 +2,7 @@
 import duckdb
 import pytest
 
-from tests.ui_store import open_page, texts, ui_ws  # noqa: F401  (ui_ws is a fixture)
+from tests.ui_store import open_page, texts
 
 PAGE = "views/steering.py"
 
