@@ -212,7 +212,8 @@ def default_name(req: TrainRequest, source: SourcePlan, d_sae: int) -> str:
 
 
 def _config(req: TrainRequest, d_sae: int | None, k: int | None) -> TrainConfig:
-    """The run's config; d_sae, k and l1 come as DictSpec (or check_options) checked them."""
+    """The run's config. It takes d_sae, k and l1 as DictSpec checked them (before the source is known,
+    check_options did, and d_sae may still be None: TrainConfig only checks its own fields)."""
     return _engine_errors(TrainConfig, arch=req.arch, d_sae=d_sae, k=k, l1=req.l1, tokens=req.tokens,
                           batch=req.batch, lr=req.lr, seed=req.seed, checkpoint_every=req.checkpoint_every,
                           device=req.device)

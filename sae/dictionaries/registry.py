@@ -26,16 +26,18 @@ if TYPE_CHECKING:
     from sae.dictionaries.factory import DictSpec
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # one record per architecture: compared and hashed by identity
 class Architecture:
     name: str
     """What users type for --arch and what the store's `dictionaries.arch` holds."""
     training_class: type[TrainingSAE] | None = None
     """SAELens training class; None for an architecture SparseScope only loads (an imported SAELens `gated`)."""
     training_config: type[TrainingSAEConfig] | None = None
+    """Its config class; `architecture()` gives the SAELens name it trains (and checkpoints) under."""
     inference_class: type[SAE] | None = None
     """SAELens class of the saved dictionary: what `SAE.load_from_disk` returns."""
     inference_config: type[SAEConfig] | None = None
+    """Its config class; `architecture()` gives the SAELens name it is saved under (cfg.json)."""
     saelens_names: tuple[str, ...] = ()
     """SAELens architecture names (`cfg.architecture()`) of dictionaries that are this architecture: our training
     and inference classes', and SAELens' own equivalents that a user may import."""
