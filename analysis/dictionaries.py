@@ -101,10 +101,10 @@ def import_dictionary(ws: Workspace, con: duckdb.DuckDBPyConnection, ref: str,
         shutil.copytree(path, tmp)
     else:
         sae.save_model(tmp)
-    from sae.dictionaries import dictionary_arch
+    from sae.dictionaries import arch_of
 
     meta, cfg = sae.cfg.metadata, sae.cfg
-    row = repo.DictionaryRow(name, meta.model_name or "", meta.hook_name or "", dictionary_arch(sae),
+    row = repo.DictionaryRow(name, meta.model_name or "", meta.hook_name or "", arch_of(sae).name,
                              cfg.d_in, cfg.d_sae, getattr(cfg, "k", None), str(folder),
                              source=ref if ref.startswith("saelens:") else str(path.resolve()))
     os.replace(tmp, folder)

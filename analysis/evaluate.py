@@ -29,9 +29,9 @@ def _histogram(values: Tensor, bins: int = HIST_BINS) -> tuple[list[float], list
     return [float(e) for e in edges], (counts / max(1, values.numel())).tolist()
 
 
-def _encode(sae, arch: str, x: Tensor, steps: list[Tensor], reasons: list[Tensor]) -> Tensor:
-    """Feature activations; for MP also collects the pursuit steps that added an atom and stop reasons."""
-    if arch != "mp":
+def _encode(sae, pursuit: bool, x: Tensor, steps: list[Tensor], reasons: list[Tensor]) -> Tensor:
+    """Feature activations; with pursuit steps (MP) also collects the steps that added an atom and stop reasons."""
+    if not pursuit:
         return sae.encode(x)
     from sae.dictionaries import mp_encode_steps
 
@@ -44,9 +44,9 @@ def _encode(sae, arch: str, x: Tensor, steps: list[Tensor], reasons: list[Tensor
 @torch.no_grad()
 def activation_metrics(sae, rows: Tensor, batch: int = 4096) -> dict[str, float]:
     """L0, FVU, cosine, norm ratio, dead and dense fractions of `sae` on raw activation rows [n, d_in]."""
-    from sae.dictionaries import dictionary_arch
+    from sae.dictionaries import arch_of
 
-    arch, device = dictionary_arch(sae), next(sae.parameters()).device
+    arch, device = arch_of(sae), next(sae.parameters()).device
     n, d = rows.shape
     sum_x = torch.zeros(d, dtype=torch.float64)
     sum_sq = sse = cos = ratio = 0.0
@@ -54,7 +54,7 @@ def activation_metrics(sae, rows: Tensor, batch: int = 4096) -> dict[str, float]
     l0s, steps, reasons = [], [], []
     for x in rows.split(batch):
         x = x.to(device)
-        acts = _encode(sae, arch, x, steps, reasons)
+        acts = _encode(sae, arch.has_pursuit_steps, x, steps, reasons)
         x_hat = sae.decode(acts).float()
         active = acts != 0
         l0s.append(active.sum(-1).cpu())
@@ -71,7 +71,7 @@ def activation_metrics(sae, rows: Tensor, batch: int = 4096) -> dict[str, float]
                "l0_max": float(l0.max()), "cos": cos / n, "norm_ratio": ratio / n,
                "dead": float((fired == 0).double().mean()), "dense": float((fired / n > DENSE).double().mean())}
     metrics |= _hist_metrics("l0", l0)
-    if arch == "codebook":
+    if arch.has_codes:
         metrics |= _code_metrics(fired)
     if steps:
         metrics |= _mp_metrics(torch.cat(steps), torch.cat(reasons))

@@ -31,7 +31,7 @@ CHECKPOINT = "checkpoint.pt"
 @dataclass(frozen=True)
 class TrainRequest:
     arch: str
-    """Architecture (sae.dictionaries.ARCHITECTURES)."""
+    """Architecture (sae.dictionaries.ARCHITECTURES); it, d_sae, k and l1 are checked by sae.dictionaries.DictSpec."""
     activations: str | None = None
     """Activation cache (name or folder) or a .npy/.safetensors [N, d] file; None streams from the model."""
     model: str | None = None
@@ -43,9 +43,11 @@ class TrainRequest:
     d_in: int | None = None
     """Expected input width, checked against the source."""
     d_sae: int | None = None
-    """Features; default 8 x d_in."""
+    """Features; None: DictSpec's default (8 x d_in)."""
     k: int | None = None
+    """None: the architecture's default."""
     l1: float | None = None
+    """None: the architecture's default."""
     tokens: int = 1_000_000
     batch: int = 4096
     lr: float = 4e-4
@@ -209,32 +211,29 @@ def default_name(req: TrainRequest, source: SourcePlan, d_sae: int) -> str:
     return f"{req.arch}-{where}-{d_sae}".replace("/", "_")
 
 
-def _config(req: TrainRequest, d_sae: int, k: int | None) -> TrainConfig:
+def _config(req: TrainRequest, d_sae: int | None, k: int | None) -> TrainConfig:
+    """The run's config. It takes d_sae, k and l1 as DictSpec checked them (before the source is known,
+    check_options did, and d_sae may still be None: TrainConfig only checks its own fields)."""
     return _engine_errors(TrainConfig, arch=req.arch, d_sae=d_sae, k=k, l1=req.l1, tokens=req.tokens,
                           batch=req.batch, lr=req.lr, seed=req.seed, checkpoint_every=req.checkpoint_every,
                           device=req.device)
 
 
-def _spec(req: TrainRequest, d_in: int, d_sae: int, k: int | None, hook: str = "", model: str = ""):
+def _spec(req: TrainRequest, source: SourcePlan):
+    """The dictionary to train, with its defaults filled in (DictSpec checks arch, d_sae, k and l1)."""
     from sae.dictionaries import DictSpec
 
-    return _engine_errors(DictSpec, arch=req.arch, d_in=d_in, d_sae=d_sae, k=k, l1=req.l1, hook_name=hook,
-                          model_name=model)
+    return DictSpec.with_defaults(req.arch, source.d_in, req.d_sae, req.k, l1=req.l1, hook_name=source.hook,
+                                  model_name=source.model)
 
 
 def _check_options(req: TrainRequest) -> None:
     """Everything that can be checked before the source is known (so nothing is created for bad options)."""
     from sae.device import pick_device
-    from sae.dictionaries import ARCHITECTURES, DEFAULT_K
+    from sae.dictionaries import check_options
 
-    if req.arch not in ARCHITECTURES:
-        raise InputError(f"unknown architecture {req.arch!r} (choose from {', '.join(ARCHITECTURES)})")
-    if req.k is not None and (req.k <= 0 or (req.d_sae is not None and req.k > req.d_sae)):
-        raise InputError(f"--k must be between 1 and --d-sae ({req.d_sae or 'd_sae'}), got {req.k}")
-    k = req.k if req.k is not None else DEFAULT_K.get(req.arch)
-    d_sae = req.d_sae or max(k or 1, 1)  # a stand-in until d_in is known
-    _config(req, d_sae, k)
-    _spec(req, 1, d_sae, k)
+    check_options(req.arch, req.d_sae, req.k, req.l1)  # what DictSpec checks, short of d_in
+    _config(req, req.d_sae, req.k)  # the run's own options (tokens, batch, lr, ...)
     pick_device(req.device)
     world = dist_context().world
     if req.batch % world:
@@ -258,17 +257,13 @@ def plan_training(ws: Workspace, con, req: TrainRequest, lm=None) -> TrainPlan:
 
     Streaming from the builtin corpus creates that corpus on first use (after the options were checked).
     """
-    from sae.dictionaries import DEFAULT_K, default_d_sae
-
     _check_options(req)
     if req.name is not None:
         _check_free(ws, con, req.name, req.resume)
     source = _plan_source(ws, con, req, lm)
-    d_sae = req.d_sae or default_d_sae(source.d_in)
-    k = req.k if req.k is not None else DEFAULT_K.get(req.arch)
-    config = _config(req, d_sae, k)
-    spec = _spec(req, source.d_in, d_sae, k, source.hook, source.model)
-    name = req.name or default_name(req, source, d_sae)
+    spec = _spec(req, source)
+    config = _config(req, spec.d_sae, spec.k)
+    name = req.name or default_name(req, source, spec.d_sae)
     checkpoint = _check_free(ws, con, name, req.resume)
     run_id = uuid.uuid4().hex[:12]
     if req.resume:

@@ -44,7 +44,7 @@ def main() -> None:
     from analysis.features.analyze import analyse_batch, mp_accumulator
     from sae.activations import capture
     from sae.corpus import tokenize_source
-    from sae.dictionaries import DictSpec, build_training_sae, load_dictionary
+    from sae.dictionaries import DictSpec, arch_of, build_training_sae, load_dictionary
     from sae.models import hook_output_dim, load_model, stop_layer
 
     model = load_model(args.model, device="cpu")
@@ -56,7 +56,7 @@ def main() -> None:
     else:
         d_in = hook_output_dim(model, args.hook)
         sae = build_training_sae(DictSpec("topk", d_in, 8 * d_in, k=32, hook_name=args.hook)).eval()
-    is_mp = "mp" in type(sae).__name__.lower()
+    is_mp = arch_of(sae).has_pursuit_steps
     stop = stop_layer(model, args.hook)
     batches = list(torch.split(tokens, args.batch))
 

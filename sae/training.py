@@ -33,12 +33,15 @@ RESUMABLE_CHANGES = ("device", "checkpoint_every", "log_every")
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """How a run trains. arch, d_sae, k and l1 are copied from the run's DictSpec, which checked them and filled
+    in their defaults: they are kept here so that the stored run config and a checkpoint record them."""
+
     arch: str
-    """Architecture name, one of sae.dictionaries.ARCHITECTURES."""
+    """Architecture name (sae.dictionaries.ARCHITECTURES)."""
     d_sae: int
     """Number of features in the dictionary."""
     k: int | None = None
-    """Active features per token (topk, batchtopk, mp steps, codebook codes)."""
+    """The architecture's k (active features, pursuit steps, codes), None where it has none."""
     l1: float | None = None
     """Sparsity coefficient (relu: L1, jumprelu: L0); None keeps the architecture's default."""
     tokens: int = 1_000_000
@@ -63,12 +66,6 @@ class TrainConfig:
     """cuda, mps or cpu; None picks the best available."""
 
     def __post_init__(self):
-        if self.d_sae <= 0:
-            raise ValueError(f"--d-sae must be positive (got {self.d_sae})")
-        if self.k is not None and not 0 < self.k <= self.d_sae:
-            raise ValueError(f"--k must be between 1 and --d-sae ({self.d_sae}), got {self.k}")
-        if self.l1 is not None and (self.l1 < 0 or not math.isfinite(self.l1)):
-            raise ValueError(f"--l1 must be a non-negative number (got {self.l1})")
         for name in ("tokens", "batch", "log_every", "dead_window", "init_rows"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be positive (got {getattr(self, name)})")

@@ -48,22 +48,21 @@ REPORT_LABELS = ((1, "cat and dog", "fires on pets\nsecond line"), (2, HOSTILE_L
 
 def dict_spec(arch: str = "topk", d_in: int = TINY_D_MODEL, d_sae: int = 128, k: int | None = 4, **fields):
     """A DictSpec for tiny-random's residual stream; `k` applies only to architectures that have one."""
-    from sae.dictionaries import DictSpec
-    from sae.dictionaries.factory import K_ARCHITECTURES
+    from sae.dictionaries import DictSpec, architecture
 
     fields = {"hook_name": TINY_HOOK, "model_name": TINY_MODEL} | fields
-    return DictSpec(arch, d_in, d_sae, k=k if arch in K_ARCHITECTURES else None, **fields)
+    return DictSpec(arch, d_in, d_sae, k=k if architecture(arch).default_k is not None else None, **fields)
 
 
 def train_config(**fields):
     """A TrainConfig for a run of seconds on CPU: no checkpoints unless asked, a log row every step."""
-    from sae.dictionaries.factory import K_ARCHITECTURES
+    from sae.dictionaries import architecture
     from sae.training import TrainConfig
 
     defaults = dict(arch="topk", d_sae=64, k=4, tokens=256 * 24, batch=256, lr=1e-2, checkpoint_every=0,
                     log_every=1, init_rows=1024, device="cpu")
     fields = defaults | fields
-    if fields["arch"] not in K_ARCHITECTURES:
+    if architecture(fields["arch"]).default_k is None:
         fields["k"] = None
     return TrainConfig(**fields)
 

@@ -62,10 +62,6 @@ class Site:
     cache: Path | None
     """Activation cache folder that covers the contexts, or None (run the model)."""
 
-    @property
-    def arch(self) -> str:
-        return self.row.arch
-
 
 @dataclass(frozen=True)
 class AnalyzeOutcome:
@@ -91,18 +87,20 @@ def _covering_cache(con, model: str, hook: str, corpus: str, n_contexts: int) ->
     return None
 
 
-def open_site(ws, req: AnalyzeRequest, lm=None, need_arch: str | None = None) -> Site:
+def open_site(ws, req: AnalyzeRequest, lm=None, need_codes: bool = False) -> Site:
     """Check the request against the store, the dictionary and the model; nothing is written but the
-    `builtin` corpus on first use. need_arch: refuse dictionaries of another architecture."""
+    `builtin` corpus on first use. need_codes: refuse dictionaries without codes."""
     from analysis.dictionaries import open_dictionary
+    from sae.dictionaries import ARCHITECTURES, lookup
     from sae.models import check_hook, hook_output_dim, load_model
     from store import session
 
     req.check()
     with session(ws.db_path) as con:
         row, sae = open_dictionary(ws, req.dictionary, req.device, con=con)
-        if need_arch is not None and row.arch != need_arch:
-            raise InputError(f"dictionary {row.name!r} is a {row.arch} dictionary; this needs a {need_arch} one")
+        if need_codes and not lookup(row.arch).has_codes:
+            coded = " or ".join(a.name for a in ARCHITECTURES.values() if a.has_codes)
+            raise InputError(f"dictionary {row.name!r} is a {row.arch} dictionary; this needs a {coded} one")
         if not row.model:
             raise InputError(f"dictionary {row.name!r} does not say which model it reads (it was trained on "
                              "an activation file); analysis needs the model")
@@ -212,6 +210,7 @@ def analyze_dictionary(ws, req: AnalyzeRequest, lm=None, progress: bool = True) 
 
     from analysis.features.tables import feature_tables
     from analysis.features.weights import decoder_neighbors, final_norm_map, logit_effects
+    from sae.dictionaries import arch_of
     from store import session
     from store.features import has_vocab, write_feature_stats, write_vocab
 
@@ -222,7 +221,7 @@ def analyze_dictionary(ws, req: AnalyzeRequest, lm=None, progress: bool = True) 
     d_sae = sae.cfg.d_sae
     cfg = StatsConfig(n_examples=req.examples, n_quantiles=req.quantiles, skip_first=SKIP_FIRST)
     stats = FeatureStatsAccumulator(d_sae, cfg, device=device)
-    mp = mp_accumulator(sae) if site.arch == "mp" else None
+    mp = mp_accumulator(sae) if arch_of(sae).has_pursuit_steps else None
     n_ctx, ctx = site.token_ids.shape
     bar = tqdm(total=n_ctx * ctx, unit="tok", unit_scale=True, desc=f"analyse {req.dictionary}",
                disable=not progress)
@@ -266,7 +265,7 @@ def search_codes(ws, req: AnalyzeRequest, regex: str, limit: int = 20, lm=None, 
         re.compile(regex)
     except re.error as exc:
         raise InputError(f"the regex {regex!r} does not compile: {exc}") from None
-    site = open_site(ws, req, lm, need_arch="codebook")
+    site = open_site(ws, req, lm, need_codes=True)
     vocab = vocab_texts(site.model.tokenizer, site.model.cfg.d_vocab)
     texts: list[str] = []
     codes: list[Tensor] = []

@@ -73,6 +73,13 @@ class DictionarySummary:
     """Every dictionary of the workspace that has both FVU and L0, this one included."""
 
     @property
+    def has_codes(self) -> bool:
+        """Whether the architecture chooses discrete codes (the registry's flag, looked up by name)."""
+        from sae.dictionaries import lookup  # torch and SAELens: loaded only when a report is rendered
+
+        return lookup(self.arch).has_codes
+
+    @property
     def pareto(self) -> bool | None:
         """True when no other dictionary has both a lower FVU and a lower L0 (None without metrics)."""
         me = next((p for p in self.peers if p.name == self.name), None)

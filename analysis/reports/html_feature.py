@@ -91,12 +91,12 @@ def _ranked_features(title: str, rows: list[Ranked], in_report: set[int], spec: 
            f'</ul></div>'
 
 
-def _stats(entry: FeatureEntry, arch: str) -> str:
+def _stats(entry: FeatureEntry, has_codes: bool) -> str:
     c = entry.card
     rows = [("density", fmt(c.density, ".3%")), ("fires on", f"{c.count:,} of {c.n_tokens:,} tokens"),
             ("mean activation", fmt(c.mean_act, ".4g")), ("max activation", fmt(c.max_act, ".4g")),
             ("decoder norm", fmt(c.decoder_norm, ".4g")), ("max decoder cosine", fmt(c.max_decoder_cos, ".3f"))]
-    if arch == "codebook":
+    if has_codes:
         rows.append(("code usage", f"{c.count:,} tokens ({fmt(c.density, '.3%')})"))
     cells = "".join(f"<tr><th>{esc(k)}</th><td>{v}</td></tr>" for k, v in rows)
     return f'<table class="stats"><tbody>{cells}</tbody></table>'
@@ -133,7 +133,7 @@ def feature_html(entry: FeatureEntry, report: Report, plot: Plot) -> str:
         sides.append(_ranked_features("Likely parents (times followed)", card.mp_parents, ids, ",.0f"))
     runs = [r for r in report.steering if r.run_id in entry.steering]
     return (f'<section class="card" id="f-{card.feature}"><h2>Feature {card.feature}: {label}</h2>{notes}'
-            f'<div class="cols">{_stats(entry, report.dictionary.arch)}<div class="plots">{plots}</div></div>'
+            f'<div class="cols">{_stats(entry, report.dictionary.has_codes)}<div class="plots">{plots}</div></div>'
             f'{_examples(entry)}'
             f'<div class="cols">{_token_table("Promoted tokens (logit effect)", card.promoted)}'
             f'{_token_table("Suppressed tokens", card.suppressed)}</div>'

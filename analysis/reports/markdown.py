@@ -114,7 +114,7 @@ def _feature_md(entry: FeatureEntry, report: Report, images: dict[str, dict] | N
               f"**Co-occurring features (Jaccard):** {_links(c.cooccurring, ids, '.3f')}", ""]
     if c.mp_parents:
         lines += [f"**Likely parents (times followed):** {_links(c.mp_parents, ids, ',.0f')}", ""]
-    if report.dictionary.arch == "codebook":
+    if report.dictionary.has_codes:
         lines += [f"**Code usage:** {c.count:,} tokens ({num(c.density, '.3%')})", ""]
     for run in report.steering:
         if run.run_id in entry.steering:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sae.dictionaries import dictionary_arch
+from sae.dictionaries import arch_of
 from sae.dictionaries.codebook import layer_norm_with_stats
 from store.errors import InputError
 
@@ -27,7 +27,7 @@ class SteerDictionary:
                  model: str = ""):
         self.name, self.sae, self.model = name, sae, model
         self.hook = hook or sae.cfg.metadata.hook_name or ""
-        self.arch = dictionary_arch(sae)
+        self.architecture = arch_of(sae)
         self.max_acts = dict(max_acts or {})
         """Typical max activation per feature from the store (features.max_act); empty when not analysed."""
         norm = getattr(sae.cfg, "normalize_activations", "none")
@@ -52,7 +52,7 @@ class SteerDictionary:
         """The FeatureTarget or CodeTarget for one feature (built once, reused across runs)."""
         self.check_feature(feature)
         if feature not in self._targets:
-            kind = CodeTarget if self.arch == "codebook" else FeatureTarget
+            kind = CodeTarget if self.architecture.has_codes else FeatureTarget
             self._targets[feature] = kind(self, feature)
         return self._targets[feature]
 

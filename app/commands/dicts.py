@@ -5,13 +5,44 @@ from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
+from typer.core import TyperCommand
 
 from app.commands.common import DeviceOpt, WorkspaceOpt, app, console, quiet, workspace
 
 
-@app.command(name="train")
+def registry_help() -> dict[str, str]:
+    """Help of the train options that depend on the architectures, from the registry."""
+    from sae.dictionaries import ARCHITECTURES
+    from sae.dictionaries.factory import FEATURES_PER_INPUT
+
+    archs = list(ARCHITECTURES.values())
+    names = [a.name for a in archs]
+    with_k = [f"{a.name}: {a.k_meaning} (default {a.default_k})" for a in archs if a.default_k is not None]
+    with_l1 = [f"{a.name}: {a.sparsity_meaning} (default {a.default_sparsity:g})" for a in archs
+               if a.default_sparsity is not None]
+    return {"arch": f"{', '.join(names[:-1])} or {names[-1]}.",
+            "d_sae": f"Features (default {FEATURES_PER_INPUT} x d_in).",
+            "k": f"{'; '.join(with_k)}.", "l1": f"Sparsity coefficient, {'; '.join(with_l1)}."}
+
+
+class TrainCommand(TyperCommand):
+    """`train`, whose --arch, --d-sae, --k and --l1 help is read from the architecture registry when it is shown.
+
+    The registry imports torch and SAELens (seconds): filling the help in only here keeps `sparsescope --help`
+    and usage errors torch-free (tests/unit/cli/test_startup.py).
+    """
+
+    def format_help(self, ctx, formatter) -> None:
+        helps = registry_help()
+        for param in self.params:
+            if param.name in helps:
+                param.help = helps[param.name]
+        super().format_help(ctx, formatter)
+
+
+@app.command(name="train", cls=TrainCommand)
 def train_cmd(
-    arch: Annotated[str, typer.Option(help="relu, topk, batchtopk, jumprelu, mp or codebook.")],
+    arch: Annotated[str, typer.Option(help="(From the architecture registry: TrainCommand.)")],
     activations: Annotated[Optional[str], typer.Option(
         help="Activation cache (name or folder) or a .npy/.safetensors [N, d] file; omit to stream from "
              "--model at --hook.", show_default=False)] = None,
@@ -22,11 +53,11 @@ def train_cmd(
     corpus: Annotated[str, typer.Option(help="Corpus to stream from.")] = "builtin",
     d_in: Annotated[Optional[int], typer.Option("--d-in", help="Expected input width (checked).",
                                                 show_default=False)] = None,
-    d_sae: Annotated[Optional[int], typer.Option("--d-sae", help="Features (default 8 x d_in).",
+    d_sae: Annotated[Optional[int], typer.Option("--d-sae", help="Features.",
                                                  show_default=False)] = None,
-    k: Annotated[Optional[int], typer.Option(help="Active features per token (default 32; codebook 8).",
+    k: Annotated[Optional[int], typer.Option(help="(From the architecture registry: TrainCommand.)",
                                              show_default=False)] = None,
-    l1: Annotated[Optional[float], typer.Option(help="Sparsity coefficient (relu, jumprelu).",
+    l1: Annotated[Optional[float], typer.Option(help="(From the architecture registry: TrainCommand.)",
                                                 show_default=False)] = None,
     tokens: Annotated[int, typer.Option(help="Training tokens.")] = 1_000_000,
     batch: Annotated[int, typer.Option(help="Tokens per step (the global batch under torchrun).")] = 4096,

@@ -1,21 +1,43 @@
 """SparseScope's dictionary architectures, registered with SAELens, and the API the training loop calls.
 
-Architectures (DictSpec.arch -> what SAELens sees):
-    relu       SAELens `standard` (L1)                  jumprelu   SAELens `jumprelu`
-    topk       trains as `sparsescope_topk`, saved as SAELens `topk`
-    batchtopk  trains as `sparsescope_batchtopk`, saved as SAELens `jumprelu` (with its inference threshold)
-    mp         `sparsescope_mp` (SAELens' MatchingPursuitSAE with a fast encoder)
-    codebook   `sparsescope_codebook`
-Importing this package registers the `sparsescope_*` classes, so `sae_lens.SAE.load_from_disk` loads every
-dictionary SparseScope saves.
-"""
-from sae_lens.registry import (
-    SAE_CLASS_REGISTRY,
-    SAE_TRAINING_CLASS_REGISTRY,
-    register_sae_class,
-    register_sae_training_class,
-)
+Every architecture is one `Architecture` record in `registry.ARCHITECTURES` (name -> record); the CLI's choices,
+defaults and help, the checks of DictSpec, the training dictionary and what analysis shows all derive from it:
 
+    name       file          SAELens name: training / saved        k or --l1 (default)              flags
+    relu       plain.py      standard / standard                   --l1: L1 penalty (5)
+    topk       topk.py       sparsescope_topk / topk               k: active features per token (32)
+    batchtopk  batchtopk.py  sparsescope_batchtopk / jumprelu (*)  k: the same, batch average (32)
+    jumprelu   plain.py      jumprelu / jumprelu                   --l1: L0 penalty (1)
+    mp         mp.py         sparsescope_mp / sparsescope_mp       k: pursuit steps (32)            pursuit steps, tied
+    codebook   codebook.py   sparsescope_codebook / (same)         k: codes per token (8)           codes, tied
+
+(*) with its learned threshold: a plain JumpReLU SAE for any SAELens install; `arch_of` still tells it is a
+BatchTopK dictionary, by the training architecture in its metadata.
+
+What differs at run time is a method of the class, looked up by name where a class may lack it (SAELens' own):
+`after_step(batch, fired, optimizer)` after each optimizer step (train_step), `init_from_sample(rows)` before
+training (init_from_sample; default: b_dec = geometric median), `feature_activations(x)` for statistics
+(default: encode). Importing this package registers every architecture, so `sae_lens.SAE.load_from_disk` loads
+every dictionary SparseScope saves.
+
+Adding an architecture is one new file and one register line: in `NAME.py`, subclass SAELens' config, inference
+and training classes (their config's `architecture()` returns a new SAELens name), define those methods where
+the defaults do not fit, and declare `NAME = Architecture("name", TrainingSAE, TrainingConfig, SAE, Config,
+saelens_names=(...), default_k=... or default_sparsity=..., ...)`; then add it to the tuple in
+`registry._register_builtin` (or call `register(NAME)` from anywhere, as tests/unit/dictionaries/test_contract.py
+does).
+"""
+# The registry first: it imports every architecture file, and each of them imports it back.
+from sae.dictionaries.registry import (
+    ARCHITECTURES,
+    Architecture,
+    arch_of,
+    architecture,
+    feature_activations,
+    lookup,
+    register,
+    unregister,
+)
 from sae.dictionaries.batchtopk import SparseBatchTopKTrainingSAE, SparseBatchTopKTrainingSAEConfig
 from sae.dictionaries.codebook import (
     CodebookSAE,
@@ -23,19 +45,10 @@ from sae.dictionaries.codebook import (
     CodebookTrainingSAE,
     CodebookTrainingSAEConfig,
     codebook_code_ids,
-    codebook_similarities,
     kmeans_init,
     replace_dead_codes,
 )
-from sae.dictionaries.factory import (
-    ARCHITECTURES,
-    DEFAULT_K,
-    DictSpec,
-    build_training_sae,
-    default_d_sae,
-    geometric_median,
-    init_from_sample,
-)
+from sae.dictionaries.factory import DictSpec, build_training_sae, check_options, geometric_median, init_from_sample
 from sae.dictionaries.mp import (
     STOP_REASONS,
     MPSAE,
@@ -49,50 +62,12 @@ from sae.dictionaries.step import StepOutput, train_step
 from sae.dictionaries.storage import load_dictionary, save_dictionary
 from sae.dictionaries.topk import SparseTopKTrainingSAE, SparseTopKTrainingSAEConfig
 
-
-def _register() -> None:
-    """Register our classes once (re-importing or reloading the package must not raise)."""
-    inference = {"sparsescope_mp": (MPSAE, MPSAEConfig), "sparsescope_codebook": (CodebookSAE, CodebookSAEConfig)}
-    training = {
-        "sparsescope_topk": (SparseTopKTrainingSAE, SparseTopKTrainingSAEConfig),
-        "sparsescope_batchtopk": (SparseBatchTopKTrainingSAE, SparseBatchTopKTrainingSAEConfig),
-        "sparsescope_mp": (MPTrainingSAE, MPTrainingSAEConfig),
-        "sparsescope_codebook": (CodebookTrainingSAE, CodebookTrainingSAEConfig),
-    }
-    for name, classes in inference.items():
-        if name not in SAE_CLASS_REGISTRY:
-            register_sae_class(name, *classes)
-    for name, classes in training.items():
-        if name not in SAE_TRAINING_CLASS_REGISTRY:
-            register_sae_training_class(name, *classes)
-
-
-_register()
-
-
-def dictionary_arch(sae) -> str:
-    """The SparseScope architecture name (one of ARCHITECTURES) of a training or loaded dictionary."""
-    cfg = sae.cfg
-    name = cfg.architecture()
-    trained_as = cfg.metadata.get("training_architecture") if cfg.metadata is not None else None
-    if name == "jumprelu" and trained_as in ("batchtopk", "sparsescope_batchtopk"):
-        return "batchtopk"
-    return {"standard": "relu", "matching_pursuit": "mp", "sparsescope_mp": "mp", "sparsescope_codebook": "codebook",
-            "sparsescope_topk": "topk", "sparsescope_batchtopk": "batchtopk"}.get(name, name)
-
-
-def feature_activations(sae, x):
-    """What statistics and the prompt inspector read as feature activations of x [N, d_in]: `encode`, except for
-    a codebook, whose chosen codes all weigh 1/k there: its codes' similarities to the input (codebook_similarities)."""
-    return codebook_similarities(sae, x) if dictionary_arch(sae) == "codebook" else sae.encode(x)
-
-
 __all__ = [
-    "ARCHITECTURES", "DEFAULT_K", "STOP_REASONS", "CodebookSAE", "CodebookSAEConfig", "CodebookTrainingSAE",
+    "ARCHITECTURES", "Architecture", "STOP_REASONS", "CodebookSAE", "CodebookSAEConfig", "CodebookTrainingSAE",
     "CodebookTrainingSAEConfig", "DictSpec", "MPSAE", "MPSAEConfig", "MPSteps", "MPTrainingSAE",
     "MPTrainingSAEConfig", "SparseBatchTopKTrainingSAE", "SparseBatchTopKTrainingSAEConfig",
-    "SparseTopKTrainingSAE", "SparseTopKTrainingSAEConfig", "StepOutput", "build_training_sae",
-    "codebook_code_ids", "codebook_similarities", "default_d_sae", "dictionary_arch", "feature_activations",
-    "geometric_median", "init_from_sample", "kmeans_init", "load_dictionary", "mp_encode_steps", "replace_dead_codes",
-    "save_dictionary", "train_step",
+    "SparseTopKTrainingSAE", "SparseTopKTrainingSAEConfig", "StepOutput", "arch_of", "architecture",
+    "build_training_sae", "check_options", "codebook_code_ids", "feature_activations", "geometric_median",
+    "init_from_sample", "kmeans_init", "load_dictionary", "lookup", "mp_encode_steps", "register",
+    "replace_dead_codes", "save_dictionary", "train_step", "unregister",
 ]

@@ -10,8 +10,10 @@ from dataclasses import dataclass
 
 import torch
 from sae_lens.saes.batchtopk_sae import BatchTopKTrainingSAE, BatchTopKTrainingSAEConfig
+from sae_lens.saes.jumprelu_sae import JumpReLUSAE, JumpReLUSAEConfig
 from torch import Tensor
 
+from sae.dictionaries.registry import Architecture
 from sae.dictionaries.sparse_ops import Pairs, pairs_from_flat
 from sae.dictionaries.topk import SparseTopKMixin
 
@@ -54,3 +56,9 @@ class SparseBatchTopKTrainingSAE(SparseTopKMixin, BatchTopKTrainingSAE):
             lr = self.cfg.topk_threshold_lr
             min_positive = positive.min().to(self.topk_threshold.dtype)
             self.topk_threshold = (1 - lr) * self.topk_threshold + lr * min_positive
+
+
+BATCHTOPK = Architecture(
+    "batchtopk", SparseBatchTopKTrainingSAE, SparseBatchTopKTrainingSAEConfig, JumpReLUSAE, JumpReLUSAEConfig,
+    saelens_names=("sparsescope_batchtopk", "batchtopk"), default_k=32,
+    k_meaning="active features per token, on average over a batch", k_per_batch=True)

@@ -35,10 +35,14 @@ from sae_lens.saes.sae import (
 )
 from torch import Tensor, nn
 
+from sae.dictionaries.registry import Architecture
 from sae.dictionaries.sparse_ops import full_precision, pairs_from_topk, sparse_decode
+from sae.dictionaries.step import reset_optimizer_rows
 
 LN_EPS = 1e-5
 """torch.nn.LayerNorm's default epsilon."""
+MIN_SIMILARITY = 1e-6
+"""Floor of a chosen code's similarity in feature_activations: a chosen code always counts as firing."""
 
 
 @dataclass
@@ -118,6 +122,21 @@ class _CodebookMixin:
         self.__dict__["_ln_stats"] = (mu.detach(), sigma.detach())
         acts = _indicators(self.code_ids(h), self.cfg.d_sae, h.dtype)
         return self.hook_sae_acts_post(acts.reshape(*lead, self.cfg.d_sae))
+
+    @torch.no_grad()
+    def feature_activations(self, x: Tensor) -> Tensor:
+        """[N, d_sae]: at the k codes chosen for each row of x [..., d_in], the cosine similarity between the row's
+        LayerNorm and the code (what the encoder ranks them by); 0 at the others.
+
+        `encode` gives every chosen code the same 1/k (their mean is the output), which says nothing about how well
+        a code matches; statistics and examples read this instead. A chosen code's value is at least
+        MIN_SIMILARITY, so it fires wherever encode chooses it.
+        """
+        h = self._normalized_input(x)[0]
+        scores = h @ self.W_enc  # <h, C_c> / ||C_c||
+        top = scores.topk(self.cfg.k, dim=-1)
+        cos = (top.values / h.norm(dim=-1, keepdim=True).clamp_min(1e-12)).clamp_min(MIN_SIMILARITY)
+        return torch.zeros_like(scores).scatter_(1, top.indices, cos)
 
     def decode(self, feature_acts: Tensor) -> Tensor:
         stats = self.__dict__.get("_ln_stats")
@@ -209,6 +228,21 @@ class CodebookTrainingSAE(_CodebookMixin, TrainingSAE[CodebookTrainingSAEConfig]
         self.steps_since_used += 1
         self.steps_since_used[fired.to(self.steps_since_used.device)] = 0
 
+    @torch.no_grad()
+    def after_step(self, batch: Tensor, fired: Tensor, optimizer: torch.optim.Optimizer) -> None:
+        """Upkeep after each optimizer step (train_step): usage tracking, and dead codes reset to recent inputs
+        with their optimizer moments zeroed."""
+        self.record_usage(fired)
+        if self.cfg.dead_code_steps > 0:
+            reset = replace_dead_codes(self, batch, self.steps_since_used, self.cfg.dead_code_steps)
+            if reset.numel():
+                reset_optimizer_rows(optimizer, self.W_dec, reset)
+
+    def init_from_sample(self, sample: Tensor) -> None:
+        """Data-dependent initialisation (sae.dictionaries.init_from_sample): k-means codes."""
+        # k-means costs rows x d_sae x d_in per iteration; 4 rows per code is plenty for a starting point.
+        kmeans_init(self, sample[: max(4 * self.cfg.d_sae, 4096)])
+
     def process_state_dict_for_saving_inference(self, state_dict: dict[str, Any]) -> None:
         state_dict.pop("steps_since_used", None)
         super().process_state_dict_for_saving_inference(state_dict)
@@ -218,26 +252,6 @@ def codebook_code_ids(sae: _CodebookMixin, x: Tensor) -> Tensor:
     """LongTensor [N, k]: the codes chosen for x [..., d_in] (leading dims flattened), best first."""
     h = sae._normalized_input(x)[0]
     return sae.code_ids(h)
-
-
-MIN_SIMILARITY = 1e-6
-"""Floor of a chosen code's similarity in codebook_similarities: a chosen code always counts as firing."""
-
-
-@torch.no_grad()
-def codebook_similarities(sae: _CodebookMixin, x: Tensor) -> Tensor:
-    """[N, d_sae]: at the k codes chosen for each row of x [..., d_in], the cosine similarity between the row's
-    LayerNorm and the code (what the encoder ranks them by); 0 at the others.
-
-    `encode` gives every chosen code the same 1/k (their mean is the output), which says nothing about how well a
-    code matches; statistics and examples read this instead. A chosen code's value is at least MIN_SIMILARITY, so
-    it fires wherever encode chooses it.
-    """
-    h = sae._normalized_input(x)[0]
-    scores = h @ sae.W_enc  # <h, C_c> / ||C_c||
-    top = scores.topk(sae.cfg.k, dim=-1)
-    cos = (top.values / h.norm(dim=-1, keepdim=True).clamp_min(1e-12)).clamp_min(MIN_SIMILARITY)
-    return torch.zeros_like(scores).scatter_(1, top.indices, cos)
 
 
 @torch.no_grad()
@@ -290,3 +304,10 @@ def replace_dead_codes(sae: _CodebookMixin, recent_inputs: Tensor, steps_since_u
     sae.W_dec[dead.to(sae.W_dec.device)] = h[pick] + noise * torch.randn_like(h[pick])
     steps_since_used[dead] = 0
     return dead
+
+
+CODEBOOK = Architecture(
+    "codebook", CodebookTrainingSAE, CodebookTrainingSAEConfig, CodebookSAE, CodebookSAEConfig,
+    saelens_names=("sparsescope_codebook",), default_k=8, k_meaning="codes per token",
+    # The codes keep their N(0, 1) init in LayerNorm space (no decoder-norm rescaling); b_dec is unused.
+    config_fields={"decoder_init_norm": None, "apply_b_dec_to_input": False}, has_codes=True, tied=True)

@@ -24,8 +24,9 @@ from sae_lens.saes.sae import TrainStepInput, TrainStepOutput
 from torch import Tensor
 
 from sae.dictionaries.pursuit import STOP_REASONS, Pursuit, gram, pursue, rederive, scatter_codes
+from sae.dictionaries.registry import Architecture
 
-__all__ = ["MPSAE", "MPSAEConfig", "MPSteps", "MPTrainingSAE", "MPTrainingSAEConfig", "STOP_REASONS",
+__all__ = ["MP", "MPSAE", "MPSAEConfig", "MPSteps", "MPTrainingSAE", "MPTrainingSAEConfig", "STOP_REASONS",
            "mp_encode_steps"]
 
 
@@ -159,6 +160,10 @@ class MPTrainingSAE(MatchingPursuitTrainingSAE):
         """Project the atoms back to unit norm (MP's selection and coefficients assume it)."""
         self.W_dec.div_(self.W_dec.norm(dim=-1, keepdim=True).clamp(min=1e-8))
 
+    def after_step(self, batch: Tensor, fired: Tensor, optimizer: torch.optim.Optimizer) -> None:
+        """Upkeep after each optimizer step (train_step): unit-norm atoms."""
+        self.normalize_decoder()
+
 
 def _coo(atom_ids: Tensor, coeffs: Tensor, d_sae: int) -> Tensor:
     """Coalesced sparse [N, d_sae] code (repeated atoms summed), for SAELens' trainer and loggers."""
@@ -166,3 +171,9 @@ def _coo(atom_ids: Tensor, coeffs: Tensor, d_sae: int) -> Tensor:
     used = atom_ids >= 0
     indices = torch.stack([rows[used], atom_ids[used]])
     return torch.sparse_coo_tensor(indices, coeffs[used], (atom_ids.shape[0], d_sae), check_invariants=False).coalesce()
+
+
+MP = Architecture(
+    "mp", MPTrainingSAE, MPTrainingSAEConfig, MPSAE, MPSAEConfig, saelens_names=("sparsescope_mp", "matching_pursuit"),
+    default_k=32, k_meaning="pursuit steps", config_fields={"decoder_init_norm": 1.0}, has_pursuit_steps=True,
+    tied=True)

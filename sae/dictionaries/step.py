@@ -7,9 +7,6 @@ import torch
 from sae_lens.saes.sae import TrainCoefficientConfig, TrainingSAE, TrainStepInput, TrainStepOutput
 from torch import Tensor
 
-from sae.dictionaries.codebook import CodebookTrainingSAE, replace_dead_codes
-from sae.dictionaries.mp import MPTrainingSAE
-
 GRAD_CLIP_NORM = 1.0
 """SAELens' trainer clips the gradient norm to 1 before every step; we do the same."""
 WARM_UP_FRACTION = 0.05
@@ -48,9 +45,10 @@ def train_step(sae: TrainingSAE, batch: Tensor, optimizer: torch.optim.Optimizer
                total_steps: int) -> StepOutput:
     """Forward, backward, clip, optimizer step, zero_grad and per-architecture upkeep on batch [N, d_in].
 
-    Upkeep: AuxK dead-feature tracking (topk, batchtopk), unit-norm atoms (mp), usage tracking and dead-code
-    replacement with reset optimizer moments (codebook). The SAE's own training_forward_pass is used, so the
-    sparse fast paths of topk, batchtopk, mp and codebook apply.
+    Upkeep is the class's own `after_step(batch, fired, optimizer)` where it has one: AuxK dead-feature tracking
+    (topk, batchtopk), unit-norm atoms (mp), usage tracking and dead-code replacement with reset optimizer moments
+    (codebook). The SAE's own training_forward_pass is used, so the sparse fast paths of topk, batchtopk, mp and
+    codebook apply.
     """
     sae.train()
     dead_mask = sae.dead_neuron_mask() if hasattr(sae, "dead_neuron_mask") else None
@@ -62,7 +60,10 @@ def train_step(sae: TrainingSAE, batch: Tensor, optimizer: torch.optim.Optimizer
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     fired, l0 = _firing(output, sae.cfg.d_sae)
-    _upkeep(sae, batch, fired, optimizer)
+    after_step = getattr(sae, "after_step", None)
+    if after_step is not None:
+        with torch.no_grad():
+            after_step(batch, fired, optimizer)
     return _summarise(output, fired, l0)
 
 
@@ -71,20 +72,6 @@ def _firing(output: TrainStepOutput, d_sae: int) -> tuple[Tensor, float]:
         return output.metrics["fired"], float(output.metrics["l0"])
     active = output.feature_acts.detach() > 0
     return active.any(dim=0), float(active.sum(dim=-1).float().mean())
-
-
-@torch.no_grad()
-def _upkeep(sae: TrainingSAE, batch: Tensor, fired: Tensor, optimizer: torch.optim.Optimizer) -> None:
-    if hasattr(sae, "record_firing"):
-        sae.record_firing(fired)
-    if isinstance(sae, MPTrainingSAE):
-        sae.normalize_decoder()
-    if isinstance(sae, CodebookTrainingSAE):
-        sae.record_usage(fired)
-        if sae.cfg.dead_code_steps > 0:
-            reset = replace_dead_codes(sae, batch, sae.steps_since_used, sae.cfg.dead_code_steps)
-            if reset.numel():
-                reset_optimizer_rows(optimizer, sae.W_dec, reset)
 
 
 @torch.no_grad()

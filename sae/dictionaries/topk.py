@@ -12,9 +12,10 @@ from typing import Any
 
 import torch
 from sae_lens.saes.sae import SAEConfig, TrainStepInput, TrainStepOutput
-from sae_lens.saes.topk_sae import TopKSAEConfig, TopKTrainingSAE, TopKTrainingSAEConfig
+from sae_lens.saes.topk_sae import TopKSAE, TopKSAEConfig, TopKTrainingSAE, TopKTrainingSAEConfig
 from torch import Tensor
 
+from sae.dictionaries.registry import Architecture
 from sae.dictionaries.sparse_ops import Pairs, full_precision, gather_encode, pairs_from_topk, sparse_decode
 
 
@@ -54,6 +55,10 @@ class SparseTopKMixin:
     def record_firing(self, fired: Tensor) -> None:
         self.steps_since_fired += 1
         self.steps_since_fired[fired.to(self.steps_since_fired.device)] = 0
+
+    def after_step(self, batch: Tensor, fired: Tensor, optimizer: torch.optim.Optimizer) -> None:
+        """Upkeep after each optimizer step (train_step): the firing history behind the AuxK dead mask."""
+        self.record_firing(fired)
 
     def process_state_dict_for_saving_inference(self, state_dict: dict[str, Any]) -> None:
         state_dict.pop("steps_since_fired", None)
@@ -164,3 +169,8 @@ class SparseTopKTrainingSAE(SparseTopKMixin, TopKTrainingSAE):
     def _select(self, pre: Tensor) -> tuple[Tensor, Pairs]:
         values, indices = pre.topk(self.cfg.k, dim=-1, sorted=False)
         return values.reshape(-1), pairs_from_topk(indices, self.cfg.d_sae)
+
+
+TOPK = Architecture(
+    "topk", SparseTopKTrainingSAE, SparseTopKTrainingSAEConfig, TopKSAE, TopKSAEConfig,
+    saelens_names=("sparsescope_topk", "topk"), default_k=32, k_meaning="active features per token")

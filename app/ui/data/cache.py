@@ -234,6 +234,10 @@ class FeaturePage:
     n_features: int
     metrics: dict[str, float | None]
     """The dictionary's metrics the page shows (code usage and perplexity of a codebook)."""
+    has_codes: bool = False
+    """The architecture chooses discrete codes (the registry's flag; False without a dictionary row)."""
+    has_pursuit_steps: bool = False
+    """The architecture encodes by pursuit steps (the registry's flag; False without a dictionary row)."""
 
 
 def _feature_page(con, dictionary: str, feature: int) -> FeaturePage:
@@ -243,8 +247,14 @@ def _feature_page(con, dictionary: str, feature: int) -> FeaturePage:
     if not 0 <= feature < n:
         raise InputError(f"feature {feature} is out of range: {dictionary} has features 0..{n - 1}")
     row = get_dictionary(con, dictionary)
-    metrics = get_metrics(con, dictionary) if row is not None and row.arch == "codebook" else {}
-    return FeaturePage(queries.feature_card(con, dictionary, feature), row, n, metrics)
+    if row is None:
+        return FeaturePage(queries.feature_card(con, dictionary, feature), row, n, {})
+    from sae.dictionaries import lookup  # torch and SAELens, loaded on the first feature page only
+
+    arch = lookup(row.arch)
+    metrics = get_metrics(con, dictionary) if arch.has_codes else {}
+    return FeaturePage(queries.feature_card(con, dictionary, feature), row, n, metrics, arch.has_codes,
+                       arch.has_pursuit_steps)
 
 
 @st.cache_data(show_spinner=False, max_entries=256)

@@ -86,7 +86,7 @@ with cooc:
     st.subheader("Co-occurring features")
     ranked_links(name, card.cooccurring, "jaccard")
 
-if arch == "mp" or card.mp_steps:
+if page.has_pursuit_steps or card.mp_steps:
     st.subheader("Matching pursuit")
     steps, parents = st.columns([3, 2])
     with steps:
@@ -97,7 +97,7 @@ if arch == "mp" or card.mp_steps:
     with parents:
         st.caption("likely parents: atoms chosen at earlier steps of the same inputs")
         ranked_links(name, card.mp_parents, "inputs")
-if arch == "codebook":
+if page.has_codes:
     st.subheader("Code usage")
     st.write(f"chosen on {pct(card.density)} of tokens ({card.count:,} times); over the whole codebook "
              f"{pct(page.metrics.get('code_usage'))} of codes are used, code perplexity "
