@@ -237,7 +237,8 @@ def build_report_store(con, n_features: int = 48, per_band: int = 5, seed: int =
     for i, (name, (arch, hook, fvu, l0)) in enumerate(REPORT_DICTIONARIES.items()):
         dict_repo.add_dictionary(con, dict_repo.DictionaryRow(name, REPORT_MODEL, hook, arch, 64, n_features, 8,
                                                               f"{path_root}/dictionaries/{name}"))
-        dict_repo.set_metrics(con, name, {"fvu": fvu, "l0": l0, "dead": 0.05, "ce_recovered": 0.9 - fvu})
+        codes = {"code_usage": 0.6, "code_perplexity": 40.0} if arch == "codebook" else {}  # as evaluation stores
+        dict_repo.set_metrics(con, name, {"fvu": fvu, "l0": l0, "dead": 0.05, "ce_recovered": 0.9 - fvu} | codes)
         tables = synthetic_feature_tables(n_features, seed=seed + i, per_band=per_band,
                                           mp_steps=4 if arch == "mp" else 0)
         write_feature_stats(con, name, REPORT_CORPUS, tables, n_tokens=400_000)

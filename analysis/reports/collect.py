@@ -74,10 +74,9 @@ class DictionarySummary:
 
     @property
     def has_codes(self) -> bool:
-        """Whether the architecture chooses discrete codes (the registry's flag, looked up by name)."""
-        from sae.dictionaries import lookup  # torch and SAELens: loaded only when a report is rendered
-
-        return lookup(self.arch).has_codes
+        """Whether the dictionary chooses discrete codes: its evaluation measured their usage (decided from the
+        stored metrics, so rendering a report needs no torch)."""
+        return "code_usage" in self.metrics
 
     @property
     def pareto(self) -> bool | None:

@@ -233,11 +233,13 @@ class FeaturePage:
     """None for an analysed dictionary whose row is gone from the dictionaries table."""
     n_features: int
     metrics: dict[str, float | None]
-    """The dictionary's metrics the page shows (code usage and perplexity of a codebook)."""
-    has_codes: bool = False
-    """The architecture chooses discrete codes (the registry's flag; False without a dictionary row)."""
-    has_pursuit_steps: bool = False
-    """The architecture encodes by pursuit steps (the registry's flag; False without a dictionary row)."""
+    """The dictionary's evaluation metrics (code usage and perplexity of a dictionary that chooses codes)."""
+
+    @property
+    def has_codes(self) -> bool:
+        """The dictionary chooses discrete codes: its evaluation measured their usage (decided from the stored
+        data, so the page needs no torch to look the architecture up)."""
+        return "code_usage" in self.metrics
 
 
 def _feature_page(con, dictionary: str, feature: int) -> FeaturePage:
@@ -247,14 +249,8 @@ def _feature_page(con, dictionary: str, feature: int) -> FeaturePage:
     if not 0 <= feature < n:
         raise InputError(f"feature {feature} is out of range: {dictionary} has features 0..{n - 1}")
     row = get_dictionary(con, dictionary)
-    if row is None:
-        return FeaturePage(queries.feature_card(con, dictionary, feature), row, n, {})
-    from sae.dictionaries import lookup  # torch and SAELens, loaded on the first feature page only
-
-    arch = lookup(row.arch)
-    metrics = get_metrics(con, dictionary) if arch.has_codes else {}
-    return FeaturePage(queries.feature_card(con, dictionary, feature), row, n, metrics, arch.has_codes,
-                       arch.has_pursuit_steps)
+    metrics = get_metrics(con, dictionary) if row is not None else {}
+    return FeaturePage(queries.feature_card(con, dictionary, feature), row, n, metrics)
 
 
 @st.cache_data(show_spinner=False, max_entries=256)

@@ -86,7 +86,7 @@ with cooc:
     st.subheader("Co-occurring features")
     ranked_links(name, card.cooccurring, "jaccard")
 
-if page.has_pursuit_steps or card.mp_steps:
+if card.mp_steps:  # stored by the analysis of a dictionary that encodes by pursuit steps
     st.subheader("Matching pursuit")
     steps, parents = st.columns([3, 2])
     with steps:
