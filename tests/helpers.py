@@ -1,4 +1,5 @@
-"""Test builders shared across test files: the CLI runner, the one-error-line check, a seeded tiny model."""
+"""Test builders shared across test files: the CLI runner, the one-error-line check, a seeded tiny model, the id
+of a process that is gone."""
 from __future__ import annotations
 
 import socket
@@ -39,6 +40,13 @@ def seeded_tiny(**overrides):
 
     torch.manual_seed(0)
     return HookedTransformer(tiny_config(**overrides), tokenizer=tiny_tokenizer()).eval()
+
+
+def dead_pid() -> int:
+    """The id of a process that has exited (and been reaped): what a killed run leaves in staging names."""
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
+    return int(proc.stdout)
 
 
 def free_port() -> int:
