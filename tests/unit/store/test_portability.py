@@ -85,7 +85,7 @@ def test_tampered_file_is_refused_and_nothing_written(exported, tmp_path):
         with pytest.raises(InputError, match=r"dictionaries/mp-demo/cfg.json \(checksum mismatch\)"):
             import_db(target, con, copy)
         assert all(con.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] == 0 for t in user_tables(con))
-    assert not target.dictionaries_dir.exists() and not list(target.root.glob(".import-*"))
+    assert not target.dictionaries_dir.exists() and not list(target.root.glob(".import*"))
     (copy / "tables" / "vocab.parquet").unlink()
     with session(target.db_path) as con, pytest.raises(InputError, match=r"vocab.parquet \(missing\)"):
         import_db(target, con, copy)

@@ -1,0 +1,214 @@
+"""import-db of a hostile export: every name that would become a path, every link, every unknown table is
+refused with one line before anything is written, and nothing outside the workspace changes."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from tests.helpers import dead_pid
+from tests.unit.store.test_portability import make_workspace
+
+from store import InputError, Workspace, session
+from store import portability
+from store.paths import MARKER
+from store.portability import MANIFEST, export_db, import_db, sha256_file, sql_string_literal, user_tables
+
+CACHE = "tiny-demo__blocks.1__demo-text"
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("guard")
+    source = make_workspace(root / "src")
+    with session(source.db_path) as con:
+        export_db(con, root / "export", with_activations=True)
+    return root / "export"
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every entry under `folder`: a file's SHA-256, 'dir', or where a link points."""
+    out = {}
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder).as_posix()
+        out[rel] = f"-> {os.readlink(path)}" if path.is_symlink() else "dir" if path.is_dir() else \
+            hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+def hostile(exported: Path, tmp_path: Path, edit) -> Path:
+    """A copy of the export changed by edit(folder, manifest), its checksums recomputed as an attacker would."""
+    folder = tmp_path / "evil"
+    shutil.copytree(exported, folder, symlinks=True)
+    manifest = json.loads((folder / MANIFEST).read_text())
+    edit(folder, manifest)
+    for path in folder.rglob("*"):
+        rel = path.relative_to(folder).as_posix()
+        if path.is_file() and not path.is_symlink() and rel not in (MANIFEST, MARKER):
+            manifest["files"][rel] = sha256_file(path)
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    return folder
+
+
+def rewrite_names(table: str, old: str, new: str):
+    def edit(folder: Path, manifest: dict) -> None:
+        import duckdb
+
+        path = folder / "tables" / f"{table}.parquet"
+        edited = path.with_name("edited.parquet")
+        duckdb.execute("COPY (SELECT * REPLACE (CASE WHEN name = ? THEN ? ELSE name END AS name) FROM read_parquet("
+                       f"{sql_string_literal(str(path))})) TO {sql_string_literal(str(edited))} (FORMAT parquet)",
+                       [old, new])
+        edited.replace(path)
+    return edit
+
+
+def rename_entry(kind: str, old: str, new: str, folder_value: str | None = None):
+    """Rename a manifest entry; '{victim}' in the new name stands for the victim folder beside the export."""
+    def edit(folder: Path, manifest: dict) -> None:
+        entry = manifest[kind].pop(old)
+        name = new.format(victim=folder.parent / "victim")
+        manifest[kind][name] = {**entry, "folder": folder_value or entry["folder"]}
+    return edit
+
+
+def link_folder(folder: Path, manifest: dict) -> None:
+    victim_copy = folder.parent / "victim" / "topk-demo"
+    shutil.copytree(folder / "dictionaries" / "topk-demo", victim_copy)
+    shutil.rmtree(folder / "dictionaries" / "topk-demo")
+    (folder / "dictionaries" / "topk-demo").symlink_to(victim_copy)
+
+
+def link_file(folder: Path, manifest: dict) -> None:
+    (folder / "dictionaries" / "mp-demo" / "extra.txt").symlink_to(folder.parent / "victim" / "secret.txt")
+
+
+def shard_out(folder: Path, manifest: dict) -> None:
+    shards = [{"file": "../../../victim/secret.txt", "start_context": 0, "n_contexts": 1, "rows": 1, "bytes": 6,
+               "sha256": "0" * 64}]
+    (folder / "activations" / CACHE / "manifest.json").write_text(json.dumps({"complete": True, "shards": shards}))
+
+
+def extra_checksum(rel: str):
+    def edit(folder: Path, manifest: dict) -> None:
+        manifest["files"][rel] = "0" * 64
+    return edit
+
+
+def unknown_table(folder: Path, manifest: dict) -> None:
+    shutil.copy(folder / "tables" / "vocab.parquet", folder / "tables" / "evil.parquet")
+    manifest["tables"]['evil"; DROP TABLE vocab; --'] = {"file": "tables/evil.parquet", "rows": 1}
+
+
+def malformed(folder: Path, manifest: dict) -> None:
+    manifest["dictionaries"] = ["../victim"]
+
+
+CASES = {
+    "dictionary name in the manifest": (rename_entry("dictionaries", "topk-demo", "../../victim"),
+                                        "dictionary name '../../victim' must start with a letter"),
+    "folder of a manifest entry": (rename_entry("dictionaries", "topk-demo", "topk-demo", "dictionaries/../../victim"),
+                                   "points at 'dictionaries/../../victim'"),
+    "cache name in the manifest": (rename_entry("activations", CACHE, "{victim}/Documents"),
+                                   "activation cache name '/"),
+    "dictionary row": (rewrite_names("dictionaries", "topk-demo", "../../../victim"),
+                       "dictionary name '../../../victim' must start"),
+    "cache row": (rewrite_names("activation_caches", CACHE, "../victim"), "activation cache name '../victim'"),
+    "symlinked dictionary folder": (link_folder, "contains a symbolic link (dictionaries/topk-demo)"),
+    "symlinked file": (link_file, "contains a symbolic link (dictionaries/mp-demo/extra.txt)"),
+    "shard name with ../": (shard_out, "activation shard name '../../../victim/secret.txt' must start"),
+    "checksum list names ../x": (extra_checksum("../x"), "manifest names a file outside the export folder: '../x'"),
+    "checksum list names an absolute path": (extra_checksum("/etc/hostname"), "outside the export folder"),
+    "table outside the schema": (unknown_table, "the export names table(s) this SparseScope's schema lacks"),
+    "malformed manifest": (malformed, "is malformed: 'dictionaries'"),
+}
+
+
+def _empty(space: Workspace) -> bool:
+    with session(space.db_path, read_only=True) as con:
+        return all(con.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] == 0 for t in user_tables(con))
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_hostile_export_is_refused_and_nothing_outside_changes(exported, tmp_path, case):
+    edit, needle = CASES[case]
+    victim = tmp_path / "victim"
+    (victim / "Documents").mkdir(parents=True)
+    (victim / "secret.txt").write_text("secret")
+    (victim / "Documents" / "thesis.md").write_text("years of work")
+    evil = hostile(exported, tmp_path, edit)
+    space = Workspace.resolve(tmp_path / "ws")  # WORKSPACE/dictionaries/../../victim is the victim folder
+    before = snapshot(victim), snapshot(evil)
+    with session(space.db_path) as con, pytest.raises(InputError) as info:
+        import_db(space, con, evil)
+    message = str(info.value)
+    assert needle in message and "\n" not in message, message
+    assert (snapshot(victim), snapshot(evil)) == before
+    assert sorted(p.name for p in space.root.iterdir()) == ["sparsescope.duckdb"] and _empty(space)
+
+
+def test_failed_import_removes_its_staging_and_a_killed_ones_go_next_time(exported, tmp_path, monkeypatch):
+    space = Workspace.resolve(tmp_path / "ws")
+    killed = space.root / f".import.partial-{dead_pid()}-k1ll3d"
+    (killed / "dictionaries" / "topk-demo").mkdir(parents=True)
+    mine = space.root / ".import-notes"  # not the project's staging pattern: never touched
+    mine.mkdir()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+    monkeypatch.setattr(portability, "_restore_tables", broken)
+    with session(space.db_path) as con, pytest.raises(RuntimeError):
+        import_db(space, con, exported)
+    assert sorted(p.name for p in space.root.iterdir()) == [".import-notes", "sparsescope.duckdb"]
+    monkeypatch.undo()
+    killed.mkdir()
+    with session(space.db_path) as con:
+        import_db(space, con, exported)
+    assert not killed.exists() and mine.is_dir()
+    assert sorted(p.name for p in space.dictionaries_dir.iterdir()) == ["attn-demo", "codebook-demo", "mp-demo",
+                                                                        "topk-demo"]
+
+
+def test_import_replaces_a_dictionary_folder_only_inside_the_workspace(exported, tmp_path):
+    space = Workspace.resolve(tmp_path / "ws")
+    stale = space.dictionaries_dir / "topk-demo"
+    stale.mkdir(parents=True)
+    (stale / "old.txt").write_text("old")
+    with session(space.db_path) as con:
+        import_db(space, con, exported)
+    assert sorted(p.name for p in stale.iterdir()) == ["cfg.json", "sae_weights.safetensors"]
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("keep")
+    shutil.rmtree(stale)
+    stale.symlink_to(outside)  # a link planted in the workspace is not followed, nor replaced
+    with session(space.db_path) as con, pytest.raises(InputError, match="dictionary 'topk-demo' leads to"):
+        import_db(space, con, exported, replace=True)
+    assert snapshot(outside) == {"keep.txt": hashlib.sha256(b"keep").hexdigest()}
+
+
+def test_export_writes_its_manifest_durably_and_replaces_only_its_own_folder(exported, tmp_path, monkeypatch):
+    from store import paths
+
+    source = make_workspace(tmp_path / "src")
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(paths.os, "fsync", lambda fd: (synced.append(fd), real(fd)))
+    with session(source.db_path, read_only=True) as con:
+        export_db(con, tmp_path / "out")
+        assert len(synced) >= 3  # manifest file, the staging folder, the folder the export was renamed into
+        (tmp_path / "out" / "note.txt").write_text("mine")
+        with pytest.raises(InputError, match="exists and is not empty; pick a new folder or pass --force"):
+            export_db(con, tmp_path / "out")
+        export_db(con, tmp_path / "out", force=True)  # it carries the marker: replaced
+        assert not (tmp_path / "out" / "note.txt").exists() and (tmp_path / "out" / MARKER).is_file()
+        theirs = tmp_path / "theirs"
+        theirs.mkdir()
+        (theirs / "thesis.md").write_text("years of work")
+        with pytest.raises(InputError, match="not written by SparseScope"):
+            export_db(con, theirs, force=True)
+    assert (theirs / "thesis.md").read_text() == "years of work"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "src", "theirs"]
