@@ -343,10 +343,14 @@ def _move_into_place(ws: Workspace, kind: str, staged: dict[str, Path]) -> None:
 def import_labels(con: duckdb.DuckDBPyConnection, dictionary: str, labels: list[tuple[int, str, str]]) -> int:
     """Write (feature, label, notes) rows for `dictionary` in one transaction; returns how many were written.
 
-    Labels live apart from analysis results, so a dictionary that is not analysed yet can receive them.
+    Labels live apart from analysis results, so a dictionary that is not analysed yet can receive them. An
+    empty label or note keeps the local one: a report exported before it was written must not erase it.
     """
     with transaction(con):
         for feature, label, notes in labels:
-            con.execute("INSERT OR REPLACE INTO feature_labels (dictionary, feature, label, notes, updated) "
-                        "VALUES (?, ?, ?, ?, current_timestamp)", [dictionary, int(feature), label, notes])
+            con.execute("INSERT INTO feature_labels (dictionary, feature, label, notes, updated) "
+                        "VALUES (?, ?, ?, ?, current_timestamp) ON CONFLICT (dictionary, feature) DO UPDATE SET "
+                        "label = CASE WHEN excluded.label = '' THEN feature_labels.label ELSE excluded.label END, "
+                        "notes = CASE WHEN excluded.notes = '' THEN feature_labels.notes ELSE excluded.notes END, "
+                        "updated = now()", [dictionary, int(feature), label, notes])
     return len(labels)
