@@ -2,10 +2,11 @@
 
     folder = confined(ws.root / "dictionaries", name, "dictionary", root=ws.root)  # Workspace.named wraps it
     write_durable(folder / "manifest.json", text)       # temp, fsync, rename, fsync the folder
-    tmp = staging_dir(parent, "import")                 # .import.partial-PID-XXXX, swept once PID is gone
+    tmp = staging_dir(parent, "import")                 # .import.partial-PID@HOST-XXXX, swept once PID is gone
 
-Every staging entry is named `.BASE.partial-PID-RANDOM[.ext]`: a run removes the leftovers of killed runs
-(their PID no longer exists) before it stages anything, and never touches a name outside that pattern.
+Every staging entry is named `.BASE.partial-PID@HOST-RANDOM[.ext]`: a run removes the leftovers of killed runs
+(made on this host by a PID that no longer exists) before it stages anything, and never touches a name outside
+that pattern nor one another host made (a workspace on a shared disk: that PID means nothing here).
 Folders SparseScope writes whole (exports, figure folders) carry MARKER, so `--force` only ever replaces a
 folder SparseScope wrote. A leaf module (it imports only store.errors): the engine (`sae`) uses it too.
 """
@@ -14,13 +15,17 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 
 from store.errors import InputError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-_STAGING = re.compile(r"^\.(?P<base>.+)\.partial-(?P<pid>\d+)-[A-Za-z0-9_]+(?:\.[A-Za-z0-9]+)?$")
+_STAGING = re.compile(r"^\.(?P<base>.+)\.partial-(?P<pid>\d+)@(?P<host>[A-Za-z0-9.]+)-[A-Za-z0-9_]+"
+                      r"(?:\.[A-Za-z0-9]+)?$")
+HOST = re.sub(r"[^A-Za-z0-9.]", "", socket.gethostname())[:64] or "localhost"
+"""This machine in staging names (letters, digits and dots only, so the name parses back)."""
 MARKER = ".sparsescope-output"
 """File in a folder SparseScope wrote whole; `--force` replaces only folders that carry it."""
 
@@ -89,7 +94,7 @@ def write_durable(path: str | os.PathLike, text: str) -> None:
 # ---------------------------------------------------------------------------------------------- staging
 
 def _prefix(base: str) -> str:
-    return f".{base}.partial-{os.getpid()}-"
+    return f".{base}.partial-{os.getpid()}@{HOST}-"
 
 
 def _alive(pid: int) -> bool:
@@ -105,7 +110,7 @@ def _alive(pid: int) -> bool:
 
 
 def sweep_staging(parent: str | os.PathLike, base: str | None = None) -> list[Path]:
-    """Remove what killed runs left in `parent`: entries named `.BASE.partial-PID-...` whose process is gone.
+    """Remove what killed runs left in `parent`: entries `.BASE.partial-PID@HOST-...` whose process is gone.
 
     `base` limits the sweep to one target's staging (use it in folders that are not the workspace's own).
     Links are never followed nor removed. Returns what was removed.
@@ -115,7 +120,8 @@ def sweep_staging(parent: str | os.PathLike, base: str | None = None) -> list[Pa
         return removed
     for entry in parent.iterdir():
         match = _STAGING.match(entry.name)
-        if not match or (base is not None and match["base"] != base) or entry.is_symlink():
+        if not match or (base is not None and match["base"] != base) or entry.is_symlink() \
+                or match["host"] != HOST:
             continue
         if _alive(int(match["pid"])):
             continue
@@ -128,13 +134,13 @@ def sweep_staging(parent: str | os.PathLike, base: str | None = None) -> list[Pa
 
 
 def staging_dir(parent: str | os.PathLike, base: str) -> Path:
-    """A new private folder `.BASE.partial-PID-XXXX` in `parent`, after sweeping BASE's dead leftovers."""
+    """A new private folder `.BASE.partial-PID@HOST-XXXX` in `parent`, after sweeping BASE's dead leftovers."""
     sweep_staging(parent, base)
     return Path(tempfile.mkdtemp(prefix=_prefix(base), dir=parent))
 
 
 def staging_file(parent: str | os.PathLike, base: str, suffix: str = "") -> Path:
-    """A new empty file `.BASE.partial-PID-XXXX[SUFFIX]` in `parent`, after sweeping BASE's dead leftovers."""
+    """A new empty file `.BASE.partial-PID@HOST-XXXX[SUFFIX]` in `parent`, after sweeping BASE's dead leftovers."""
     sweep_staging(parent, base)
     fd, tmp = tempfile.mkstemp(prefix=_prefix(base), suffix=suffix, dir=parent)
     os.close(fd)

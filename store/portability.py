@@ -268,7 +268,7 @@ def import_db(ws: Workspace, con: duckdb.DuckDBPyConnection, src: str | Path,
     """Restore an export into the workspace `ws` (whose store `con` is open for writing).
 
     Every checksum, table name and every name that becomes a path is checked before anything is written;
-    the folders are staged in WORKSPACE/.import.partial-PID-XXXX, removed whatever happens.
+    the folders are staged in WORKSPACE/.import.partial-PID@HOST-XXXX, removed whatever happens.
     """
     src = Path(src).expanduser()
     manifest = verify_export(src)

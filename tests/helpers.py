@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 import torch
@@ -47,6 +48,13 @@ def dead_pid() -> int:
     proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
                           check=True)
     return int(proc.stdout)
+
+
+def killed_staging(parent, base: str, tag: str = "k1ll3d", suffix: str = "") -> Path:
+    """Where a killed run (its process gone) left its staging for the target `base` in `parent`."""
+    from store.paths import HOST
+
+    return Path(parent) / f".{base}.partial-{dead_pid()}@{HOST}-{tag}{suffix}"
 
 
 def free_port() -> int:

@@ -20,7 +20,7 @@ def save_dictionary(sae: TrainingSAE, path: Path, activation_scale: float = 1.0)
     The training loop trains on x * activation_scale, where activation_scale brings the mean input norm to
     sqrt(d_in) (SAELens' convention, so coefficients and MP's residual threshold transfer across models).
     The scale is folded into the saved weights, so the saved dictionary works on raw activations; the live
-    `sae` is left untouched. The folder is written next to `path` (`.NAME.partial-PID-XXXX`, what a killed
+    `sae` is left untouched. The folder is written next to `path` (`.NAME.partial-PID@HOST-XXXX`, what a killed
     save left there is swept first) and renamed into place: a reader sees the old dictionary or the new one,
     never half of one.
     """

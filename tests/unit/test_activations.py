@@ -178,12 +178,11 @@ def test_a_shard_linked_out_of_the_cache_is_refused(tiny_model, con, ws, corpus,
 
 def test_manifest_is_fsynced_and_a_killed_writers_temp_files_are_swept(tiny_model, con, ws, corpus, monkeypatch):
     from store import paths
-    from tests.helpers import dead_pid
+    from tests.helpers import killed_staging
 
     folder = ws.activations_dir / "k"
     folder.mkdir(parents=True)
-    pid = dead_pid()
-    left = [folder / f".shard_00000008.safetensors.partial-{pid}-abc", folder / f".manifest.json.partial-{pid}-d"]
+    left = [killed_staging(folder, "shard_00000008.safetensors"), killed_staging(folder, "manifest.json")]
     for path in left:
         path.write_bytes(b"half a shard")
     synced = []

@@ -145,10 +145,10 @@ def test_save_replaces_an_existing_dictionary_atomically(tmp_path):
 
 
 def test_save_sweeps_a_killed_saves_staging_and_a_failed_save_leaves_none(tmp_path, monkeypatch):
-    from tests.helpers import dead_pid
+    from tests.helpers import killed_staging
 
     model, _ = trained("topk", steps=1)
-    killed = tmp_path / f".d.partial-{dead_pid()}-k1ll3d"
+    killed = killed_staging(tmp_path, "d")
     killed.mkdir()
     (killed / "cfg.json").write_text("{half")
     save_dictionary(model, tmp_path / "d")

@@ -66,12 +66,12 @@ def test_a_failed_import_leaves_no_staging_and_sweeps_a_killed_ones(ws, seed, tm
 
     import analysis.dictionaries as dictionaries
     from analysis.dictionaries import import_dictionary
-    from tests.helpers import dead_pid
+    from tests.helpers import killed_staging
 
     source = tmp_path / "plain"
     save_dictionary(build_training_sae(DictSpec("topk", 16, 32, k=4)), source)
     ws.dictionaries_dir.mkdir()
-    killed = ws.dictionaries_dir / f".other.partial-{dead_pid()}-k1ll3d"
+    killed = killed_staging(ws.dictionaries_dir, "other")
     killed.mkdir()
     real = shutil.copytree
 

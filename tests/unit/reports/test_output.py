@@ -3,7 +3,7 @@ or export folder only when SparseScope wrote it."""
 from __future__ import annotations
 
 import pytest
-from tests.helpers import dead_pid
+from tests.helpers import killed_staging
 from tests.unit.reports.test_collect import build_report_store
 
 import analysis.reports as reports
@@ -63,9 +63,9 @@ def test_markdown_figures_folder_is_replaced_only_when_ours(store, tmp_path, fig
 
 
 def test_a_killed_writers_temporary_file_goes_on_the_next_write(store, tmp_path):
-    left = tmp_path / f".r.json.partial-{dead_pid()}-x1y2"
+    left = killed_staging(tmp_path, "r.json")
     left.write_text("{half")
-    other = tmp_path / f".notes.txt.partial-{dead_pid()}-x1y2"  # another target's: left to its own next write
+    other = killed_staging(tmp_path, "notes.txt")  # another target's: left to its own next write
     other.write_text("x")
     write_report(collect_report(store, "topk-demo", Selection(features=(1,))), "json", tmp_path / "r.json")
     assert sorted(p.name for p in tmp_path.iterdir()) == [other.name, "r.json"]

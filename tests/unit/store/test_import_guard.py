@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from tests.helpers import dead_pid
+from tests.helpers import killed_staging
 from tests.unit.store.test_portability import make_workspace
 
 from store import InputError, Workspace, session
@@ -152,7 +152,7 @@ def test_hostile_export_is_refused_and_nothing_outside_changes(exported, tmp_pat
 
 def test_failed_import_removes_its_staging_and_a_killed_ones_go_next_time(exported, tmp_path, monkeypatch):
     space = Workspace.resolve(tmp_path / "ws")
-    killed = space.root / f".import.partial-{dead_pid()}-k1ll3d"
+    killed = killed_staging(space.root, "import")
     (killed / "dictionaries" / "topk-demo").mkdir(parents=True)
     mine = space.root / ".import-notes"  # not the project's staging pattern: never touched
     mine.mkdir()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from tests.helpers import dead_pid
+from tests.helpers import dead_pid, killed_staging
 
 from store import InputError, paths
 from store.paths import (MARKER, check_output_file, check_output_folder, confined, refuse_symlinks, staging_dir,
@@ -63,20 +63,21 @@ def test_write_durable_fsyncs_file_and_folder(tmp_path, monkeypatch):
 
 
 def test_sweep_removes_only_dead_staging(tmp_path):
-    pid = dead_pid()
-    dead_dir = tmp_path / f".import.partial-{pid}-ab12_x"
+    pid, host = dead_pid(), paths.HOST
+    dead_dir = tmp_path / f".import.partial-{pid}@{host}-ab12_x"
     (dead_dir / "dictionaries").mkdir(parents=True)
-    dead_file = tmp_path / f".r.html.partial-{pid}-q1w2.pdf"
+    dead_file = tmp_path / f".r.html.partial-{pid}@{host}-q1w2.pdf"
     dead_file.write_text("x")
-    live = tmp_path / f".import.partial-{os.getpid()}-live1"
+    live = tmp_path / f".import.partial-{os.getpid()}@{host}-live1"
     live.mkdir()
-    keep = [tmp_path / n for n in (".import-notes", "import.partial-1-x", f".x.partial-{pid}", ".partial-1-a",
-                                   f".x.partial-{pid}-a-b")]
+    keep = [tmp_path / n for n in (".import-notes", f"import.partial-{pid}@{host}-x", f".x.partial-{pid}@{host}",
+                                   f".partial-{pid}@{host}-a", f".x.partial-{pid}@{host}-a-b", f".x.partial-{pid}-ab",
+                                   f".x.partial-{pid}@another.host-ab")]  # the last: a PID of another machine
     for path in keep:
         path.mkdir()
     outside = tmp_path / "elsewhere"
     outside.mkdir()
-    link = tmp_path / f".link.partial-{pid}-zz"
+    link = tmp_path / f".link.partial-{pid}@{host}-zz"
     link.symlink_to(outside)
     assert sweep_staging(tmp_path, "other") == []  # another target's staging is left alone
     assert sorted(sweep_staging(tmp_path)) == sorted([dead_dir, dead_file])
@@ -84,10 +85,10 @@ def test_sweep_removes_only_dead_staging(tmp_path):
 
 
 def test_staging_sweeps_its_own_leftovers_and_swap_replaces(tmp_path):
-    left = tmp_path / f".d.partial-{dead_pid()}-killed"
+    left = killed_staging(tmp_path, "d")
     left.mkdir()
     stage = staging_dir(tmp_path, "d")
-    assert not left.exists() and stage.name.startswith(f".d.partial-{os.getpid()}-")
+    assert not left.exists() and stage.name.startswith(f".d.partial-{os.getpid()}@{paths.HOST}-")
     (stage / "new.txt").write_text("new")
     target = tmp_path / "d"
     target.mkdir()
