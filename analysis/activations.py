@@ -40,7 +40,7 @@ def build_cache(ws: Workspace, con: duckdb.DuckDBPyConnection, model, hook: str,
     n_contexts = min(-(-tokens // corpus.ctx), corpus.n_contexts)
     if corpus.ctx > model.cfg.n_ctx:
         raise InputError(f"corpus contexts ({corpus.ctx} tokens) exceed the model's context ({model.cfg.n_ctx})")
-    folder = ws.activations_dir / cache_name(name, hook, corpus.name)
+    folder = ws.named("activations", cache_name(name, hook, corpus.name))
     old = read_manifest(folder)
     if old is not None and old.complete and old.contexts_done >= n_contexts:
         return CacheResult(old, folder, reused=True)

@@ -15,13 +15,14 @@ import duckdb
 from store import dictionaries as repo
 from store.db import transaction
 from store.errors import InputError
+from store.paths import refuse_symlinks, staging_dir, sweep_staging
 from store.workspace import Workspace
 
 
 def dictionary_folder(ws: Workspace, row: repo.DictionaryRow) -> Path:
     """The dictionary's folder: as recorded, else under this workspace (a store moved with its workspace)."""
     recorded = Path(row.path).expanduser()
-    moved = ws.dictionaries_dir / row.name
+    moved = ws.named("dictionaries", row.name)
     return moved if not recorded.is_dir() and moved.is_dir() else recorded
 
 
@@ -56,7 +57,7 @@ def check_new_name(ws: Workspace, con, name: str, allow_folder: bool = False) ->
     repo.check_name(name)
     if con is not None and repo.get_dictionary(con, name) is not None:
         raise InputError(f"dictionary {name!r} already exists (choose another --name)")
-    folder = ws.dictionaries_dir / name
+    folder = ws.named("dictionaries", name)
     if folder.exists() and not allow_folder:
         raise InputError(f"folder {folder} already exists (left by an earlier run?); delete it or choose "
                          "another --name")
@@ -81,6 +82,7 @@ def _load_for_import(ref: str):
     path = Path(ref).expanduser()
     if not (path / "cfg.json").is_file():
         raise InputError(f"{path} is not a SAELens dictionary folder (no cfg.json), nor saelens:RELEASE/ID")
+    refuse_symlinks(path, "SAELens folder")  # a link would be read, and copied in, from anywhere
     try:
         return load_dictionary(path), path
     except ValueError as exc:  # load_dictionary reports a bad folder in one line
@@ -94,20 +96,24 @@ def import_dictionary(ws: Workspace, con: duckdb.DuckDBPyConnection, ref: str,
     name = name or default.replace("/", "_")
     check_new_name(ws, con, name)
     sae, path = _load_for_import(ref)
-    folder = ws.dictionaries_dir / name
-    tmp = folder.with_name(f".{name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    if path is not None:
-        shutil.copytree(path, tmp)
-    else:
-        sae.save_model(tmp)
     from sae.dictionaries import arch_of
 
     meta, cfg = sae.cfg.metadata, sae.cfg
+    folder = ws.named("dictionaries", name)
     row = repo.DictionaryRow(name, meta.model_name or "", meta.hook_name or "", arch_of(sae).name,
                              cfg.d_in, cfg.d_sae, getattr(cfg, "k", None), str(folder),
                              source=ref if ref.startswith("saelens:") else str(path.resolve()))
-    os.replace(tmp, folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    sweep_staging(folder.parent)  # what killed imports and saves left
+    tmp = staging_dir(folder.parent, name)
+    try:
+        if path is not None:
+            shutil.copytree(path, tmp, symlinks=True, dirs_exist_ok=True)
+        else:
+            sae.save_model(tmp)
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     try:
         with transaction(con):
             repo.add_dictionary(con, row)

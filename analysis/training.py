@@ -115,7 +115,11 @@ def _find_cache(ws: Workspace, con, value: str) -> Path | None:
     row = get_cache(con, value) if con is not None else None
     if row is not None:
         return Path(row.path)
-    return ws.activations_dir / value if (ws.activations_dir / value).is_dir() else None
+    try:
+        folder = ws.named("activations", value)
+    except InputError:  # not a cache name either
+        return None
+    return folder if folder.is_dir() else None
 
 
 def _unknown_activations(con, value: str) -> InputError:
@@ -243,7 +247,7 @@ def _check_options(req: TrainRequest) -> None:
 def _check_free(ws: Workspace, con, name: str, resume: bool) -> Path:
     """InputError when the name is taken or a stale checkpoint is in the way; returns the checkpoint path."""
     check_new_name(ws, con, name, allow_folder=resume)
-    checkpoint = ws.root / "checkpoints" / name / CHECKPOINT
+    checkpoint = ws.named("checkpoints", name) / CHECKPOINT
     if resume:
         load_checkpoint(checkpoint)  # missing or truncated: fail before anything else happens
     elif checkpoint.exists():
@@ -270,7 +274,7 @@ def plan_training(ws: Workspace, con, req: TrainRequest, lm=None) -> TrainPlan:
         payload = load_checkpoint(checkpoint)
         check_resumable(payload, config, asdict(spec), checkpoint)
         run_id = payload["state"]["run_id"]
-    return TrainPlan(name, config, spec, source, ws.dictionaries_dir / name, checkpoint, req.resume, run_id)
+    return TrainPlan(name, config, spec, source, ws.named("dictionaries", name), checkpoint, req.resume, run_id)
 
 
 # ---------------------------------------------------------------------------------------------- running

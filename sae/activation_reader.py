@@ -10,7 +10,7 @@ from typing import Iterator
 import torch
 from safetensors.torch import load_file
 
-from sae.activations import Manifest, check_shard, read_manifest
+from sae.activations import Manifest, check_shard, read_manifest, shard_path
 from store.errors import InputError
 
 
@@ -39,7 +39,7 @@ class ActivationReader:
         shard = self.manifest.shards[index]
         if self.verify:
             check_shard(self.folder, shard, full=True)
-        return load_file(self.folder / shard.file)["activations"]
+        return load_file(shard_path(self.folder, shard))["activations"]
 
     def contexts(self, max_contexts: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(context_ids [n], acts [n, ctx, d]) shard by shard, in corpus order."""

@@ -1,9 +1,10 @@
 """Activation cache: float32 safetensors shards plus a JSON manifest, written as the model runs.
 
 A shard holds whole contexts (rows = contexts x ctx, in order), so a row maps back to (context, position).
-Every shard and the manifest are written to a temp file and renamed, and the manifest is rewritten after
-each shard: a killed run resumes from its last complete shard, a finished run is reused, and a corrupted
-shard is caught by its recorded size and SHA-256 before anything reads it.
+Every shard and the manifest are written to a temp file and renamed (the manifest fsynced), and the manifest
+is rewritten after each shard: a killed run resumes from its last complete shard (its temp files are swept on
+the next run), a finished run is reused, and a corrupted shard is caught by its recorded size and SHA-256
+before anything reads it. Shard names in a manifest are plain file names inside the cache folder.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from store.errors import InputError
+from store.paths import confined, staging_file, sweep_staging, write_durable
 from sae.models import stop_layer
 
 MANIFEST = "manifest.json"
@@ -72,12 +74,6 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def read_manifest(folder: Path) -> Manifest | None:
     """The manifest in `folder`, None if there is none; InputError if it is corrupted."""
     path = Path(folder) / MANIFEST
@@ -92,12 +88,22 @@ def read_manifest(folder: Path) -> Manifest | None:
                          "delete the folder to rebuild it") from None
     if manifest.version != FORMAT_VERSION:
         raise InputError(f"activation cache {folder} has format {manifest.version}, expected {FORMAT_VERSION}")
+    for shard in manifest.shards:
+        shard_path(folder, shard)
     return manifest
+
+
+def shard_path(folder: Path, shard: Shard) -> Path:
+    """The shard's file, confined to the cache folder: a name with '/', '..' or a link out is refused."""
+    try:
+        return confined(folder, shard.file, "activation shard")
+    except InputError as exc:
+        raise InputError(f"activation cache manifest {Path(folder) / MANIFEST} is corrupted: {exc}") from None
 
 
 def check_shard(folder: Path, shard: Shard, full: bool = True) -> None:
     """Raise InputError when a shard is missing, truncated, or (full=True) its hash differs."""
-    path = Path(folder) / shard.file
+    path = shard_path(folder, shard)
     if not path.is_file():
         raise InputError(f"activation shard {path} is missing")
     if path.stat().st_size != shard.bytes:
@@ -141,6 +147,7 @@ def write_cache(model, hook: str, folder: Path, tokens_of: TokenSource, manifest
                 batch: int = 32, shard_contexts: int = 256, progress: bool = True) -> Manifest:
     """Run `model` up to `hook` over contexts 0..manifest.n_contexts-1 and write the cache into `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
+    sweep_staging(folder)  # temp files of a killed run
     manifest = _start(folder, manifest)
     stop_at = stop_layer(model, hook)
     device = next(model.parameters()).device
@@ -157,18 +164,21 @@ def write_cache(model, hook: str, folder: Path, tokens_of: TokenSource, manifest
             bar.update(ids.numel())
         manifest.shards.append(_write_shard(folder, torch.cat(parts), start, stop - start))
         manifest.complete = manifest.contexts_done >= manifest.n_contexts
-        _atomic_write_text(folder / MANIFEST, json.dumps(asdict(manifest), indent=1))
+        write_durable(folder / MANIFEST, json.dumps(asdict(manifest), indent=1))
     bar.close()
     if not (folder / MANIFEST).exists():  # a finished cache found on disk: nothing to write
-        _atomic_write_text(folder / MANIFEST, json.dumps(asdict(manifest), indent=1))
+        write_durable(folder / MANIFEST, json.dumps(asdict(manifest), indent=1))
     return manifest
 
 
 def _write_shard(folder: Path, acts: torch.Tensor, start: int, n_contexts: int) -> Shard:
     name = f"shard_{start:08d}.safetensors"
-    tmp = folder / f".{name}.tmp"
-    save_file({"activations": acts.contiguous()}, tmp)
-    os.replace(tmp, folder / name)
+    tmp = staging_file(folder, name)
+    try:
+        save_file({"activations": acts.contiguous()}, tmp)
+        os.replace(tmp, folder / name)
+    finally:
+        tmp.unlink(missing_ok=True)
     path = folder / name
     return Shard(file=name, start_context=start, n_contexts=n_contexts, rows=acts.shape[0],
                  bytes=path.stat().st_size, sha256=_sha256(path))

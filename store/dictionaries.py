@@ -11,8 +11,8 @@ import pyarrow as pa
 
 from store.db import transaction
 from store.errors import InputError
+from store.paths import check_name
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _HIST = re.compile(r"^(\w+)_hist:([-0-9.e+]+):([-0-9.e+]+)$")
 
 
@@ -50,13 +50,6 @@ def _one(con: duckdb.DuckDBPyConnection, sql: str, params: list) -> tuple | None
     """First row of a query, with the result consumed (a pending result blocks `register` on this connection)."""
     rows = con.execute(sql, params).fetchall()
     return rows[0] if rows else None
-
-
-def check_name(name: str) -> None:
-    """Dictionary names become folder names: letters, digits, '_', '-', '.', at most 128."""
-    if not _NAME.match(name or ""):
-        raise InputError(f"dictionary name {name!r} must start with a letter or digit and use only letters, "
-                         "digits, '_', '-' or '.' (at most 128)")
 
 
 def add_dictionary(con: duckdb.DuckDBPyConnection, row: DictionaryRow) -> int:

@@ -7,6 +7,7 @@ new one, never a mix; a rerun replaces it.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -16,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from store.db import transaction
+from store.paths import check_output_file, staging_file
 
 STATS_COLUMNS = ("layer", "head", "kv_group", "score", "value", "n_tokens")
 EXAMPLE_COLUMNS = ("layer", "head", "rank", "context_id", "score", "peak_weight", "peak_src")
@@ -144,12 +146,20 @@ def head_stats_table(con: duckdb.DuckDBPyConnection, model: str | None = None,
 
 
 def export_head_stats(con: duckdb.DuckDBPyConnection, path: str | Path, model: str | None = None,
-                      corpus: str | None = None) -> int:
-    """Write head scores to a Parquet file (long format: one row per model, corpus, layer, head, score)."""
+                      corpus: str | None = None, force: bool = False) -> int:
+    """Write head scores to a Parquet file (long format: one row per model, corpus, layer, head, score).
+
+    The file must be new unless `force`; it is written under a temporary name and renamed into place.
+    """
+    target = check_output_file(path, force, make_parent=True)
     table = head_stats_table(con, model, corpus)
-    target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, target)
+    tmp = staging_file(target.parent, target.name)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
     return table.num_rows
 
 

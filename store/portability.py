@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,7 +23,9 @@ import duckdb
 
 from store.db import transaction
 from store.errors import InputError
-from store.workspace import Workspace
+from store.paths import (check_output_folder, confined, mark_output, refuse_symlinks, staging_dir, swap_folder,
+                         sweep_staging, write_durable)
+from store.workspace import KINDS, Workspace
 
 FORMAT = "sparsescope-workspace"
 FORMAT_VERSION = 1
@@ -97,30 +97,20 @@ def _folders(con: duckdb.DuckDBPyConnection, table: str, key: str, with_them: bo
     return {name: Path(path) for name, path in rows if path and Path(path).is_dir()}
 
 
-def _check_target(out: Path) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise InputError(f"export folder {out} exists and is not empty; pick a new folder")
-    parent = out.parent if out.parent != Path("") else Path(".")
-    if not parent.is_dir():
-        raise InputError(f"folder {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise InputError(f"folder {parent} is not writable")
-
-
-def export_db(con: duckdb.DuckDBPyConnection, out: str | Path, with_activations: bool = False) -> dict:
+def export_db(con: duckdb.DuckDBPyConnection, out: str | Path, with_activations: bool = False,
+              force: bool = False) -> dict:
     """Write the store and its dictionaries to the new folder `out`; returns the manifest.
 
     Everything is written to a temporary folder beside `out` and renamed at the end, so a failure leaves no
-    half-written export behind.
+    half-written export behind. `force` replaces an earlier export (a folder carrying store.paths.MARKER), never
+    a folder SparseScope did not write.
     """
-    out = Path(out).expanduser()
-    _check_target(out)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    out = check_output_folder(out, force)
+    stage = staging_dir(out.parent, out.name)
     try:
         manifest = _write_export(con, stage, with_activations)
-        if out.exists():
-            out.rmdir()
-        os.replace(stage, out)
+        mark_output(stage)
+        swap_folder(stage, out)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
@@ -141,13 +131,13 @@ def _write_export(con: duckdb.DuckDBPyConnection, stage: Path, with_activations:
                                      ("activations", "activation_caches", "name", with_activations)):
         folders[kind] = {}
         for name, src in _folders(con, table, key, wanted).items():
-            shutil.copytree(src, stage / kind / name)
+            shutil.copytree(src, confined(stage / kind, name, KINDS[kind]))
             folders[kind][name] = {"folder": f"{kind}/{name}", "original_path": str(src)}
     files = {p.relative_to(stage).as_posix(): sha256_file(p) for p in sorted(stage.rglob("*")) if p.is_file()}
     manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "schema_version": schema_version(con),
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "tables": tables,
                 **folders, "files": files}
-    (stage / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    write_durable(stage / MANIFEST, json.dumps(manifest, indent=1))
     return manifest
 
 
@@ -158,17 +148,35 @@ def _inside(root: Path, rel: str) -> Path:
     return path
 
 
-def verify_export(src: str | Path) -> dict:
-    """Read the manifest of an export folder and check every file's SHA-256; InputError on any mismatch."""
-    src = Path(src).expanduser()
+def _read_manifest(src: Path) -> dict:
     try:
         manifest = json.loads((src / MANIFEST).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InputError(f"{src} is not a SparseScope export: no {MANIFEST}") from None
     except (OSError, ValueError) as exc:
         raise InputError(f"cannot read {src / MANIFEST}: {exc}") from None
-    if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT \
+            or manifest.get("format_version") != FORMAT_VERSION:
         raise InputError(f"{src / MANIFEST} is not a {FORMAT} export of version {FORMAT_VERSION}")
+    shapes = {"files": str, "tables": dict, "dictionaries": dict, "activations": dict}
+    for key, kind in shapes.items():
+        entries = manifest.setdefault(key, {})
+        if not isinstance(entries, dict) or not all(isinstance(k, str) and isinstance(v, kind)
+                                                    for k, v in entries.items()):
+            raise InputError(f"{src / MANIFEST} is malformed: {key!r} is not a table of names")
+    if not isinstance(manifest.get("schema_version"), int):
+        raise InputError(f"{src / MANIFEST} is malformed: no schema_version")
+    return manifest
+
+
+def verify_export(src: str | Path) -> dict:
+    """Read the manifest of an export folder and check every file's SHA-256; InputError on any mismatch.
+
+    An export holding a symbolic link is refused (a link could lead the import outside the export)."""
+    src = Path(src).expanduser()
+    if src.is_dir():
+        refuse_symlinks(src, "export")
+    manifest = _read_manifest(src)
     bad = []
     for rel, digest in manifest["files"].items():
         path = _inside(src, rel)
@@ -178,8 +186,8 @@ def verify_export(src: str | Path) -> dict:
             bad.append(f"{rel} (checksum mismatch)")
     listed = set(manifest["files"])
     for entry in manifest["tables"].values():
-        if entry["file"] not in listed:
-            bad.append(f"{entry['file']} (not covered by a checksum)")
+        if entry.get("file") not in listed:
+            bad.append(f"{entry.get('file')} (not covered by a checksum)")
     if bad:
         raise InputError(f"export {src} failed verification, nothing imported: " + ", ".join(bad[:10])
                          + (f" and {len(bad) - 10} more" if len(bad) > 10 else ""))
@@ -200,33 +208,82 @@ def store_is_empty(con: duckdb.DuckDBPyConnection) -> bool:
     return all(con.execute(f"SELECT count(*) FROM {_ident(t)}").fetchone()[0] == 0 for t in user_tables(con))
 
 
-def _stage_folders(ws: Workspace, src: Path, manifest: dict) -> tuple[Path, dict[str, dict[str, Path]]]:
-    stage = Path(tempfile.mkdtemp(prefix=".import-", dir=ws.root))
-    staged: dict[str, dict[str, Path]] = {}
+def _check_names(ws: Workspace, con: duckdb.DuckDBPyConnection, src: Path, manifest: dict) -> None:
+    """Every name the import turns into a path (manifest entries, dictionary and cache rows) and every table
+    name, checked before anything is written."""
+    unknown = sorted(set(manifest["tables"]) - set(user_tables(con)))
+    if unknown:
+        raise InputError(f"the export names table(s) this SparseScope's schema lacks: {', '.join(unknown[:5])}")
     for kind in ("dictionaries", "activations"):
-        staged[kind] = {}
-        for name, entry in manifest.get(kind, {}).items():
-            staged[kind][name] = stage / kind / name
-            shutil.copytree(_inside(src, entry["folder"]), staged[kind][name])
+        for name, entry in manifest[kind].items():
+            ws.named(kind, name)
+            if entry.get("folder") != f"{kind}/{name}":
+                raise InputError(f"manifest entry {kind}/{name} points at {entry.get('folder')!r}, "
+                                 f"expected {kind}/{name!r}")
+    for name in manifest["activations"]:
+        _check_shard_names(src / "activations" / name)
+    for table, kind in (("dictionaries", "dictionaries"), ("activation_caches", "activations")):
+        if table in manifest["tables"]:
+            path = _inside(src, manifest["tables"][table].get("file", ""))
+            try:
+                names = con.execute("SELECT name FROM read_parquet(?)", [str(path)]).fetchall()
+            except duckdb.Error as exc:
+                raise InputError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
+            for (name,) in names:
+                ws.named(kind, name)
+
+
+def _check_shard_names(folder: Path) -> None:
+    """The shard files an exported activation cache's manifest names must lie inside the cache folder."""
+    path = folder / "manifest.json"
+    if not path.is_file():
+        return
+    try:
+        shards = json.loads(path.read_text(encoding="utf-8")).get("shards") or []
+    except (OSError, ValueError, AttributeError) as exc:
+        raise InputError(f"cannot read {path}: {exc}") from None
+    for shard in shards if isinstance(shards, list) else [shards]:
+        confined(folder, shard.get("file") if isinstance(shard, dict) else shard, "activation shard")
+
+
+def _stage_folders(ws: Workspace, src: Path, manifest: dict) -> tuple[Path, dict[str, dict[str, Path]]]:
+    sweep_staging(ws.root)  # what killed imports (and other killed runs) left at the top of the workspace
+    stage = staging_dir(ws.root, "import")
+    staged: dict[str, dict[str, Path]] = {}
+    try:
+        for kind in ("dictionaries", "activations"):
+            staged[kind] = {}
+            for name, entry in manifest[kind].items():
+                staged[kind][name] = confined(stage / kind, name, KINDS[kind])
+                shutil.copytree(_inside(src, entry["folder"]), staged[kind][name], symlinks=True)
+        refuse_symlinks(stage, "export")  # a link that appeared after the check is not carried in
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
     return stage, staged
 
 
 def import_db(ws: Workspace, con: duckdb.DuckDBPyConnection, src: str | Path,
               replace: bool = False) -> ImportSummary:
-    """Restore an export into the workspace `ws` (whose store `con` is open for writing)."""
+    """Restore an export into the workspace `ws` (whose store `con` is open for writing).
+
+    Every checksum, table name and every name that becomes a path is checked before anything is written;
+    the folders are staged in WORKSPACE/.import.partial-PID@HOST-XXXX, removed whatever happens.
+    """
     src = Path(src).expanduser()
     manifest = verify_export(src)
     ours = schema_version(con)
     if manifest["schema_version"] > ours:
         raise InputError(f"the export has schema version {manifest['schema_version']}, this SparseScope "
                          f"knows up to {ours}: upgrade SparseScope first")
+    _check_names(ws, con, src, manifest)
     if not replace and not store_is_empty(con):
         raise InputError(f"workspace {ws.root} already holds data; import into an empty workspace or pass --replace")
     stage, staged = _stage_folders(ws, src, manifest)
     try:
         summary = _restore_tables(ws, con, src, manifest, staged, replace)
-        _move_into_place(staged["dictionaries"], ws.dictionaries_dir)
-        _move_into_place(staged["activations"], ws.activations_dir)
+        for kind, folders in staged.items():
+            _move_into_place(ws, kind, folders)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     summary.dictionaries = sorted(staged["dictionaries"])
@@ -241,10 +298,13 @@ def _restore_tables(ws: Workspace, con: duckdb.DuckDBPyConnection, src: Path, ma
         if replace:
             for table in reversed(tables):
                 con.execute(f"DELETE FROM {_ident(table)}")
-        for table in tables:  # tables of a newer SparseScope were refused above; older exports lack some
+        for table in tables:  # older exports lack some tables; unknown ones were refused in _check_names
             if table in manifest["tables"]:
                 path = _inside(src, manifest["tables"][table]["file"])
-                con.execute(f"INSERT INTO {_ident(table)} BY NAME SELECT * FROM read_parquet(?)", [str(path)])
+                try:
+                    con.execute(f"INSERT INTO {_ident(table)} BY NAME SELECT * FROM read_parquet(?)", [str(path)])
+                except duckdb.Error as exc:
+                    raise InputError(f"cannot restore table {table}: {str(exc).splitlines()[0]}") from None
                 summary.rows[table] = con.execute(f"SELECT count(*) FROM {_ident(table)}").fetchone()[0]
         _rewrite_paths(ws, con, staged, summary)
         _advance_sequences(con)
@@ -253,11 +313,11 @@ def _restore_tables(ws: Workspace, con: duckdb.DuckDBPyConnection, src: Path, ma
 
 def _rewrite_paths(ws: Workspace, con: duckdb.DuckDBPyConnection, staged: dict, summary: ImportSummary) -> None:
     for (name,) in con.execute("SELECT name FROM dictionaries").fetchall():
-        con.execute("UPDATE dictionaries SET path = ? WHERE name = ?", [str(ws.dictionaries_dir / name), name])
-    for name, path in con.execute("SELECT name, path FROM activation_caches").fetchall():
+        con.execute("UPDATE dictionaries SET path = ? WHERE name = ?", [str(ws.named("dictionaries", name)), name])
+    for (name,) in con.execute("SELECT name FROM activation_caches").fetchall():
         moved = name in staged["activations"]
         con.execute("UPDATE activation_caches SET path = ?, complete = complete AND ? WHERE name = ?",
-                    [str(ws.activations_dir / (name if moved else Path(path).name)), moved, name])
+                    [str(ws.named("activations", name)), moved, name])
         if not moved:
             summary.caches_without_files.append(name)
 
@@ -274,20 +334,23 @@ def _advance_sequences(con: duckdb.DuckDBPyConnection) -> None:
             con.execute("SELECT max(nextval(?)) FROM range(?)", [sequence, int(top - value)])
 
 
-def _move_into_place(staged: dict[str, Path], target: Path) -> None:
-    target.mkdir(parents=True, exist_ok=True)
+def _move_into_place(ws: Workspace, kind: str, staged: dict[str, Path]) -> None:
+    (ws.root / kind).mkdir(parents=True, exist_ok=True)
     for name, folder in staged.items():
-        shutil.rmtree(target / name, ignore_errors=True)
-        os.replace(folder, target / name)
+        swap_folder(folder, ws.named(kind, name))
 
 
 def import_labels(con: duckdb.DuckDBPyConnection, dictionary: str, labels: list[tuple[int, str, str]]) -> int:
     """Write (feature, label, notes) rows for `dictionary` in one transaction; returns how many were written.
 
-    Labels live apart from analysis results, so a dictionary that is not analysed yet can receive them.
+    Labels live apart from analysis results, so a dictionary that is not analysed yet can receive them. An
+    empty label or note keeps the local one: a report exported before it was written must not erase it.
     """
     with transaction(con):
         for feature, label, notes in labels:
-            con.execute("INSERT OR REPLACE INTO feature_labels (dictionary, feature, label, notes, updated) "
-                        "VALUES (?, ?, ?, ?, current_timestamp)", [dictionary, int(feature), label, notes])
+            con.execute("INSERT INTO feature_labels (dictionary, feature, label, notes, updated) "
+                        "VALUES (?, ?, ?, ?, current_timestamp) ON CONFLICT (dictionary, feature) DO UPDATE SET "
+                        "label = CASE WHEN excluded.label = '' THEN feature_labels.label ELSE excluded.label END, "
+                        "notes = CASE WHEN excluded.notes = '' THEN feature_labels.notes ELSE excluded.notes END, "
+                        "updated = now()", [dictionary, int(feature), label, notes])
     return len(labels)

@@ -6,9 +6,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from store.errors import InputError
+from store.paths import confined
 
 DEFAULT_WORKSPACE = "workspace"
 ENV_VAR = "SPARSESCOPE_WORKSPACE"
+KINDS = {"dictionaries": "dictionary", "activations": "activation cache", "reports": "dictionary",
+         "checkpoints": "dictionary"}
+"""The workspace's named folders, and what the name in each is (a report and a checkpoint take a dictionary's)."""
 
 
 @dataclass(frozen=True)
@@ -46,3 +50,11 @@ class Workspace:
     @property
     def reports_dir(self) -> Path:
         return self.root / "reports"
+
+    def named(self, kind: str, name: str, suffix: str = "") -> Path:
+        """WORKSPACE/KIND/NAME+SUFFIX: the one way a name (from the CLI, the store or an import) becomes a path.
+
+        The name must pass store.paths.check_name and the path, symlinks resolved, must be a direct child of
+        WORKSPACE/KIND inside the workspace; InputError (one line) otherwise.
+        """
+        return confined(self.root / kind, name, KINDS[kind], suffix, root=self.root)

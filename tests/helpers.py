@@ -1,5 +1,5 @@
 """Test utilities shared across test files: the CLI runner, the one-error-line check, the UI server's port and
-health check. Builders of models, configs and stores are in tests/factories.py."""
+health check, the id of a process that is gone. Builders of models, configs and stores are in tests/factories.py."""
 from __future__ import annotations
 
 import socket
@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -29,6 +30,20 @@ def error_line(err: str) -> str:
     assert lines[0].startswith("error: ")
     assert "Traceback" not in err
     return lines[0]
+
+
+def dead_pid() -> int:
+    """The id of a process that has exited (and been reaped): what a killed run leaves in staging names."""
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
+    return int(proc.stdout)
+
+
+def killed_staging(parent, base: str, tag: str = "k1ll3d", suffix: str = "") -> Path:
+    """Where a killed run (its process gone) left its staging for the target `base` in `parent`."""
+    from store.paths import HOST
+
+    return Path(parent) / f".{base}.partial-{dead_pid()}@{HOST}-{tag}{suffix}"
 
 
 def free_port() -> int:

@@ -21,8 +21,9 @@ from analysis.reports.collect import Report, ReportConfig, Selection, collect_re
 from analysis.reports.html import render_html
 from analysis.reports.json_io import import_report, report_to_json
 from analysis.reports.markdown import render_markdown
-from analysis.reports.output import check_out_path, folder_beside, temp_beside, write_atomic
+from analysis.reports.output import check_out_path, figures_folder, folder_beside, temp_beside, write_atomic
 from store.errors import InputError
+from store.paths import MARKER, check_output_folder, mark_output
 from store.workspace import Workspace
 
 FORMATS = ("html", "md", "json", "pdf")
@@ -36,26 +37,36 @@ def check_format(fmt: str) -> str:
     return fmt
 
 
-def _write_markdown(report: Report, out: Path) -> list[Path]:
-    target = out.parent / f"{out.stem}_files"
+def check_report_target(fmt: str, out: str | Path, force: bool = False) -> Path:
+    """The report's output path, checked before any work: a new file (or `force`); for Markdown with figures
+    also OUT_STEM_files, which `force` replaces only when SparseScope wrote it."""
+    out = check_out_path(out, force)
+    if fmt == "md" and find_browser() is not None:
+        check_output_folder(figures_folder(out), force)
+    return out
+
+
+def _write_markdown(report: Report, out: Path, force: bool) -> list[Path]:
+    target = figures_folder(out)
     with_images = find_browser() is not None
     text, images = render_markdown(report, target.name, with_images=with_images)
     if not images:
         write_atomic(out, text)
         return [out]
-    with folder_beside(target) as tmp:
+    with folder_beside(target, force) as tmp:
         figures_to_png({tmp / Path(rel).name: fig for rel, fig in images.items()})
         write_atomic(out, text)
-    return [out, *sorted(target.iterdir())]
+    return [out, *sorted(p for p in target.iterdir() if p.name != MARKER)]
 
 
-def write_report(report: Report, fmt: str, out: str | Path) -> list[Path]:
+def write_report(report: Report, fmt: str, out: str | Path, force: bool = False) -> list[Path]:
     """Write the report in `fmt` to `out` (Markdown also writes OUT_STEM_files/*.png); returns the files.
 
-    Nothing partial is left behind: every file is written under a temporary name and renamed at the end.
+    Nothing partial is left behind: every file is written under a temporary name and renamed at the end. An
+    existing file is replaced only with `force` (see check_report_target).
     """
     check_format(fmt)
-    out = check_out_path(out)
+    out = check_report_target(fmt, out, force)
     if fmt == "html":
         write_atomic(out, render_html(report))
     elif fmt == "json":
@@ -65,7 +76,7 @@ def write_report(report: Report, fmt: str, out: str | Path) -> list[Path]:
         with temp_beside(out, ".pdf") as tmp:
             html_to_pdf(html, tmp)
     else:
-        return _write_markdown(report, out)
+        return _write_markdown(report, out, force)
     return [out]
 
 
@@ -89,12 +100,17 @@ def report_bytes(report: Report, fmt: str) -> bytes:
 
 
 def write_demo_report(ws: Workspace, con: duckdb.DuckDBPyConnection, dictionary: str, top: int = 5) -> Path:
-    """The demo's Markdown report of a dictionary's `top` densest features, in WORKSPACE/reports/DICT.md."""
-    ws.reports_dir.mkdir(parents=True, exist_ok=True)
+    """The demo's Markdown report of a dictionary's `top` densest features, in WORKSPACE/reports/DICT.md
+    (the demo's own file: a rerun replaces it)."""
+    out = ws.named("reports", dictionary, ".md")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figures = figures_folder(out)
+    if figures.is_dir() and not figures.is_symlink() and not (figures / MARKER).exists():
+        mark_output(figures)  # an earlier demo's, in the workspace's own reports folder: the demo may replace it
     report = collect_report(con, dictionary, Selection(top=top, by="density"))
-    return write_report(report, "md", ws.reports_dir / f"{dictionary}.md")[0]
+    return write_report(report, "md", out, force=True)[0]
 
 
-__all__ = ["FORMATS", "MIME", "Report", "ReportConfig", "Selection", "check_format", "collect_report",
-           "import_report", "render_html", "render_markdown", "report_bytes", "report_to_json",
+__all__ = ["FORMATS", "MIME", "Report", "ReportConfig", "Selection", "check_format", "check_report_target",
+           "collect_report", "import_report", "render_html", "render_markdown", "report_bytes", "report_to_json",
            "select_features", "write_demo_report", "write_report"]

@@ -44,6 +44,7 @@ from analysis.reports.collect import ReportConfig, Selection, dictionary_summary
 from analysis.reports.extras import head_attribution
 from analysis.reports.output import folder_beside
 from store.errors import InputError
+from store.paths import check_output_folder
 from store.queries import Example, FeatureCard, Ranked
 
 _EMPTY = ("logits_hist_data_bar_heights", "logits_hist_data_bar_values", "neuron_alignment_indices",
@@ -145,15 +146,12 @@ def _n_bands(con: duckdb.DuckDBPyConnection, dictionary: str) -> int:
 
 def export_neuronpedia(con: duckdb.DuckDBPyConnection, dictionary: str, out: Path,
                        features: tuple[int, ...] | None = None, batch_size: int = 128,
-                       progress: bool = False) -> tuple[Path, int]:
-    """Write the dashboards of `features` (default: every feature that ever fired) to the new folder `out`."""
+                       progress: bool = False, force: bool = False) -> tuple[Path, int]:
+    """Write the dashboards of `features` (default: every feature that ever fired) to the new folder `out`
+    (`force`: replace an earlier export, never a folder SparseScope did not write)."""
     if batch_size < 1:
         raise InputError("--batch must be at least 1")
-    out = Path(out).expanduser()
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise InputError(f"output folder {out} exists and is not empty; pick a new folder")
-    if not out.parent.is_dir():
-        raise InputError(f"folder {out.parent} does not exist")
+    out = check_output_folder(out, force)
     summary = dictionary_summary(con, dictionary)
     every = con.execute("SELECT feature, count FROM features WHERE dictionary = ? ORDER BY feature",
                         [dictionary]).fetchall()
@@ -164,7 +162,7 @@ def export_neuronpedia(con: duckdb.DuckDBPyConnection, dictionary: str, out: Pat
     head = {"model_id": summary.model, "layer": layer_of(summary.hook), "sae_set": dictionary}
     corpus, n_bands = _corpus(con, summary.corpus), _n_bands(con, dictionary)
     vocab_model = con.execute("SELECT model FROM analyses WHERE dictionary = ?", [dictionary]).fetchone()[0]
-    with folder_beside(out) as tmp:
+    with folder_beside(out, force) as tmp:
         _write(tmp / "run_settings.json", {**head, "hook": summary.hook, "arch": summary.arch,
                                            "corpus": summary.corpus, "n_tokens": summary.n_tokens,
                                            "exported_by": "sparsescope export-neuronpedia"})

@@ -1,39 +1,36 @@
-"""Writing report files without ever leaving a partial one behind.
+"""Writing report files without ever leaving a partial one behind, nor replacing what SparseScope did not write.
 
 Each file is written to a temporary name in its target folder and renamed into place (os.replace is atomic
-within one file system), so a failure or an interrupt leaves either the old file or none.
+within one file system), so a failure or an interrupt leaves either the old file or none; temporary names
+follow store.paths' staging pattern, so a killed run's leftovers go on the next write of the same target.
+An existing file is replaced only with `force`, an existing folder only when it carries store.paths.MARKER.
 """
 from __future__ import annotations
 
 import contextlib
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from store.errors import InputError
+from store.paths import check_output_file, check_output_folder, mark_output, staging_dir, staging_file, swap_folder
 
 
-def check_out_path(out: str | Path) -> Path:
-    """The output path, checked before any work: its folder must exist and be writable; it is not a folder."""
-    path = Path(out).expanduser()
-    if path.is_dir():
-        raise InputError(f"output path {path} is a folder; give a file name")
-    folder = path.parent
-    if not folder.is_dir():
-        raise InputError(f"output folder {folder} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise InputError(f"output folder {folder} is not writable")
-    return path
+def check_out_path(out: str | Path, force: bool = False) -> Path:
+    """The output path, checked before any work: its folder must exist and be writable; it is not a folder; it
+    does not exist yet unless `force`."""
+    return check_output_file(out, force)
+
+
+def figures_folder(out: Path) -> Path:
+    """Where a Markdown report OUT keeps its PNG figures: OUT_STEM_files beside it."""
+    return out.parent / f"{out.stem}_files"
 
 
 @contextlib.contextmanager
 def temp_beside(out: Path, suffix: str = "") -> Iterator[Path]:
     """A temporary path in out's folder that replaces `out` when the block succeeds, and vanishes otherwise."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=suffix + ".partial", dir=out.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = staging_file(out.parent, out.name, suffix)
     try:
         yield tmp_path
         os.chmod(tmp_path, 0o644)
@@ -51,16 +48,15 @@ def write_atomic(out: Path, data: str | bytes) -> None:
 
 
 @contextlib.contextmanager
-def folder_beside(target: Path) -> Iterator[Path]:
-    """A temporary folder that becomes `target` (replacing an old one) when the block succeeds."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+def folder_beside(target: Path, force: bool = False) -> Iterator[Path]:
+    """A temporary folder that becomes `target` when the block succeeds; an old target is replaced only with
+    `force` and only when SparseScope wrote it (store.paths.MARKER, which the new folder carries too)."""
+    check_output_folder(target, force)
+    tmp = staging_dir(target.parent, target.name)
     try:
         yield tmp
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; the report folder is meant to be shared
-        if target.exists():
-            os.replace(target, old)
-        os.replace(tmp, target)
+        mark_output(tmp)
+        swap_folder(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)

@@ -18,6 +18,8 @@ WorkspaceOpt = Annotated[Optional[str], typer.Option(
     envvar="SPARSESCOPE_WORKSPACE", show_default=False)]
 DeviceOpt = Annotated[Optional[str], typer.Option(
     "--device", help="cuda, mps or cpu (default: the best available).", show_default=False)]
+ForceOpt = Annotated[bool, typer.Option(
+    "--force", help="Replace an existing output file, or an output folder SparseScope wrote before.")]
 
 
 def workspace(path: str | None, create: bool = True):

@@ -6,7 +6,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from app.commands.common import DeviceOpt, WorkspaceOpt, app, console, existing_workspace, quiet, workspace
+from app.commands.common import (DeviceOpt, ForceOpt, WorkspaceOpt, app, console, existing_workspace, quiet,
+                                 workspace)
 
 ModelOpt = Annotated[str, typer.Option(help="Model name.")]
 PromptOpt = Annotated[str, typer.Option(help="Text to run the model on.")]
@@ -134,13 +135,16 @@ def head_rank_cmd(prompt: PromptOpt, model: ModelOpt = DEFAULT_MODEL,
 def heads_export_cmd(path: Annotated[str, typer.Argument(help="Parquet file to write.")],
                      model: Annotated[Optional[str], typer.Option(help="Only this model.")] = None,
                      corpus: Annotated[Optional[str], typer.Option(help="Only this corpus.")] = None,
-                     ws: WorkspaceOpt = None):
+                     force: ForceOpt = False, ws: WorkspaceOpt = None):
     """Export stored head scores as Parquet (one row per model, corpus, layer, head, score)."""
     from store import InputError, session
     from store.heads import export_head_stats, list_head_runs
+    from store.paths import check_output_file
 
-    with session(existing_workspace(ws).db_path) as con:
+    space = existing_workspace(ws)
+    check_output_file(path, force, make_parent=True)
+    with session(space.db_path) as con:
         if not [r for r in list_head_runs(con, model) if corpus is None or r.corpus == corpus]:
             raise InputError("no head scores stored yet for this selection; run `sparsescope heads` first")
-        rows = export_head_stats(con, path, model, corpus)
+        rows = export_head_stats(con, path, model, corpus, force=force)
     console.print(f"wrote {rows:,} head scores to {path}")

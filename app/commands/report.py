@@ -7,7 +7,7 @@ from typing import Annotated, Iterator, List, Optional
 
 import typer
 
-from app.commands.common import WorkspaceOpt, app, console, existing_workspace, quiet, workspace
+from app.commands.common import ForceOpt, WorkspaceOpt, app, console, existing_workspace, quiet, workspace
 
 
 @contextlib.contextmanager
@@ -45,28 +45,28 @@ def report_cmd(
     fmt: Annotated[str, typer.Option("--format", help="html, md, json or pdf.")] = "html",
     out: Annotated[Optional[str], typer.Option(help="Output file (default WORKSPACE/reports/DICT.FORMAT).",
                                                show_default=False)] = None,
+    force: ForceOpt = False,
     ws: WorkspaceOpt = None,
 ):
     """Write a report on a dictionary and chosen features: one self-contained HTML file, Markdown with PNG
     figures, JSON (re-importable labels) or PDF."""
-    from analysis.reports import Selection, check_format, collect_report, write_report
+    from analysis.reports import Selection, check_format, check_report_target, collect_report, write_report
     from analysis.reports.browser import find_browser
-    from analysis.reports.output import check_out_path
     from store.errors import InputError
 
     check_format(fmt)
     if features is not None and top is not None:
         raise InputError("give either --features or --top, not both")
     space = existing_workspace(ws)
-    target = Path(out) if out else space.reports_dir / f"{dictionary}.{fmt}"
+    target = Path(out) if out else space.named("reports", dictionary, f".{fmt}")
     if not out:
         target.parent.mkdir(parents=True, exist_ok=True)
-    check_out_path(target)
+    check_report_target(fmt, target, force)
     selection = Selection(features=parse_features(features)) if features is not None else \
         Selection(top=top if top is not None else 10, by=by)
     with _reader(space) as con:
         report = collect_report(con, dictionary, selection, steering=steering or [], heads=heads)
-    files = write_report(report, fmt, target)
+    files = write_report(report, fmt, target, force)
     size = sum(f.stat().st_size for f in files)
     extra = f" and {len(files) - 1} figure(s)" if len(files) > 1 else ""
     console.print(f"wrote {fmt} report of {len(report.features)} features to {files[0]}{extra} "
@@ -98,6 +98,7 @@ def export_neuronpedia_cmd(
     features: Annotated[Optional[str], typer.Option(help="Comma-separated feature ids (default: all).",
                                                     show_default=False)] = None,
     batch: Annotated[int, typer.Option(help="Features per batch file.")] = 128,
+    force: ForceOpt = False,
     ws: WorkspaceOpt = None,
 ):
     """Write a dictionary's dashboards in the JSON layout SAEDashboard uploads to Neuronpedia."""
@@ -106,7 +107,7 @@ def export_neuronpedia_cmd(
     ids = parse_features(features) if features is not None else None
     with _reader(existing_workspace(ws)) as con:
         folder, n = export_neuronpedia(con, dictionary, Path(out), features=ids, batch_size=batch,
-                                       progress=not quiet())
+                                       progress=not quiet(), force=force)
     console.print(f"wrote {n} feature dashboard(s) to {folder}")
 
 
@@ -116,6 +117,7 @@ def export_db_cmd(
     fmt: Annotated[str, typer.Option("--format", help="Only parquet.")] = "parquet",
     with_activations: Annotated[bool, typer.Option("--with-activations", help="Also copy the activation "
                                                    "caches (can be large).")] = False,
+    force: ForceOpt = False,
     ws: WorkspaceOpt = None,
 ):
     """Export the whole workspace (every table as Parquet, the dictionaries' folders, SHA-256 manifest)."""
@@ -125,7 +127,7 @@ def export_db_cmd(
     if fmt != "parquet":
         raise InputError(f"unknown export format {fmt!r}; only parquet")
     with _reader(existing_workspace(ws)) as con:
-        manifest = export_db(con, folder, with_activations=with_activations)
+        manifest = export_db(con, folder, with_activations=with_activations, force=force)
     rows = sum(t["rows"] for t in manifest["tables"].values())
     console.print(f"exported {len(manifest['tables'])} tables ({rows:,} rows), {len(manifest['dictionaries'])} "
                   f"dictionary folder(s) and {len(manifest['files'])} checksummed files to {folder}")

@@ -4,13 +4,14 @@ from __future__ import annotations
 import copy
 import json
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from sae_lens import SAE
 from sae_lens.constants import SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME
 from sae_lens.saes.sae import TrainingSAE
+
+from store.paths import staging_dir, swap_folder
 
 
 def save_dictionary(sae: TrainingSAE, path: Path, activation_scale: float = 1.0) -> None:
@@ -19,8 +20,9 @@ def save_dictionary(sae: TrainingSAE, path: Path, activation_scale: float = 1.0)
     The training loop trains on x * activation_scale, where activation_scale brings the mean input norm to
     sqrt(d_in) (SAELens' convention, so coefficients and MP's residual threshold transfer across models).
     The scale is folded into the saved weights, so the saved dictionary works on raw activations; the live
-    `sae` is left untouched. The folder is written next to `path` and renamed into place: a reader sees the
-    old dictionary or the new one, never half of one.
+    `sae` is left untouched. The folder is written next to `path` (`.NAME.partial-PID@HOST-XXXX`, what a killed
+    save left there is swept first) and renamed into place: a reader sees the old dictionary or the new one,
+    never half of one.
     """
     path = Path(path)
     if not activation_scale > 0:
@@ -30,10 +32,10 @@ def save_dictionary(sae: TrainingSAE, path: Path, activation_scale: float = 1.0)
         clone.fold_activation_norm_scaling_factor(activation_scale)
     clone.cfg.metadata.activation_scale = activation_scale
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    staging = staging_dir(path.parent, path.name)
     try:
         clone.save_inference_model(staging)
-        _swap_into_place(staging, path)
+        swap_folder(staging, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -43,18 +45,6 @@ def _detached_copy(sae: TrainingSAE) -> TrainingSAE:
     clone = type(sae)(copy.deepcopy(sae.cfg))
     clone.load_state_dict(sae.state_dict())
     return clone
-
-
-def _swap_into_place(staging: Path, path: Path) -> None:
-    if not path.exists():
-        staging.rename(path)
-        return
-    # A directory cannot replace a non-empty one in a single rename: move the old one aside first.
-    old = path.with_name(f".{path.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    path.rename(old)
-    staging.rename(path)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def load_dictionary(path: Path, device: str | torch.device = "cpu") -> SAE:

@@ -148,3 +148,47 @@ def test_zero_tokens_and_unknown_corpus(tiny_model, con, ws, corpus):
     with pytest.raises(ValueError, match="unknown corpus"):
         build_cache(ws, con, tiny_model, HOOK, "nope", tokens=10, progress=False)
     assert not ws.activations_dir.exists()
+
+
+def _small_cache(tiny_model, con, folder):
+    want = Manifest(model="tiny-random", hook=HOOK, corpus="t", d=64, ctx=16, n_contexts=16)
+    return write_cache(tiny_model, HOOK, folder, _tokens(con, "t"), want, batch=8, shard_contexts=8, progress=False)
+
+
+@pytest.mark.parametrize("shard_file", ["../outside.safetensors", "/etc/hostname", "sub/x.safetensors", ".."])
+def test_shard_names_stay_inside_the_cache_folder(tiny_model, con, ws, corpus, shard_file):
+    folder = ws.activations_dir / "z"
+    _small_cache(tiny_model, con, folder)
+    raw = json.loads((folder / MANIFEST).read_text())
+    raw["shards"][0]["file"] = shard_file
+    (folder / MANIFEST).write_text(json.dumps(raw))
+    with pytest.raises(InputError, match=r"manifest .* is corrupted: activation shard name .* must start"):
+        ActivationReader(folder)
+
+
+def test_a_shard_linked_out_of_the_cache_is_refused(tiny_model, con, ws, corpus, tmp_path):
+    folder = ws.activations_dir / "z"
+    manifest = _small_cache(tiny_model, con, folder)
+    outside = tmp_path / "outside.safetensors"
+    (folder / manifest.shards[0].file).rename(outside)
+    (folder / manifest.shards[0].file).symlink_to(outside)
+    with pytest.raises(InputError, match="activation shard 'shard_00000000.safetensors' leads to"):
+        ActivationReader(folder)
+
+
+def test_manifest_is_fsynced_and_a_killed_writers_temp_files_are_swept(tiny_model, con, ws, corpus, monkeypatch):
+    from store import paths
+    from tests.helpers import killed_staging
+
+    folder = ws.activations_dir / "k"
+    folder.mkdir(parents=True)
+    left = [killed_staging(folder, "shard_00000008.safetensors"), killed_staging(folder, "manifest.json")]
+    for path in left:
+        path.write_bytes(b"half a shard")
+    synced = []
+    real = paths.os.fsync
+    monkeypatch.setattr(paths.os, "fsync", lambda fd: (synced.append(fd), real(fd)))
+    _small_cache(tiny_model, con, folder)
+    assert len(synced) == 2 * 2  # two shards, each followed by the manifest: file and folder
+    assert sorted(p.name for p in folder.iterdir()) == [MANIFEST, "shard_00000000.safetensors",
+                                                        "shard_00000008.safetensors"]

@@ -138,6 +138,27 @@ def test_save_replaces_an_existing_dictionary_atomically(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]  # no staging or old folders left behind
 
 
+def test_save_sweeps_a_killed_saves_staging_and_a_failed_save_leaves_none(tmp_path, monkeypatch):
+    from tests.helpers import killed_staging
+
+    model, _ = trained("topk", steps=1)
+    killed = killed_staging(tmp_path, "d")
+    killed.mkdir()
+    (killed / "cfg.json").write_text("{half")
+    save_dictionary(model, tmp_path / "d")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
+    weights = (tmp_path / "d" / "sae_weights.safetensors").read_bytes()
+
+    def full_disk(self, path):
+        (path / "cfg.json").write_text("{half")
+        raise OSError("No space left on device")
+    monkeypatch.setattr(type(model), "save_inference_model", full_disk)
+    with pytest.raises(OSError):
+        save_dictionary(model, tmp_path / "d")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
+    assert (tmp_path / "d" / "sae_weights.safetensors").read_bytes() == weights
+
+
 def test_save_leaves_the_training_model_untouched(tmp_path):
     model, data = trained("mp", steps=2)
     before = {name: value.clone() for name, value in model.state_dict().items()}

@@ -59,3 +59,31 @@ def test_bad_input_is_one_input_error(ws, seed, damage, message):
         (ws.dictionaries_dir / "d" / "sae_weights.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(InputError, match=message):
         open_dictionary(ws, name, "cpu")
+
+
+def test_a_failed_import_leaves_no_staging_and_sweeps_a_killed_ones(ws, seed, tmp_path, monkeypatch):
+    import shutil
+
+    import analysis.dictionaries as dictionaries
+    from analysis.dictionaries import import_dictionary
+    from tests.helpers import killed_staging
+
+    source = tmp_path / "plain"
+    save_dictionary(build_training_sae(DictSpec("topk", 16, 32, k=4)), source)
+    ws.dictionaries_dir.mkdir()
+    killed = killed_staging(ws.dictionaries_dir, "other")
+    killed.mkdir()
+    real = shutil.copytree
+
+    def failing(src, dst, **kwargs):
+        real(src, dst, **kwargs)
+        raise OSError("No space left on device")
+    monkeypatch.setattr(dictionaries.shutil, "copytree", failing)
+    with session(ws.db_path) as con, pytest.raises(OSError):
+        import_dictionary(ws, con, str(source), "plain")
+    assert list(ws.dictionaries_dir.iterdir()) == []
+    monkeypatch.undo()
+    killed.mkdir()
+    with session(ws.db_path) as con:
+        import_dictionary(ws, con, str(source), "plain")
+    assert [p.name for p in ws.dictionaries_dir.iterdir()] == ["plain"]

@@ -93,6 +93,23 @@ def test_markdown_example_bolds_active_runs():
     assert md("a|b\nc") == "a\\|b↵c"
 
 
+def test_import_report_keeps_local_labels_and_notes_where_the_report_has_none(tmp_path):
+    report = {"schema": "sparsescope-report", "version": 1, "dictionary": {"name": "topk-demo", "d_sae": 24},
+              "features": [{"feature": 1, "label": "theirs", "notes": ""},
+                           {"feature": 2, "label": "", "notes": "their notes"},
+                           {"feature": 3, "label": "", "notes": ""},
+                           {"feature": 4, "label": "new", "notes": "new notes"}]}
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(report))
+    con = connect(":memory:")
+    build_report_store(con, n_features=24, labels=False)
+    con.execute("INSERT INTO feature_labels (dictionary, feature, label, notes) VALUES ('topk-demo', 1, 'mine', "
+                "'my notes'), ('topk-demo', 2, 'my label', 'old notes'), ('topk-demo', 3, 'kept', 'kept too')")
+    assert import_report(con, path) == ("topk-demo", 3)
+    assert con.execute(LABELS_SQL, ["topk-demo"]).fetchall() == [
+        (1, "theirs", "my notes"), (2, "my label", "their notes"), (3, "kept", "kept too"), (4, "new", "new notes")]
+
+
 def test_neuronpedia_layout(store, tmp_path):
     out, n = export_neuronpedia(store, "attn-demo", tmp_path / "np", batch_size=8)
     dead = [f for (f,) in store.execute("SELECT feature FROM features WHERE dictionary = 'attn-demo' AND count = 0 "

@@ -6,44 +6,12 @@ import shutil
 
 import pytest
 from tests.helpers import run_cli
-from tests.factories import REPORT_DICTIONARIES, build_report_store
+from tests.exports import make_workspace, table_rows
+from tests.factories import REPORT_DICTIONARIES
 
 from store import InputError, Workspace, session
 from store import dictionaries as dict_repo
-from store.models import CacheRow, upsert_cache
 from store.portability import export_db, import_db, sql_string_literal, user_tables
-
-PATH_COLUMNS = {"dictionaries": "path", "activation_caches": "path"}
-
-
-def make_workspace(root) -> Workspace:
-    space = Workspace.resolve(root)
-    with session(space.db_path) as con:
-        build_report_store(con, n_features=16, path_root=str(space.root))
-        cache = space.activations_dir / "tiny-demo__blocks.1__demo-text"
-        cache.mkdir(parents=True)
-        (cache / "manifest.json").write_text('{"complete": true}')
-        upsert_cache(con, CacheRow(cache.name, "tiny-demo", "blocks.1.hook_resid_post", "demo-text", 64, 6400,
-                                   str(cache), True))
-    for name in REPORT_DICTIONARIES:
-        folder = space.dictionaries_dir / name
-        folder.mkdir(parents=True)
-        (folder / "cfg.json").write_text(json.dumps({"d_in": 64, "name": name}))
-        (folder / "sae_weights.safetensors").write_bytes(bytes(range(256)) * 8)
-    return space
-
-
-def table_rows(space: Workspace) -> dict[str, list[tuple]]:
-    with session(space.db_path) as con:
-        out = {}
-        for table in user_tables(con):
-            cols = [c for (c,) in con.execute("SELECT column_name FROM duckdb_columns() WHERE table_name = ? "
-                                              "ORDER BY column_index", [table]).fetchall()
-                    if c != PATH_COLUMNS.get(table)]
-            select = ", ".join(f'"{c}"' for c in cols)
-            out[table] = sorted(map(repr, con.execute(f'SELECT {select} FROM "{table}"').fetchall()))
-        return out
-
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
@@ -85,7 +53,7 @@ def test_tampered_file_is_refused_and_nothing_written(exported, tmp_path):
         with pytest.raises(InputError, match=r"dictionaries/mp-demo/cfg.json \(checksum mismatch\)"):
             import_db(target, con, copy)
         assert all(con.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] == 0 for t in user_tables(con))
-    assert not target.dictionaries_dir.exists() and not list(target.root.glob(".import-*"))
+    assert not target.dictionaries_dir.exists() and not list(target.root.glob(".import*"))
     (copy / "tables" / "vocab.parquet").unlink()
     with session(target.db_path) as con, pytest.raises(InputError, match=r"vocab.parquet \(missing\)"):
         import_db(target, con, copy)
