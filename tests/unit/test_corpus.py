@@ -131,3 +131,10 @@ def test_an_empty_hf_name_is_an_input_error():
     with pytest.raises(InputError, match="needs a dataset name"):
         tokenize_source(tiny_tokenizer(), "hf: ", ctx=16, bos=True, max_tokens=None)
 
+
+def test_add_corpus_refuses_more_tokens_than_a_corpus_holds(con):
+    from analysis.corpora import MAX_TOKENS
+
+    with pytest.raises(InputError, match=f"at most {MAX_TOKENS:,} tokens"):
+        add_corpus(con, "big", "builtin", "tiny-random", tokens=MAX_TOKENS + 1)
+    assert con.execute("SELECT count(*) FROM corpora").fetchone()[0] == 0

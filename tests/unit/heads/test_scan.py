@@ -238,3 +238,35 @@ def test_ensure_head_scan_reuses_a_stored_scan(tmp_path):
     assert reused and again.n_tokens == 128
     more, reused = ensure_head_scan(db, model, "t", 256, config, progress=False)
     assert not reused and more.n_tokens == 256
+
+
+def test_a_scan_of_other_text_is_not_reused_and_a_late_one_is_not_stored(tmp_path):
+    from analysis.corpora import add_corpus, build_corpus
+    from analysis.heads.run import ensure_head_scan, load_scan_input
+    from sae.models import load_model
+    from store import session
+    from store.corpora import corpus_fingerprint
+    from store.errors import InputError
+
+    text, other = tmp_path / "t.txt", tmp_path / "o.txt"
+    text.write_text("one two three four five six seven. " * 40)
+    other.write_text("entirely different words here! " * 40)
+    db = tmp_path / "s.duckdb"
+    with session(db) as con:
+        add_corpus(con, "t", str(text), "tiny-random", ctx=32)
+    model = load_model("tiny-random", device="cpu")
+    config = HeadScanConfig(random_seqs=2, random_half=8)
+    run, _ = ensure_head_scan(db, model, "t", 64, config, progress=False)
+    with session(db) as con:
+        assert run.corpus_fingerprint == corpus_fingerprint(con, "t") is not None
+        con.execute("UPDATE head_runs SET corpus_fingerprint = NULL")  # as scanned before fingerprints
+    assert not ensure_head_scan(db, model, "t", 64, config, progress=False)[1]
+    with session(db) as con:
+        data = load_scan_input(con, model, "t", 64)
+    scan = scan_heads(model, data.tokens, data.context_ids, config, progress=False)
+    with session(db) as con:  # the corpus is replaced while the scan runs
+        build_corpus(con, "t", str(other), "tiny-random", ctx=32, replace=True, force=True)
+        with pytest.raises(InputError, match="was replaced while this ran"):
+            save_scan(con, scan, "t", data.fingerprint)
+        assert con.execute("SELECT count(*) FROM head_runs").fetchone()[0] == 0
+        assert con.execute("SELECT count(*) FROM head_stats").fetchone()[0] == 0
