@@ -28,7 +28,7 @@ class CorpusBuild:
     removed: list[Path] = field(default_factory=list)
     """Folders of the deleted caches, removed from the workspace."""
     kept: list[Path] = field(default_factory=list)
-    """Folders of the deleted caches outside the workspace, left alone."""
+    """Folders of the deleted caches outside the workspace (or not removable), left alone."""
 
 
 def add_corpus(con: duckdb.DuckDBPyConnection, name: str, source: str, model: str,
@@ -42,7 +42,7 @@ def build_corpus(con: duckdb.DuckDBPyConnection, name: str, source: str, model: 
                  ws: Workspace | None = None) -> CorpusBuild:
     """add_corpus; replacing a corpus that results are built on (activation caches, feature analyses, head
     scans) needs `force`, which deletes them with the old text in one transaction, then removes the deleted
-    caches' folders that lie inside the workspace `ws`."""
+    caches' folders that lie in the activations folder of the workspace `ws`."""
     if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise InputError(f"corpus name {name!r} must be letters, digits, '-', '_' or '.'")
     if tokens is not None and tokens <= 0:
@@ -69,13 +69,13 @@ def build_corpus(con: duckdb.DuckDBPyConnection, name: str, source: str, model: 
 
 
 def _remove_cache_folders(deleted: Dependants, ws: Workspace | None) -> tuple[list[Path], list[Path]]:
-    """Remove the folders of deleted caches that lie inside the workspace: (removed, kept: outside it or not
-    removable)."""
+    """Remove the folders of deleted caches that lie in the workspace's activations folder: (removed, kept:
+    elsewhere or not removable). Nothing outside that folder is ever removed."""
     removed, kept = [], []
-    root = ws.root.resolve() if ws is not None else None
+    home = ws.activations_dir.resolve() if ws is not None else None
     for _, path in deleted.caches:
         folder = Path(path).expanduser().resolve()
-        inside = root is not None and root in folder.parents
+        inside = home is not None and folder.parent == home
         if inside:
             shutil.rmtree(folder, ignore_errors=True)
         if folder.is_dir():

@@ -49,11 +49,18 @@ def load_scan_input(con: duckdb.DuckDBPyConnection, model, corpus_name: str, tok
     return ScanInput(corpus, torch.tensor(ids, dtype=torch.long), list(range(n)), corpus_fingerprint(con, corpus.name))
 
 
-def stored_scan(con: duckdb.DuckDBPyConnection, model: str, corpus: str, tokens: int) -> HeadRun | None:
-    """The stored scan of (model, corpus) if it covers at least `tokens` (or the whole corpus) of the text the
-    corpus holds now, else None."""
+def current_scan(con: duckdb.DuckDBPyConnection, model: str, corpus: str) -> HeadRun | None:
+    """The stored scan of (model, corpus) if it was made on the text the corpus holds now, else None."""
     run = get_head_run(con, model, corpus)
     if run is None or run.corpus_fingerprint is None or run.corpus_fingerprint != corpus_fingerprint(con, corpus):
+        return None
+    return run
+
+
+def stored_scan(con: duckdb.DuckDBPyConnection, model: str, corpus: str, tokens: int) -> HeadRun | None:
+    """The current scan of (model, corpus) if it covers at least `tokens` (or the whole corpus), else None."""
+    run = current_scan(con, model, corpus)
+    if run is None:
         return None
     row = con.execute("SELECT n_tokens FROM corpora WHERE name = ?", [corpus]).fetchone()
     wanted = min(tokens, row[0]) if row else tokens
@@ -103,11 +110,12 @@ def save_scan(con: duckdb.DuckDBPyConnection, scan: HeadScan, corpus: str, finge
 def load_head_means(con: duckdb.DuckDBPyConnection, model, corpus_name: str,
                     fallback_contexts: int = 32) -> np.ndarray:
     """[n_layers, n_heads, d_head] mean head outputs for mean-ablation: from the stored scan of the corpus, or
-    computed now on its first `fallback_contexts` contexts when no scan is stored."""
+    computed now on its first `fallback_contexts` contexts when no scan of its current text is stored."""
     from analysis.heads.ablation import mean_head_outputs, means_array
     from store.heads import head_means
 
-    stored = means_array(model, head_means(con, model.cfg.model_name, corpus_name))
+    name = model.cfg.model_name
+    stored = means_array(model, head_means(con, name, corpus_name)) if current_scan(con, name, corpus_name) else None
     if stored is not None:
         return stored
     corpus = ensure_corpus(con, corpus_name, model.cfg.model_name, None)

@@ -219,3 +219,20 @@ def test_replace_without_dependants_needs_no_force(monkeypatch, capsys, tmp_path
     code, out, _ = _add(monkeypatch, capsys, ws, "t", texts[1], "--replace")
     assert code in (0, None) and "deleted" not in out
     assert "different words" in _rows(ws, "SELECT text FROM contexts WHERE context_id = 0")[0][0]
+
+
+def test_force_leaves_a_cache_folder_outside_the_workspace_alone(monkeypatch, capsys, tmp_path, texts):
+    from store import session
+    from store.models import CacheRow, upsert_cache
+
+    ws = tmp_path / "ws"
+    _add(monkeypatch, capsys, ws, "t", texts[0])
+    elsewhere = tmp_path / "elsewhere" / "m__h__t"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "manifest.json").write_text("{}")
+    with session(ws / "sparsescope.duckdb") as con:
+        upsert_cache(con, CacheRow("m__h__t", "tiny-random", HOOK, "t", 64, 64, str(elsewhere), True))
+    code, out, _ = _add(monkeypatch, capsys, ws, "t", texts[1], "--replace", "--force")
+    assert code in (0, None) and f"kept {elsewhere}" in out
+    assert (elsewhere / "manifest.json").is_file()
+    assert _rows(ws, "SELECT count(*) FROM activation_caches") == [(0,)]

@@ -270,3 +270,27 @@ def test_a_scan_of_other_text_is_not_reused_and_a_late_one_is_not_stored(tmp_pat
             save_scan(con, scan, "t", data.fingerprint)
         assert con.execute("SELECT count(*) FROM head_runs").fetchone()[0] == 0
         assert con.execute("SELECT count(*) FROM head_stats").fetchone()[0] == 0
+
+
+def test_mean_ablation_reads_means_only_from_a_scan_of_the_current_text(tmp_path, monkeypatch):
+    import analysis.heads.ablation
+    from analysis.corpora import add_corpus
+    from analysis.heads.run import ensure_head_scan, load_head_means
+    from sae.models import load_model
+    from store import session
+
+    text = tmp_path / "t.txt"
+    text.write_text("one two three four five six seven. " * 40)
+    db = tmp_path / "s.duckdb"
+    with session(db) as con:
+        add_corpus(con, "t", str(text), "tiny-random", ctx=32)
+    model = load_model("tiny-random", device="cpu")
+    ensure_head_scan(db, model, "t", 64, HeadScanConfig(random_seqs=2, random_half=8), progress=False)
+    computed = []
+    monkeypatch.setattr(analysis.heads.ablation, "mean_head_outputs",
+                        lambda model, tokens: computed.append(len(tokens)) or np.zeros((2, 4, 16)))
+    with session(db) as con:
+        stored = load_head_means(con, model, "t")
+        assert computed == [] and stored.shape == (2, 4, 16) and np.abs(stored).sum() > 0
+        con.execute("UPDATE head_runs SET corpus_fingerprint = ?", ["0" * 64])  # a scan of other text
+        assert np.abs(load_head_means(con, model, "t")).sum() == 0 and len(computed) == 1
