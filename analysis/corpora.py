@@ -23,7 +23,7 @@ before they are stored, and a source without --tokens (a streamed hf: dataset) s
 @dataclass(frozen=True)
 class CorpusBuild:
     corpus: Corpus
-    deleted: Dependants = Dependants()
+    deleted: Dependants = field(default_factory=Dependants)
     """Results built on the replaced text, deleted with it (--force)."""
     removed: list[Path] = field(default_factory=list)
     """Folders of the deleted caches, removed from the workspace."""

@@ -119,7 +119,7 @@ def test_an_hf_dataset_that_is_not_cached_offline_is_one_line(tmp_path):
     ws = tmp_path / "ws"
     proc = subprocess.run([sys.executable, "-m", "app.cli", "corpus", "add", "c", "--source",
                            "hf:sparsescope-tests/no-such-dataset", "--model", "tiny-random", "--ctx", "32",
-                           "-w", str(ws)], capture_output=True, text=True, cwd=ROOT, env=env, timeout=180)
+                           "-w", str(ws)], capture_output=True, text=True, cwd=ROOT, env=env, timeout=180, check=False)
     needle = "'sparsescope-tests/no-such-dataset' cannot be loaded"
     _refused_and_nothing_written(proc.returncode, proc.stderr, ws, needle)
     assert not (tmp_path / "hf-home").exists() or not any((tmp_path / "hf-home").rglob("*.arrow"))

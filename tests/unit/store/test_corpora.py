@@ -4,8 +4,7 @@ import pyarrow as pa
 import pytest
 
 from store import connect
-from store.corpora import (Corpus, corpus_dependants, corpus_fingerprint, fingerprint_contexts, get_corpus,
-                           save_corpus)
+from store.corpora import Corpus, corpus_dependants, corpus_fingerprint, fingerprint_contexts, get_corpus, save_corpus
 from store.errors import InputError
 from store.migrations import available
 from store.models import CacheRow, upsert_cache
