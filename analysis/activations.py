@@ -1,6 +1,7 @@
 """Activation caches in a workspace: validate the request, run the model, register the cache."""
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import duckdb
 from analysis.corpora import ensure_corpus
 from sae.activations import Manifest, cache_name, read_manifest, write_cache
 from sae.models import check_hook, hook_output_dim, model_info
-from store.corpora import context_tokens
+from store.corpora import context_tokens, corpus_fingerprint, get_corpus
 from store.errors import InputError
 from store.models import CacheRow, ModelRow, upsert_cache, upsert_model
 from store.workspace import Workspace
@@ -20,6 +21,29 @@ class CacheResult:
     manifest: Manifest
     path: Path
     reused: bool
+    note: str = ""
+    """One line when a cache of other text was found and rebuilt."""
+
+
+def stale_reason(con: duckdb.DuckDBPyConnection, name: str, manifest: Manifest) -> str | None:
+    """Why the activation cache `name` does not hold activations of the contexts its corpus holds now, or None
+    when it does (or its corpus is not in this store, so there is nothing to compare)."""
+    if get_corpus(con, manifest.corpus) is None:
+        return None
+    if manifest.corpus_fingerprint is None:
+        return (f"activation cache {name} predates corpus fingerprints, so it may hold other text than "
+                f"corpus {manifest.corpus!r}")
+    if manifest.corpus_fingerprint != corpus_fingerprint(con, manifest.corpus):
+        return f"activation cache {name} holds activations of earlier text of corpus {manifest.corpus!r}"
+    return None
+
+
+def require_current(con: duckdb.DuckDBPyConnection | None, folder: Path, manifest: Manifest) -> None:
+    """InputError when a cache chosen by name was made on other contexts than its corpus holds now."""
+    reason = stale_reason(con, folder.name, manifest) if con is not None else None
+    if reason:
+        raise InputError(f"{reason}; rebuild it: sparsescope activations --model {manifest.model} --hook "
+                         f"{manifest.hook} --corpus {manifest.corpus} --tokens {manifest.n_tokens}")
 
 
 def register_model(con: duckdb.DuckDBPyConnection, model) -> None:
@@ -42,13 +66,18 @@ def build_cache(ws: Workspace, con: duckdb.DuckDBPyConnection, model, hook: str,
         raise InputError(f"corpus contexts ({corpus.ctx} tokens) exceed the model's context ({model.cfg.n_ctx})")
     folder = ws.named("activations", cache_name(name, hook, corpus.name))
     old = read_manifest(folder)
+    note = stale_reason(con, folder.name, old) if old is not None else None
+    if note:  # never resumed nor reused: its shards would mix other text into the cache
+        shutil.rmtree(folder)
+        note, old = f"{note}: rebuilding it", None
     if old is not None and old.complete and old.contexts_done >= n_contexts:
         return CacheResult(old, folder, reused=True)
     register_model(con, model)
+    fingerprint = corpus_fingerprint(con, corpus.name)
     want = Manifest(model=name, hook=hook, corpus=corpus.name, d=hook_output_dim(model, hook),
-                    ctx=corpus.ctx, n_contexts=n_contexts)
+                    ctx=corpus.ctx, n_contexts=n_contexts, corpus_fingerprint=fingerprint)
     manifest = write_cache(model, hook, folder, lambda lo, hi: context_tokens(con, corpus.name, lo, hi),
                            want, batch=batch, progress=progress)
     upsert_cache(con, CacheRow(folder.name, name, hook, corpus.name, manifest.d, manifest.n_tokens,
-                               str(folder), manifest.complete))
-    return CacheResult(manifest, folder, reused=False)
+                               str(folder), manifest.complete, fingerprint))
+    return CacheResult(manifest, folder, reused=False, note=note or "")

@@ -139,10 +139,12 @@ def _held_out_tokens(con, corpus: str, ids: range) -> torch.Tensor | None:
 
 
 def _plan_cache(ws: Workspace, con, req: TrainRequest, folder: Path) -> SourcePlan:
+    from analysis.activations import require_current
     from sae.sources import CacheSource
 
     source = CacheSource(folder)
     manifest = source.reader.manifest
+    require_current(con, folder, manifest)  # CE and KL run on the corpus contexts at its held-out ids
     for asked, have, what in ((req.model, manifest.model, "model"), (req.hook, manifest.hook, "hook")):
         if asked and asked != have:
             raise InputError(f"--{what} {asked} does not match the activation cache ({what} {have})")

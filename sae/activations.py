@@ -52,6 +52,9 @@ class Manifest:
     complete: bool = False
     dtype: str = "float32"
     version: int = FORMAT_VERSION
+    corpus_fingerprint: str | None = None
+    """Fingerprint of the corpus' contexts it was made from (store.corpora); None in caches made before
+    fingerprints, which therefore match no corpus."""
 
     @property
     def contexts_done(self) -> int:
@@ -136,6 +139,9 @@ def _start(folder: Path, want: Manifest) -> Manifest:
     if not same:
         raise InputError(f"{folder} holds a different activation cache ({old.model} {old.hook} "
                          f"{old.corpus}); delete it or choose another workspace")
+    if want.corpus_fingerprint is not None and old.corpus_fingerprint != want.corpus_fingerprint:
+        raise InputError(f"{folder} holds activations of other text than corpus {old.corpus!r} holds now; "
+                         "delete it to rebuild it")
     for shard in old.shards:
         check_shard(folder, shard, full=True)
     old.n_contexts = max(old.n_contexts, want.n_contexts)

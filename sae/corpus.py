@@ -62,22 +62,22 @@ def file_documents(path: Path) -> Iterator[str]:
     for file in files:
         if file.suffix not in TEXT_SUFFIXES:
             raise InputError(f"corpus file {file} must end in .txt, .jsonl or .parquet")
+        if not file.is_file():  # e.g. a folder named notes.txt: refused rather than read as text or skipped
+            raise InputError(f"corpus source {file} is not a file; rename it or remove it from {path}")
+    for file in files:
         yield from _read_file(file)
 
 
 def _read_file(file: Path) -> Iterator[str]:
     if file.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(file)
-        if "text" not in table.column_names:
-            raise InputError(f"{file} has no column named 'text' (columns: {', '.join(table.column_names)})")
-        yield from (t for t in table.column("text").to_pylist() if t)
+        yield from _parquet_texts(file)
         return
     try:
         raw = file.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise InputError(f"{file} is not UTF-8 text (bad byte at offset {exc.start})") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {file}: {exc.strerror or exc}") from None
     if file.suffix == ".txt":
         yield from (part for part in raw.split("\n\n") if part.strip())
         return
@@ -88,18 +88,52 @@ def _read_file(file: Path) -> Iterator[str]:
             text = json.loads(line)["text"]
         except (json.JSONDecodeError, KeyError, TypeError):
             raise InputError(f"{file} line {number}: expected a JSON object with a 'text' field") from None
-        if text:
-            yield str(text)
+        if text is not None and not isinstance(text, str):
+            raise InputError(f"{file} line {number}: 'text' must be a string (got {type(text).__name__})")
+        if text and text.strip():
+            yield text
+
+
+def _parquet_texts(file: Path) -> Iterator[str]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(file)
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"{file} is not a readable Parquet file ({str(exc).splitlines()[0]})") from None
+    if "text" not in schema.names:
+        raise InputError(f"{file} has no column named 'text' (columns: {', '.join(schema.names)})")
+    kind = schema.field("text").type
+    value = kind.value_type if pa.types.is_dictionary(kind) else kind  # a categorical column from pandas
+    if not (pa.types.is_string(value) or pa.types.is_large_string(value)):
+        raise InputError(f"{file}: column 'text' holds {kind}, not text")
+    try:
+        column = pq.read_table(file, columns=["text"]).column("text")
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"{file} is not a readable Parquet file ({str(exc).splitlines()[0]})") from None
+    yield from (t for t in column.to_pylist() if t and t.strip())
 
 
 def hf_documents(dataset: str) -> Iterator[str]:
+    """The `text` field of a Hugging Face dataset's train split, streamed (HF_HUB_OFFLINE=1: only what is in the
+    local cache, nothing downloaded)."""
+    if not dataset.strip():
+        raise InputError("hf: needs a dataset name, e.g. hf:roneneldan/TinyStories")
     try:
         import datasets
     except ImportError:
         raise InputError("hf: sources need `pip install datasets` and the network") from None
-    for row in datasets.load_dataset(dataset, split="train", streaming=True):
-        if row.get("text"):
-            yield row["text"]
+    try:
+        for row in datasets.load_dataset(dataset, split="train", streaming=True):
+            text = row.get("text")
+            if isinstance(text, str) and text.strip():
+                yield text
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - datasets and huggingface_hub raise many types (offline, 404, auth)
+        reason = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+        raise InputError(f"Hugging Face dataset {dataset!r} cannot be loaded: {reason}") from None
 
 
 def documents(source: str) -> Iterator[str]:
@@ -143,9 +177,13 @@ def tokenize_source(tokenizer, source: str, ctx: int, bos: bool, max_tokens: int
     bos_id = tokenizer.bos_token_id if bos else None
     sep_id = tokenizer.eos_token_id
 
+    n_docs = 0
+
     def token_stream() -> Iterator[list[int]]:
+        nonlocal n_docs
         batch: list[str] = []
         for doc in documents(source):
+            n_docs += 1
             batch.append(doc)
             if len(batch) == batch_docs:
                 yield from tokenizer(batch, add_special_tokens=False)["input_ids"]
@@ -155,6 +193,7 @@ def tokenize_source(tokenizer, source: str, ctx: int, bos: bool, max_tokens: int
 
     contexts = chunk(token_stream(), ctx, bos_id, sep_id, max_tokens)
     if not contexts:
-        raise InputError(f"corpus source {source!r} has fewer tokens than one context of {ctx}")
+        empty = " (it holds no text: empty or whitespace only)" if not n_docs else ""
+        raise InputError(f"corpus source {source!r} has fewer tokens than one context of {ctx}{empty}")
     texts = tokenizer.batch_decode(contexts)
     return Contexts(token_ids=contexts, texts=texts, n_tokens=len(contexts) * ctx)

@@ -62,22 +62,27 @@ def _model_of(con: duckdb.DuckDBPyConnection, corpus: str) -> str:
 
 def write_feature_stats(con: duckdb.DuckDBPyConnection, dictionary: str, corpus: str,
                         tables: Mapping[str, pa.Table], *, n_tokens: int, model: str | None = None,
-                        config: Mapping | None = None) -> None:
+                        config: Mapping | None = None, corpus_fingerprint: str | None = None) -> None:
     """Replace every result of `dictionary` with `tables` and mark it analysed, all in one transaction.
 
     tables: name -> Arrow table without a dictionary column (see RESULT_COLUMNS); result tables not given
     end up empty for this dictionary. model defaults to the corpus' model. Labels are left untouched.
+    corpus_fingerprint: the fingerprint of the contexts the pass read (store.corpora); InputError, and nothing
+    written, when the corpus no longer holds them.
     """
+    from store.corpora import require_fingerprint
+
     _check(tables)
     model = model or _model_of(con, corpus)
     with transaction(con):
+        require_fingerprint(con, corpus, corpus_fingerprint)
         for table in RESULT_COLUMNS:
             con.execute(_DELETE[table], [dictionary])
         for name, table in tables.items():
             _insert(con, name, table, dictionary)
-        con.execute("INSERT OR REPLACE INTO analyses (dictionary, model, corpus, n_tokens, config, finished) "
-                    "VALUES (?, ?, ?, ?, ?, current_timestamp)",
-                    [dictionary, model, corpus, n_tokens, json.dumps(dict(config or {}))])
+        con.execute("INSERT OR REPLACE INTO analyses (dictionary, model, corpus, n_tokens, config, finished, "
+                    "corpus_fingerprint) VALUES (?, ?, ?, ?, ?, current_timestamp, ?)",
+                    [dictionary, model, corpus, n_tokens, json.dumps(dict(config or {})), corpus_fingerprint])
 
 
 def _insert(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table, dictionary: str) -> None:
@@ -91,9 +96,14 @@ def _insert(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table, dictiona
 def delete_feature_stats(con: duckdb.DuckDBPyConnection, dictionary: str) -> None:
     """Forget a dictionary's analysis (labels stay, in case it is analysed again)."""
     with transaction(con):
-        for table in RESULT_COLUMNS:
-            con.execute(_DELETE[table], [dictionary])
-        con.execute("DELETE FROM analyses WHERE dictionary = ?", [dictionary])
+        delete_results(con, dictionary)
+
+
+def delete_results(con: duckdb.DuckDBPyConnection, dictionary: str) -> None:
+    """delete_feature_stats inside the caller's transaction."""
+    for table in RESULT_COLUMNS:
+        con.execute(_DELETE[table], [dictionary])
+    con.execute("DELETE FROM analyses WHERE dictionary = ?", [dictionary])
 
 
 def write_vocab(con: duckdb.DuckDBPyConnection, model: str, tokens: Sequence[str]) -> None:

@@ -35,6 +35,8 @@ class HeadRun:
     n_contexts: int
     n_tokens: int
     config: dict = field(default_factory=dict)
+    corpus_fingerprint: str | None = None
+    """Fingerprint of the contexts scanned (store.corpora); None for a scan made before fingerprints."""
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,7 @@ class HeadExample:
     peak_src: list[int]
 
 
-_RUN_COLUMNS = "model, corpus, n_layers, n_heads, n_kv_heads, n_contexts, n_tokens, config"
+_RUN_COLUMNS = "model, corpus, n_layers, n_heads, n_kv_heads, n_contexts, n_tokens, config, corpus_fingerprint"
 
 
 def _check_columns(name: str, table: pa.Table, columns: tuple[str, ...]) -> None:
@@ -58,12 +60,16 @@ def _check_columns(name: str, table: pa.Table, columns: tuple[str, ...]) -> None
 
 def save_head_scan(con: duckdb.DuckDBPyConnection, run: HeadRun, tables: Mapping[str, pa.Table]) -> None:
     """Replace the scan of (run.model, run.corpus): tables head_stats, head_examples, head_means (Arrow, without
-    model/corpus columns; see *_COLUMNS), all in one transaction."""
+    model/corpus columns; see *_COLUMNS), all in one transaction. InputError, and nothing written, when the
+    corpus no longer holds the contexts of run.corpus_fingerprint."""
+    from store.corpora import require_fingerprint
+
     if set(tables) != set(_SCAN_TABLES):
         raise ValueError(f"a head scan needs exactly the tables {sorted(_SCAN_TABLES)}")
     for name, table in tables.items():
         _check_columns(name, table, _SCAN_TABLES[name])
     with transaction(con):
+        require_fingerprint(con, run.corpus, run.corpus_fingerprint)
         for name, table in tables.items():
             con.execute(f"DELETE FROM {name} WHERE model = ? AND corpus = ?", [run.model, run.corpus])
             con.register("_incoming_heads", table)
@@ -73,13 +79,19 @@ def save_head_scan(con: duckdb.DuckDBPyConnection, run: HeadRun, tables: Mapping
             finally:
                 con.unregister("_incoming_heads")
         con.execute(f"INSERT OR REPLACE INTO head_runs ({_RUN_COLUMNS}, finished) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, current_timestamp)",
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, current_timestamp)",
                     [run.model, run.corpus, run.n_layers, run.n_heads, run.n_kv_heads, run.n_contexts,
-                     run.n_tokens, json.dumps(run.config)])
+                     run.n_tokens, json.dumps(run.config), run.corpus_fingerprint])
+
+
+def delete_corpus_scans(con: duckdb.DuckDBPyConnection, corpus: str) -> None:
+    """Delete every model's scan of `corpus` (inside the caller's transaction)."""
+    for table in (*_SCAN_TABLES, "head_runs"):
+        con.execute(f"DELETE FROM {table} WHERE corpus = ?", [corpus])
 
 
 def _run(row) -> HeadRun:
-    return HeadRun(*row[:-1], config=json.loads(row[-1]) if row[-1] else {})
+    return HeadRun(*row[:-2], config=json.loads(row[-2]) if row[-2] else {}, corpus_fingerprint=row[-1])
 
 
 def get_head_run(con: duckdb.DuckDBPyConnection, model: str, corpus: str) -> HeadRun | None:

@@ -25,6 +25,8 @@ class CacheRow:
     n_tokens: int
     path: str
     complete: bool
+    corpus_fingerprint: str | None = None
+    """Fingerprint of the corpus' contexts it was made from (store.corpora)."""
 
 
 def upsert_model(con: duckdb.DuckDBPyConnection, row: ModelRow) -> None:
@@ -37,13 +39,14 @@ def list_models(con: duckdb.DuckDBPyConnection) -> list[ModelRow]:
     return [ModelRow(*row) for row in rows]
 
 
-_CACHE_COLUMNS = "name, model, hook, corpus, d, n_tokens, path, complete"
+_CACHE_COLUMNS = "name, model, hook, corpus, d, n_tokens, path, complete, corpus_fingerprint"
 
 
 def upsert_cache(con: duckdb.DuckDBPyConnection, row: CacheRow) -> None:
     con.execute(f"INSERT OR REPLACE INTO activation_caches ({_CACHE_COLUMNS}, updated) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, current_timestamp)",
-                [row.name, row.model, row.hook, row.corpus, row.d, row.n_tokens, row.path, row.complete])
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, current_timestamp)",
+                [row.name, row.model, row.hook, row.corpus, row.d, row.n_tokens, row.path, row.complete,
+                 row.corpus_fingerprint])
 
 
 def get_cache(con: duckdb.DuckDBPyConnection, name: str) -> CacheRow | None:

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from analysis.corpora import ensure_corpus
 from analysis.features.stats import FeatureStatsAccumulator, StatsConfig
-from store.corpora import Corpus, context_tokens
+from store.corpora import Corpus, context_tokens, corpus_fingerprint
 from store.errors import InputError
 
 SKIP_FIRST = 1
@@ -61,6 +61,10 @@ class Site:
     """[n_contexts, ctx] the contexts read, in corpus order (context ids 0..n-1)."""
     cache: Path | None
     """Activation cache folder that covers the contexts, or None (run the model)."""
+    fingerprint: str | None = None
+    """Fingerprint of the corpus whose contexts are read (store.corpora), recorded with the results."""
+    note: str = ""
+    """One line when a cache of the corpus was skipped because it holds other text."""
 
 
 @dataclass(frozen=True)
@@ -72,19 +76,28 @@ class AnalyzeOutcome:
     seconds: float
     alive: int
     d_sae: int
+    note: str = ""
 
 
-def _covering_cache(con, model: str, hook: str, corpus: str, n_contexts: int) -> Path | None:
+def _covering_cache(con, model: str, hook: str, corpus: str, n_contexts: int) -> tuple[Path | None, str]:
+    """A complete cache of the contexts the corpus holds now, else None; and a note naming a cache skipped
+    because it was made from other text."""
+    from analysis.activations import stale_reason
     from sae.activations import read_manifest
     from store.models import list_caches
 
+    note = ""
     for cache in list_caches(con):
         if (cache.model, cache.hook, cache.corpus) != (model, hook, corpus) or not cache.complete:
             continue
         manifest = read_manifest(Path(cache.path))
-        if manifest is not None and manifest.complete and manifest.contexts_done >= n_contexts:
-            return Path(cache.path)
-    return None
+        if manifest is None or not manifest.complete or manifest.contexts_done < n_contexts:
+            continue
+        stale = stale_reason(con, cache.name, manifest)
+        if stale is None:
+            return Path(cache.path), ""
+        note = f"{stale}: not used, the model runs instead"
+    return None, note
 
 
 def open_site(ws, req: AnalyzeRequest, lm=None, need_codes: bool = False) -> Site:
@@ -119,8 +132,9 @@ def open_site(ws, req: AnalyzeRequest, lm=None, need_codes: bool = False) -> Sit
             raise InputError(f"corpus contexts ({corpus.ctx} tokens) exceed the model's context ({lm.cfg.n_ctx})")
         n_contexts = min(-(-req.tokens // corpus.ctx), corpus.n_contexts)
         tokens = torch.tensor(context_tokens(con, corpus.name, 0, n_contexts), dtype=torch.long)
-        cache = _covering_cache(con, row.model, row.hook, corpus.name, n_contexts)
-    return Site(row, sae, lm, corpus, tokens, cache)
+        cache, note = _covering_cache(con, row.model, row.hook, corpus.name, n_contexts)
+        fingerprint = corpus_fingerprint(con, corpus.name)
+    return Site(row, sae, lm, corpus, tokens, cache, fingerprint, note)
 
 
 def site_batches(site: Site, batch: int) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
@@ -248,9 +262,9 @@ def analyze_dictionary(ws, req: AnalyzeRequest, lm=None, progress: bool = True) 
         if need_vocab:
             write_vocab(con, site.row.model, vocab)
         write_feature_stats(con, req.dictionary, site.corpus.name, tables, n_tokens=result.n_tokens,
-                            model=site.row.model, config=config)
+                            model=site.row.model, config=config, corpus_fingerprint=site.fingerprint)
     return AnalyzeOutcome(req.dictionary, site.corpus.name, result.n_tokens, source,
-                          time.perf_counter() - t0, int((result.count > 0).sum()), d_sae)
+                          time.perf_counter() - t0, int((result.count > 0).sum()), d_sae, site.note)
 
 
 def search_codes(ws, req: AnalyzeRequest, regex: str, limit: int = 20, lm=None, progress: bool = True):

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from analysis.corpora import ensure_corpus
 from analysis.heads.scan import HeadScan, HeadScanConfig
-from store.corpora import Corpus, context_tokens
+from store.corpora import Corpus, context_tokens, corpus_fingerprint
 from store.errors import InputError
 from store.heads import HeadRun, get_head_run, save_head_scan
 
@@ -26,6 +26,8 @@ class ScanInput:
     corpus: Corpus
     tokens: Int[Tensor, "n_contexts ctx"]
     context_ids: list[int]
+    fingerprint: str | None = None
+    """Fingerprint of the corpus read (store.corpora), recorded with the scan."""
 
 
 def scan_contexts(corpus: Corpus, tokens: int) -> int:
@@ -44,12 +46,20 @@ def load_scan_input(con: duckdb.DuckDBPyConnection, model, corpus_name: str, tok
         raise InputError(f"corpus contexts ({corpus.ctx} tokens) exceed the model's context ({model.cfg.n_ctx})")
     n = scan_contexts(corpus, tokens)
     ids = context_tokens(con, corpus.name, 0, n)
-    return ScanInput(corpus, torch.tensor(ids, dtype=torch.long), list(range(n)))
+    return ScanInput(corpus, torch.tensor(ids, dtype=torch.long), list(range(n)), corpus_fingerprint(con, corpus.name))
+
+
+def current_scan(con: duckdb.DuckDBPyConnection, model: str, corpus: str) -> HeadRun | None:
+    """The stored scan of (model, corpus) if it was made on the text the corpus holds now, else None."""
+    run = get_head_run(con, model, corpus)
+    if run is None or run.corpus_fingerprint is None or run.corpus_fingerprint != corpus_fingerprint(con, corpus):
+        return None
+    return run
 
 
 def stored_scan(con: duckdb.DuckDBPyConnection, model: str, corpus: str, tokens: int) -> HeadRun | None:
-    """The stored scan of (model, corpus) if it covers at least `tokens` (or the whole corpus), else None."""
-    run = get_head_run(con, model, corpus)
+    """The current scan of (model, corpus) if it covers at least `tokens` (or the whole corpus), else None."""
+    run = current_scan(con, model, corpus)
     if run is None:
         return None
     row = con.execute("SELECT n_tokens FROM corpora WHERE name = ?", [corpus]).fetchone()
@@ -85,12 +95,13 @@ def scan_tables(scan: HeadScan) -> dict[str, pa.Table]:
     return {"head_stats": stats, "head_examples": examples, "head_means": means}
 
 
-def save_scan(con: duckdb.DuckDBPyConnection, scan: HeadScan, corpus: str) -> HeadRun:
-    """Replace the stored scan of (scan.model, corpus) with `scan`."""
+def save_scan(con: duckdb.DuckDBPyConnection, scan: HeadScan, corpus: str, fingerprint: str | None = None) -> HeadRun:
+    """Replace the stored scan of (scan.model, corpus) with `scan`; fingerprint: of the corpus the scan read
+    (ScanInput.fingerprint), refused when the corpus has been replaced since."""
     n_layers, n_heads = scan.scores["prev_token"].shape
     run = HeadRun(model=scan.model, corpus=corpus, n_layers=n_layers, n_heads=n_heads,
                   n_kv_heads=scan.n_kv_heads, n_contexts=len(scan.context_ids), n_tokens=scan.n_tokens,
-                  config=asdict(scan.config))
+                  config=asdict(scan.config), corpus_fingerprint=fingerprint)
     save_head_scan(con, run, scan_tables(scan))
     return run
 
@@ -99,11 +110,12 @@ def save_scan(con: duckdb.DuckDBPyConnection, scan: HeadScan, corpus: str) -> He
 def load_head_means(con: duckdb.DuckDBPyConnection, model, corpus_name: str,
                     fallback_contexts: int = 32) -> np.ndarray:
     """[n_layers, n_heads, d_head] mean head outputs for mean-ablation: from the stored scan of the corpus, or
-    computed now on its first `fallback_contexts` contexts when no scan is stored."""
+    computed now on its first `fallback_contexts` contexts when no scan of its current text is stored."""
     from analysis.heads.ablation import mean_head_outputs, means_array
     from store.heads import head_means
 
-    stored = means_array(model, head_means(con, model.cfg.model_name, corpus_name))
+    name = model.cfg.model_name
+    stored = means_array(model, head_means(con, name, corpus_name)) if current_scan(con, name, corpus_name) else None
     if stored is not None:
         return stored
     corpus = ensure_corpus(con, corpus_name, model.cfg.model_name, None)
@@ -128,4 +140,4 @@ def ensure_head_scan(db_path, model, corpus_name: str, tokens: int, config: Head
     config = config or HeadScanConfig(tokens=tokens)
     scan = scan_heads(model, data.tokens, data.context_ids, config, progress=progress)
     with session(db_path) as con:
-        return save_scan(con, scan, data.corpus.name), False
+        return save_scan(con, scan, data.corpus.name, data.fingerprint), False

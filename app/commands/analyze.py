@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from app.commands.common import DeviceOpt, WorkspaceOpt, app, console, existing_workspace, quiet
+from app.commands.common import DeviceOpt, WorkspaceOpt, app, console, err_console, existing_workspace, quiet
 
 DictArg = Annotated[str, typer.Argument(help="Dictionary name (see `sparsescope dicts`).", show_default=False)]
 CorpusOpt = Annotated[str, typer.Option(help="Corpus to read (`builtin` is created on first use).")]
@@ -38,6 +38,8 @@ def analyze_cmd(
                          batch=batch, device=device)
     req.check()
     out = analyze_dictionary(existing_workspace(ws), req, progress=not quiet())
+    if out.note:
+        err_console.print(f"note: {out.note}", markup=False, highlight=False, soft_wrap=True)
     console.print(f"[bold]{out.dictionary}[/] analysed on {out.n_tokens:,} tokens of {out.corpus} "
                   f"(from {out.source}) in {out.seconds:.0f} s: {out.alive:,} of {out.d_sae:,} features fire")
 

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from app.commands.common import DeviceOpt, WorkspaceOpt, app, console, quiet, workspace
+from app.commands.common import DeviceOpt, WorkspaceOpt, app, console, err_console, quiet, workspace
 
 corpus_app = typer.Typer(help="Build and list corpora (tokenised text kept in the store).", no_args_is_help=True)
 app.add_typer(corpus_app, name="corpus")
@@ -36,19 +36,33 @@ def models(hooks: Annotated[bool, typer.Option("--hooks", help="List every hook 
 def corpus_add(
     name: Annotated[str, typer.Argument(help="Name for the corpus.")],
     source: Annotated[str, typer.Option(help="builtin, a .txt/.jsonl/.parquet file or folder, or hf:DATASET.")],
-    tokens: Annotated[Optional[int], typer.Option(help="Keep at most this many tokens.")] = None,
+    tokens: Annotated[Optional[int], typer.Option(
+        help="Keep at most this many tokens (default: the whole source, up to the most a corpus holds).",
+        show_default=False)] = None,
     ctx: Annotated[int, typer.Option(help="Tokens per context.")] = 128,
     model: Annotated[str, typer.Option(help="Model whose tokenizer to use.")] = "smollm2-135m-instruct",
     replace: Annotated[bool, typer.Option(help="Rebuild the corpus if it exists.")] = False,
+    force: Annotated[bool, typer.Option(help="With --replace: delete the activation caches, feature analyses "
+                                             "and head scans built on the old text.")] = False,
     ws: WorkspaceOpt = None,
 ):
     """Tokenise a text source into fixed-length contexts and keep them in the store."""
-    from analysis.corpora import add_corpus
+    from analysis.corpora import build_corpus
     from store import session
 
     space = workspace(ws)
     with session(space.db_path) as con:
-        corpus = add_corpus(con, name, source, model, tokens=tokens, ctx=ctx, replace=replace)
+        built = build_corpus(con, name, source, model, tokens=tokens, ctx=ctx, replace=replace, force=force,
+                             ws=space)
+    corpus = built.corpus
+    if built.deleted:
+        console.print(f"deleted what was built on the old text of {corpus.name}: {built.deleted.describe()}",
+                      markup=False, soft_wrap=True)
+    for folder in built.removed:
+        console.print(f"removed {folder}", markup=False, soft_wrap=True)
+    for folder in built.kept:
+        console.print(f"kept {folder} (outside the workspace or not removable; its store row is deleted)",
+                      markup=False, soft_wrap=True)
     console.print(f"corpus [bold]{corpus.name}[/]: {corpus.n_contexts:,} contexts x {corpus.ctx} tokens "
                   f"= {corpus.n_tokens:,} tokens ({corpus.model})")
 
@@ -90,6 +104,8 @@ def activations(
     check_hook(lm, hook)
     with session(space.db_path) as con:
         result = build_cache(space, con, lm, hook, corpus, tokens, batch=batch, progress=not quiet())
+    if result.note:
+        err_console.print(f"note: {result.note}", markup=False, highlight=False, soft_wrap=True)
     m = result.manifest
     verb = "reused" if result.reused else "wrote"
     console.print(f"{verb} {m.n_tokens:,} tokens x d={m.d} at {m.hook} in {len(m.shards)} shards: {result.path}")

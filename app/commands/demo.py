@@ -67,6 +67,8 @@ def demo(tokens: Annotated[int, typer.Option(help="Tokens for the activation cac
         t1 = time.perf_counter()
         result = build_cache(space, con, lm, DEMO_HOOK, "builtin", tokens, progress=not quiet())
     stages.append(("activation cache", time.perf_counter() - t1))
+    if result.note:
+        console.print(f"note: {result.note}", markup=False)
     m = result.manifest
     console.print(f"activation cache: {m.n_tokens:,} tokens at {m.hook} "
                   f"({'reused' if result.reused else f'{stages[-1][1]:.0f} s'})")
@@ -90,15 +92,18 @@ def _analyses(space, lm, tokens: int) -> None:
     """Feature statistics of each demo dictionary on the demo tokens (reused when already there)."""
     from analysis.features.analyze import AnalyzeRequest, analyze_dictionary
     from store import session
+    from store.corpora import corpus_fingerprint
 
     for d in DEMO_DICTIONARIES:
         with session(space.db_path) as con:
-            done = con.execute("SELECT n_tokens FROM analyses WHERE dictionary = ? AND corpus = 'builtin'",
-                               [d.name]).fetchone()
+            done = con.execute("SELECT n_tokens FROM analyses WHERE dictionary = ? AND corpus = 'builtin' "
+                               "AND corpus_fingerprint = ?", [d.name, corpus_fingerprint(con, "builtin")]).fetchone()
         if done and done[0] >= tokens * 0.9:  # position 0 of each context is left out
             console.print(f"[bold]{d.name}[/]: feature statistics reused ({done[0]:,} tokens)")
             continue
         out = analyze_dictionary(space, AnalyzeRequest(d.name, tokens=tokens), lm=lm, progress=not quiet())
+        if out.note:
+            console.print(f"note: {out.note}", markup=False)
         console.print(f"[bold]{d.name}[/]: feature statistics on {out.n_tokens:,} tokens in {out.seconds:.0f} s; "
                       f"{out.alive:,} of {out.d_sae:,} features fire")
 

@@ -42,7 +42,7 @@ def heads_cmd(
     result = scan_heads(lm, data.tokens, data.context_ids, HeadScanConfig(tokens=tokens, batch=batch),
                         progress=not quiet())
     with session(space.db_path) as con:
-        run = save_scan(con, result, data.corpus.name)
+        run = save_scan(con, result, data.corpus.name, data.fingerprint)
         console.print(f"head scores of {run.n_layers} layers x {run.n_heads} heads ({run.n_kv_heads} KV groups) "
                       f"on {run.n_tokens:,} tokens of [bold]{run.corpus}[/] stored")
         console.print(_summary(con, run.model, run.corpus, top))

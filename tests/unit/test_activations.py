@@ -192,3 +192,82 @@ def test_manifest_is_fsynced_and_a_killed_writers_temp_files_are_swept(tiny_mode
     assert len(synced) == 2 * 2  # two shards, each followed by the manifest: file and folder
     assert sorted(p.name for p in folder.iterdir()) == [MANIFEST, "shard_00000000.safetensors",
                                                         "shard_00000008.safetensors"]
+
+
+def _replace_text(con, tmp_path, text="Other words entirely, about rivers and boats.\n\n"):
+    """Rebuild corpus `t` from other text, deleting what was built on it (their folders stay: no workspace)."""
+    src = tmp_path / "other.txt"
+    src.write_text(text * 400)
+    return add_corpus_forced(con, src)
+
+
+def add_corpus_forced(con, src):
+    from analysis.corpora import build_corpus
+
+    return build_corpus(con, "t", str(src), "tiny-random", ctx=16, replace=True, force=True).corpus
+
+
+def test_a_cache_records_its_corpus_fingerprint(tiny_model, con, ws, corpus):
+    from store.corpora import corpus_fingerprint
+    from store.models import get_cache
+
+    result = build_cache(ws, con, tiny_model, HOOK, "t", tokens=16 * 8, progress=False)
+    fingerprint = corpus_fingerprint(con, "t")
+    assert result.manifest.corpus_fingerprint == fingerprint and len(fingerprint) == 64
+    assert read_manifest(result.path).corpus_fingerprint == fingerprint
+    assert get_cache(con, result.path.name).corpus_fingerprint == fingerprint
+
+
+def test_a_cache_of_replaced_text_is_rebuilt_not_reused(tiny_model, con, ws, corpus, tmp_path):
+    first = build_cache(ws, con, tiny_model, HOOK, "t", tokens=16 * 8, progress=False)
+    new = _replace_text(con, tmp_path)
+    assert first.path.is_dir()  # left on disk by a replace that did not know the workspace
+    again = build_cache(ws, con, tiny_model, HOOK, "t", tokens=16 * 8, progress=False)
+    assert not again.reused and "earlier text of corpus 't'" in again.note and "rebuilding" in again.note
+    acts = torch.cat([a for _, a in ActivationReader(again.path).contexts()])
+    torch.testing.assert_close(acts, _reference(tiny_model, con, new, 8), atol=1e-5, rtol=1e-5)
+    assert build_cache(ws, con, tiny_model, HOOK, "t", tokens=16 * 8, progress=False).reused
+
+
+def test_a_cache_without_a_fingerprint_is_rebuilt_with_a_note(tiny_model, con, ws, corpus):
+    first = build_cache(ws, con, tiny_model, HOOK, "t", tokens=16 * 8, progress=False)
+    raw = json.loads((first.path / MANIFEST).read_text())
+    del raw["corpus_fingerprint"]  # as written before caches recorded it
+    (first.path / MANIFEST).write_text(json.dumps(raw))
+    again = build_cache(ws, con, tiny_model, HOOK, "t", tokens=16 * 8, progress=False)
+    assert not again.reused and "predates corpus fingerprints" in again.note
+    assert read_manifest(again.path).corpus_fingerprint == again.manifest.corpus_fingerprint is not None
+
+
+def test_a_partial_cache_of_other_text_is_never_resumed(tiny_model, con, ws, corpus, tmp_path, monkeypatch):
+    from functools import partial
+
+    import analysis.activations
+
+    real = analysis.activations.context_tokens
+
+    def dying(con, name, lo, hi):
+        if lo >= 8:
+            raise KeyboardInterrupt
+        return real(con, name, lo, hi)
+
+    monkeypatch.setattr(analysis.activations, "write_cache", partial(write_cache, shard_contexts=8))
+    monkeypatch.setattr(analysis.activations, "context_tokens", dying)
+    with pytest.raises(KeyboardInterrupt):
+        build_cache(ws, con, tiny_model, HOOK, "t", tokens=16 * 16, batch=8, progress=False)
+    monkeypatch.setattr(analysis.activations, "context_tokens", real)
+    assert read_manifest(ws.activations_dir / "tiny-random__blocks.0.hook_resid_post__t").contexts_done == 8
+    new = _replace_text(con, tmp_path)
+    result = build_cache(ws, con, tiny_model, HOOK, "t", tokens=16 * 16, batch=8, progress=False)
+    assert "earlier text" in result.note
+    acts = torch.cat([a for _, a in ActivationReader(result.path).contexts()])
+    torch.testing.assert_close(acts, _reference(tiny_model, con, new, 16), atol=1e-5, rtol=1e-5)
+
+
+def test_write_cache_refuses_to_resume_other_text(tiny_model, con, ws, corpus):
+    folder = ws.activations_dir / "f"
+    want = Manifest(model="tiny-random", hook=HOOK, corpus="t", d=64, ctx=16, n_contexts=8, corpus_fingerprint="a")
+    write_cache(tiny_model, HOOK, folder, _tokens(con, "t"), want, progress=False)
+    other = Manifest(model="tiny-random", hook=HOOK, corpus="t", d=64, ctx=16, n_contexts=16, corpus_fingerprint="b")
+    with pytest.raises(InputError, match="other text"):
+        write_cache(tiny_model, HOOK, folder, _tokens(con, "t"), other, progress=False)

@@ -110,3 +110,31 @@ def test_ensure_corpus_rejects_other_models_corpus(con, tmp_path):
     add_corpus(con, "c", str(src), "tiny-random", ctx=16)
     with pytest.raises(ValueError, match="tokenised for"):
         ensure_corpus(con, "c", "smollm2-135m-instruct", None)
+
+
+def test_a_file_that_is_not_parquet_is_an_input_error(tmp_path):
+    path = tmp_path / "broken.parquet"
+    path.write_bytes(b"not a parquet file at all")
+    with pytest.raises(InputError, match="not a readable Parquet file"):
+        tokenize_source(tiny_tokenizer(), str(path), ctx=16, bos=True, max_tokens=None)
+
+
+def test_blank_and_null_jsonl_texts_are_skipped(tmp_path):
+    path = tmp_path / "mixed.jsonl"
+    lines = [{"text": None}, {"text": "   \n"}, {"text": "real words " * 20}, {"text": ""}]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    contexts = tokenize_source(tiny_tokenizer(), str(path), ctx=16, bos=True, max_tokens=None)
+    assert "real words" in contexts.texts[0] and not any(t.strip() == "" for t in contexts.texts)
+
+
+def test_an_empty_hf_name_is_an_input_error():
+    with pytest.raises(InputError, match="needs a dataset name"):
+        tokenize_source(tiny_tokenizer(), "hf: ", ctx=16, bos=True, max_tokens=None)
+
+
+def test_add_corpus_refuses_more_tokens_than_a_corpus_holds(con):
+    from analysis.corpora import MAX_TOKENS
+
+    with pytest.raises(InputError, match=f"at most {MAX_TOKENS:,} tokens"):
+        add_corpus(con, "big", "builtin", "tiny-random", tokens=MAX_TOKENS + 1)
+    assert con.execute("SELECT count(*) FROM corpora").fetchone()[0] == 0

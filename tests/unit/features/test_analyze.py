@@ -176,3 +176,35 @@ def test_dictionary_for_another_width_is_refused(space, tiny_model, monkeypatch)
     finally:
         with session(ws.db_path) as con:
             con.execute("UPDATE dictionaries SET hook = ? WHERE name = 'tk'", [HOOK])
+
+
+def test_the_analysis_records_the_corpus_fingerprint(space, tiny_model):
+    from store.corpora import corpus_fingerprint
+
+    ws, _ = space
+    _analyze(ws, tiny_model, "tk")
+    with session(ws.db_path) as con:
+        recorded = con.execute("SELECT corpus_fingerprint FROM analyses WHERE dictionary = 'tk'").fetchone()[0]
+        assert recorded is not None and recorded == corpus_fingerprint(con, "t")
+
+
+@pytest.mark.parametrize("value, needle", [("0" * 64, "earlier text of corpus 't'"),
+                                           (None, "predates corpus fingerprints")])
+def test_a_cache_of_other_text_is_not_read(space, tiny_model, value, needle):
+    import json
+
+    from analysis.features.analyze import open_site
+    from sae.activations import MANIFEST
+
+    ws, cache = space
+    req = AnalyzeRequest("tk", corpus="t", tokens=N_CTX * CTX)
+    assert open_site(ws, req, tiny_model).cache == cache
+    original = (cache / MANIFEST).read_text()
+    raw = json.loads(original)
+    raw["corpus_fingerprint"] = value
+    try:
+        (cache / MANIFEST).write_text(json.dumps(raw))
+        site = open_site(ws, req, tiny_model)
+    finally:
+        (cache / MANIFEST).write_text(original)
+    assert site.cache is None and needle in site.note and "the model runs instead" in site.note

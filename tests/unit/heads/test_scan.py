@@ -223,3 +223,59 @@ def test_ensure_head_scan_reuses_a_stored_scan(tmp_path):
     assert reused and again.n_tokens == 128
     more, reused = ensure_head_scan(db, model, "t", 256, config, progress=False)
     assert not reused and more.n_tokens == 256
+
+
+def test_a_scan_of_other_text_is_not_reused_and_a_late_one_is_not_stored(tmp_path):
+    from analysis.corpora import add_corpus, build_corpus
+    from analysis.heads.run import ensure_head_scan, load_scan_input
+    from sae.models import load_model
+    from store import session
+    from store.corpora import corpus_fingerprint
+    from store.errors import InputError
+
+    text, other = tmp_path / "t.txt", tmp_path / "o.txt"
+    text.write_text("one two three four five six seven. " * 40)
+    other.write_text("entirely different words here! " * 40)
+    db = tmp_path / "s.duckdb"
+    with session(db) as con:
+        add_corpus(con, "t", str(text), "tiny-random", ctx=32)
+    model = load_model("tiny-random", device="cpu")
+    config = HeadScanConfig(random_seqs=2, random_half=8)
+    run, _ = ensure_head_scan(db, model, "t", 64, config, progress=False)
+    with session(db) as con:
+        assert run.corpus_fingerprint == corpus_fingerprint(con, "t") is not None
+        con.execute("UPDATE head_runs SET corpus_fingerprint = NULL")  # as scanned before fingerprints
+    assert not ensure_head_scan(db, model, "t", 64, config, progress=False)[1]
+    with session(db) as con:
+        data = load_scan_input(con, model, "t", 64)
+    scan = scan_heads(model, data.tokens, data.context_ids, config, progress=False)
+    with session(db) as con:  # the corpus is replaced while the scan runs
+        build_corpus(con, "t", str(other), "tiny-random", ctx=32, replace=True, force=True)
+        with pytest.raises(InputError, match="was replaced while this ran"):
+            save_scan(con, scan, "t", data.fingerprint)
+        assert con.execute("SELECT count(*) FROM head_runs").fetchone()[0] == 0
+        assert con.execute("SELECT count(*) FROM head_stats").fetchone()[0] == 0
+
+
+def test_mean_ablation_reads_means_only_from_a_scan_of_the_current_text(tmp_path, monkeypatch):
+    import analysis.heads.ablation
+    from analysis.corpora import add_corpus
+    from analysis.heads.run import ensure_head_scan, load_head_means
+    from sae.models import load_model
+    from store import session
+
+    text = tmp_path / "t.txt"
+    text.write_text("one two three four five six seven. " * 40)
+    db = tmp_path / "s.duckdb"
+    with session(db) as con:
+        add_corpus(con, "t", str(text), "tiny-random", ctx=32)
+    model = load_model("tiny-random", device="cpu")
+    ensure_head_scan(db, model, "t", 64, HeadScanConfig(random_seqs=2, random_half=8), progress=False)
+    computed = []
+    monkeypatch.setattr(analysis.heads.ablation, "mean_head_outputs",
+                        lambda model, tokens: computed.append(len(tokens)) or np.zeros((2, 4, 16)))
+    with session(db) as con:
+        stored = load_head_means(con, model, "t")
+        assert computed == [] and stored.shape == (2, 4, 16) and np.abs(stored).sum() > 0
+        con.execute("UPDATE head_runs SET corpus_fingerprint = ?", ["0" * 64])  # a scan of other text
+        assert np.abs(load_head_means(con, model, "t")).sum() == 0 and len(computed) == 1

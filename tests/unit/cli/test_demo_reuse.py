@@ -1,0 +1,33 @@
+"""`sparsescope demo` reuses a stored feature analysis only when it describes the built-in corpus' current text."""
+import pyarrow as pa
+
+from store import Workspace, session
+from store.corpora import Corpus, corpus_fingerprint, save_corpus
+from store.features import write_feature_stats
+
+
+def test_demo_reanalyses_what_was_analysed_on_other_text(tmp_path, monkeypatch):
+    import analysis.features.analyze
+    from app.commands import demo
+
+    ws = Workspace.resolve(tmp_path / "ws")
+    ids = [[0, 1, 2, 3], [0, 4, 5, 6]]
+    features = pa.table({"feature": pa.array([0], pa.int32()), "count": pa.array([1], pa.int64()),
+                         "density": [0.5], "mean_act": [1.0], "max_act": [1.0]})
+    with session(ws.db_path) as con:
+        save_corpus(con, Corpus("builtin", "smollm2-135m-instruct", "builtin", 4, True, 2, 8), ids, ["a", "b"])
+        current = corpus_fingerprint(con, "builtin")
+        for d in demo.DEMO_DICTIONARIES:
+            write_feature_stats(con, d.name, "builtin", {"features": features}, n_tokens=10_000,
+                                model="smollm2-135m-instruct", corpus_fingerprint=current)
+        con.execute("UPDATE analyses SET corpus_fingerprint = ? WHERE dictionary = 'demo-mp'", ["0" * 64])
+        con.execute("UPDATE analyses SET corpus_fingerprint = NULL WHERE dictionary = 'demo-codebook'")
+    analysed = []
+
+    def fake_analyze(space, req, lm=None, progress=True):
+        analysed.append(req.dictionary)
+        return analysis.features.analyze.AnalyzeOutcome(req.dictionary, "builtin", 10_000, "test", 0.0, 1, 1)
+
+    monkeypatch.setattr(analysis.features.analyze, "analyze_dictionary", fake_analyze)
+    demo._analyses(ws, lm=None, tokens=10_000)
+    assert analysed == ["demo-mp", "demo-codebook"]
