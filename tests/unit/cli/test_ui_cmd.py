@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[3]
 
 def serve(monkeypatch, capsys, *args):
     calls = []
-    monkeypatch.setattr(cmd_ui.subprocess, "call", lambda cmd, env: calls.append((cmd, env)) or 0)
+    monkeypatch.setattr(cmd_ui, "run_server", lambda cmd, env: calls.append((cmd, env)) or 0)
     monkeypatch.setattr(sys, "argv", ["sparsescope", "ui", *args])
     with pytest.raises(SystemExit) as exit_info:
         main()
