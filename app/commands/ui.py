@@ -16,8 +16,6 @@ from app.commands.common import WorkspaceOpt, app, console, err_console, workspa
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 SERVE = Path(__file__).resolve().parents[1] / "ui" / "serve.py"
-READ_ONLY_ENV = "SPARSESCOPE_READ_ONLY"
-"""Set to 1 for the server when the store cannot be written (app/ui/data/cache.py reads it)."""
 STOP_WAIT_S = 10.0
 """How long the launcher waits for the server to stop before killing it."""
 
@@ -84,11 +82,6 @@ def run_server(cmd: list[str], env: dict[str, str]) -> int:
                 proc.wait()
 
 
-def _writable(db: Path) -> bool:
-    """Whether this process may write the store (DuckDB also writes a .wal file beside it)."""
-    return os.access(db.parent, os.W_OK) and (not db.exists() or os.access(db, os.W_OK))
-
-
 def _migrate(db: Path) -> None:
     """Bring an existing store to the newest schema before serving it (read-only connections cannot)."""
     import duckdb
@@ -112,7 +105,7 @@ def ui(port: Annotated[int, typer.Option(help="Port to serve on.", min=1, max=65
        ws: WorkspaceOpt = None):
     """Serve the web UI (feature browser, prompt inspector, compare) on the workspace."""
     space = workspace(ws, create=False)
-    read_only = space.root.is_dir() and not _writable(space.db_path)
+    read_only = space.root.is_dir() and not space.writable()
     if read_only:
         err_console.print(f"note: {space.root} is read-only: the UI serves it, but labels and steering runs cannot "
                           "be saved", markup=False, soft_wrap=True)
@@ -124,7 +117,8 @@ def ui(port: Annotated[int, typer.Option(help="Port to serve on.", min=1, max=65
                           f"this address can read the workspace and edit labels", markup=False)
     console.print(f"SparseScope UI on {space.root}: http://{url_host(host)}:{port}  (Ctrl+C stops it)",
                   markup=False, highlight=False)
-    env = os.environ | {"SPARSESCOPE_WORKSPACE": str(space.root.resolve())}
-    env[READ_ONLY_ENV] = "1" if read_only else "0"
+    from store.workspace import ENV_VAR, READ_ONLY_ENV
+
+    env = os.environ | {ENV_VAR: str(space.root.resolve()), READ_ONLY_ENV: "1" if read_only else "0"}
     if run_server(streamlit_command(port, host), env):
         raise typer.Exit(1)
