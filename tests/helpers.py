@@ -71,6 +71,7 @@ WORD_JOINER = "\u2060"
 _BARE_LINK = re.compile(r"(?i)(?:https?://|www(?=\.))[-.\w]+|[-.\w+]+@[-\w]+(?:\.[-\w]+)+")
 _SHORTCODE = re.compile(r":[\w+\-/]+:")
 _MATH = re.compile(r"(?<!\\)\$")
+_DIRECTIVE = re.compile(r"(?<![\\:]):[A-Za-z]")
 HOSTILE = ("![x](http://evil.example/p.png)", "[click](https://evil.example/login)", "<img src=x onerror=alert(1)>",
            "**bold** _it_ `code` ~~s~~ $x^2$ :red[red] :material/home: :smile:", "see www.evil.example or me@evil.example",
            "# heading\n- item\n1. item\n> quote\n===", "a | b\n--- | ---\n[^1] &amp; \\[x]")
@@ -80,8 +81,8 @@ HOSTILE = ("![x](http://evil.example/p.png)", "[click](https://evil.example/logi
 def rendered_markdown(source: str) -> tuple[str, set[str]]:
     """What a CommonMark renderer with GFM tables and strikethrough (Streamlit's st.markdown) makes of `source`:
     (the text a reader sees, word joiners removed; every kind of element besides plain text, e.g. "image",
-    "link_open", "html_inline", "em_open", "heading_open", plus "bare_link", "shortcode" and "math" for what
-    Streamlit's renderer would turn into a link, an icon or LaTeX)."""
+    "link_open", "html_inline", "em_open", "heading_open", plus "bare_link", "shortcode", "math" and
+    "directive" for what Streamlit's renderer would turn into a link, an icon, LaTeX or a coloured span)."""
     from markdown_it import MarkdownIt
 
     plain = {"paragraph_open", "paragraph_close", "inline", "text", "softbreak"}
@@ -101,6 +102,8 @@ def rendered_markdown(source: str) -> tuple[str, set[str]]:
         kinds.add("shortcode")
     if _MATH.search(source):
         kinds.add("math")
+    if _DIRECTIVE.search(source):  # remark-directive: `:red` alone is a (coloured, empty) text directive
+        kinds.add("directive")
     return text.replace(WORD_JOINER, ""), kinds
 
 
