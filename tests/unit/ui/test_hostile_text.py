@@ -1,5 +1,7 @@
 """Text from the user, the store or the model is shown as text: a query parameter, a label, a stored prompt or a
 workspace path with Markdown in it renders no image, link, HTML, formatting or icon on any page."""
+import json
+
 import duckdb
 import pytest
 
@@ -85,3 +87,22 @@ def test_a_hostile_workspace_folder_name_shows_as_text(tmp_path, monkeypatch):
     assert not at.exception and not at.error
     assert_literal(next(c.value for c in at.caption if c.value.startswith("workspace")), str(root))
     _nothing_dangerous(at)
+
+
+EMOJI = "Caf\u00e9 \U0001f600 na\u00efve \U0001f44d\U0001f3fd \u2014 \u4e2d\u6587"
+
+
+def test_emoji_prompts_are_inspected_and_steered(ui_ws):
+    at = open_page("views/inspector.py", text=EMOJI)
+    assert not at.exception and not at.error
+    assert at.html[0].value.count('class="tok"') == len(EMOJI.encode()) + 1  # byte tokens after BOS
+    at = open_page("views/steering.py", dict="topk-demo", feature=3)
+    next(t for t in at.toggle if t.label.startswith("chat template")).set_value(False)
+    next(s for s in at.slider if s.label.startswith("new tokens")).set_value(3)
+    at.text_area[0].set_value(EMOJI)
+    next(b for b in at.button if b.label.startswith("Steer")).click().run()
+    assert not at.exception and not at.error
+    con = duckdb.connect(str(ui_ws / "sparsescope.duckdb"), read_only=True)
+    (config,) = con.execute("SELECT config FROM steering_runs").fetchone()
+    con.close()
+    assert json.loads(config)["prompt"] == EMOJI
