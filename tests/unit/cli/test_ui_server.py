@@ -48,7 +48,9 @@ def _upgrade(port: int, host: str, origin: str | None) -> str:
 
 
 def _port_free(port: int) -> bool:
+    """Whether nothing listens on the port (connections of the stopped server in TIME_WAIT do not count)."""
     with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:
