@@ -9,7 +9,23 @@ from app.commands import (  # noqa: F401  (each command module registers its com
 from app.commands.common import app, err_console
 
 
+def _undecodable(args: list[str]) -> str | None:
+    """The first argument with bytes that are not UTF-8 (Python keeps them as surrogates, which no tokenizer,
+    store or terminal can encode), shown with escapes; None when every argument is text."""
+    for arg in args:
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            return arg.encode("utf-8", "backslashreplace").decode("utf-8")
+    return None
+
+
 def main() -> None:
+    bad = _undecodable(sys.argv[1:])
+    if bad is not None:
+        err_console.print(f"error: argument '{bad}' is not valid UTF-8 text; is the terminal's encoding UTF-8?",
+                          markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
     # SystemExit (--help, typer's usage errors) is no Exception: it passes through untouched
     try:
         app()

@@ -7,13 +7,24 @@ import torch
 
 from store.errors import InputError
 
+DEVICE_TYPES = ("cuda", "mps", "cpu")
+"""What --device accepts (with an index for cuda: cuda:1)."""
+
 
 def pick_device(requested: str | torch.device | None = None) -> torch.device:
     """The device to run on: the one asked for, else cuda > mps > cpu."""
     if requested is not None and str(requested) != "auto":
-        device = torch.device(requested)
+        try:
+            device = torch.device(requested)
+        except (RuntimeError, ValueError, TypeError):  # torch's own message lists its ~20 device types
+            device = None
+        if device is None or device.type not in DEVICE_TYPES:
+            raise InputError(f"unknown device {str(requested)!r} (use cuda, mps or cpu; cuda:N picks one GPU)")
         if device.type == "cuda" and not torch.cuda.is_available():
             raise InputError(f"device {requested} asked for, but CUDA is not available here")
+        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+            raise InputError(f"device {requested} asked for, but this machine has {torch.cuda.device_count()} "
+                             "CUDA device(s)")
         if device.type == "mps" and not torch.backends.mps.is_available():
             raise InputError(f"device {requested} asked for, but MPS is not available here")
         return device

@@ -110,6 +110,18 @@ def check_hook(model, hook: str) -> int:
     return int(match.group(1)) if match else -1
 
 
+def check_text(text: str, what: str = "the prompt") -> str:
+    """`text` if a tokenizer can encode it. A surrogate code point cannot be encoded (Python keeps the bytes of an
+    argument that is not UTF-8 as U+DC80..U+DCFF): refused with one line rather than replaced, so what is run and
+    stored is what was typed. Emoji and every other character pass."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(f"{what} is not valid text: character {exc.start + 1} is an unpaired surrogate "
+                         f"(U+{ord(text[exc.start]):04X}); is the terminal's encoding UTF-8?") from None
+    return text
+
+
 def stop_layer(model, hook: str) -> int | None:
     """`stop_at_layer` that runs the model just far enough to reach `hook` (None: the whole model)."""
     layer = check_hook(model, hook)

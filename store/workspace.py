@@ -13,6 +13,8 @@ ENV_VAR = "SPARSESCOPE_WORKSPACE"
 KINDS = {"dictionaries": "dictionary", "activations": "activation cache", "reports": "dictionary",
          "checkpoints": "dictionary"}
 """The workspace's named folders, and what the name in each is (a report and a checkpoint take a dictionary's)."""
+READ_ONLY_ENV = "SPARSESCOPE_READ_ONLY"
+"""1: serve the workspace read-only (`sparsescope ui` sets it for its server when the store cannot be written)."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,11 @@ class Workspace:
     @property
     def db_path(self) -> Path:
         return self.root / "sparsescope.duckdb"
+
+    def writable(self) -> bool:
+        """Whether this process may write the store (DuckDB also writes a .wal file beside it)."""
+        db = self.db_path
+        return os.access(self.root, os.W_OK) and (not db.exists() or os.access(db, os.W_OK))
 
     @property
     def activations_dir(self) -> Path:

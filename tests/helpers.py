@@ -2,6 +2,7 @@
 health check, the id of a process that is gone. Builders of models, configs and stores are in tests/factories.py."""
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
@@ -67,3 +68,53 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout_s: float = 60) -> Non
         except OSError:
             time.sleep(0.1)
     raise TimeoutError("the UI did not come up")
+
+
+WORD_JOINER = "\u2060"
+# what GitHub-flavoured Markdown turns into links without brackets (mdast-util-gfm-autolink-literal), and the
+# :shortcodes: Streamlit turns into emoji or icons; both are found in the text after parsing
+_BARE_LINK = re.compile(r"(?i)(?:https?://|www(?=\.))[-.\w]+|[-.\w+]+@[-\w]+(?:\.[-\w]+)+")
+_SHORTCODE = re.compile(r":[\w+\-/]+:")
+_MATH = re.compile(r"(?<!\\)\$")
+_DIRECTIVE = re.compile(r"(?<![\\:]):[A-Za-z]")
+HOSTILE = ("![x](http://evil.example/p.png)", "[click](https://evil.example/login)", "<img src=x onerror=alert(1)>",
+           "**bold** _it_ `code` ~~s~~ $x^2$ :red[red] :material/home: :smile:", "see www.evil.example or me@evil.example",
+           "# heading\n- item\n1. item\n> quote\n===", "a | b\n--- | ---\n[^1] &amp; \\[x]")
+"""Strings that Markdown would turn into an image, links, HTML, formatting, icons, blocks: a UI must show them as text."""
+
+
+def rendered_markdown(source: str) -> tuple[str, set[str]]:
+    """What a CommonMark renderer with GFM tables and strikethrough (Streamlit's st.markdown) makes of `source`:
+    (the text a reader sees, word joiners removed; every kind of element besides plain text, e.g. "image",
+    "link_open", "html_inline", "em_open", "heading_open", plus "bare_link", "shortcode", "math" and
+    "directive" for what Streamlit's renderer would turn into a link, an icon, LaTeX or a coloured span)."""
+    from markdown_it import MarkdownIt
+
+    plain = {"paragraph_open", "paragraph_close", "inline", "text", "softbreak"}
+    kinds, texts = set(), []
+    for token in MarkdownIt("commonmark").enable(["table", "strikethrough"]).parse(source):
+        for part in [token, *(token.children or [])]:
+            if part.type not in plain:
+                kinds.add(part.type)
+            if part.type == "text":
+                texts.append(part.content)
+            elif part.type == "softbreak":
+                texts.append("\n")
+    text = "".join(texts)
+    if _BARE_LINK.search(text):
+        kinds.add("bare_link")
+    if _SHORTCODE.search(text):
+        kinds.add("shortcode")
+    if _MATH.search(source):
+        kinds.add("math")
+    if _DIRECTIVE.search(source):  # remark-directive: `:red` alone is a (coloured, empty) text directive
+        kinds.add("directive")
+    return text.replace(WORD_JOINER, ""), kinds
+
+
+def assert_literal(source: str, *expected: str) -> None:
+    """Markdown `source` renders as plain text (no element of any kind) that contains every `expected` string."""
+    text, kinds = rendered_markdown(source)
+    assert not kinds, (kinds, source)
+    for part in expected:
+        assert part in text, (part, text)

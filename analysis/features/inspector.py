@@ -51,10 +51,11 @@ class Inspection:
 @torch.no_grad()
 def site_activations(model, hook: str, text: str) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """(token ids [T], activations at `hook` [T, d] flattened per token (hook_z head-major), truncated)."""
-    from sae.models import stop_layer
+    from sae.models import check_text, stop_layer
 
     if not text.strip():
         raise InputError("the prompt is empty: type some text")
+    check_text(text)
     if len(text) > MAX_CHARS:
         raise InputError(f"the prompt has {len(text):,} characters; the inspector takes at most {MAX_CHARS:,}")
     tokens = model.to_tokens(text, truncate=False)[0]  # (T,), with BOS when the model's convention has one

@@ -9,6 +9,7 @@ from jaxtyping import Int
 from torch import Tensor
 
 from analysis.heads.scan import kv_group
+from sae.models import check_text
 from store.errors import InputError
 
 
@@ -26,6 +27,7 @@ def prompt_tokens(model, prompt: str) -> Int[Tensor, "1 pos"]:
     """Tokens of `prompt` as the model reads it (BOS first where the model uses one); checks length."""
     if not prompt or not prompt.strip():
         raise InputError("the prompt is empty")
+    check_text(prompt)
     tokens = model.to_tokens(prompt, truncate=False)  # TransformerLens truncates silently by default
     if tokens.shape[1] > model.cfg.n_ctx:
         raise InputError(f"the prompt is {tokens.shape[1]} tokens long, beyond the model's context of "

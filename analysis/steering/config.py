@@ -9,7 +9,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Literal, get_args
 
-from sae.models import DEFAULT_MODEL
+from sae.models import DEFAULT_MODEL, check_text
 
 Mode = Literal["add", "clamp", "ablate"]
 Positions = Literal["all", "prompt", "generated"]
@@ -133,6 +133,7 @@ class SteerConfig:
     def __post_init__(self):
         if not isinstance(self.prompt, str) or not self.prompt.strip():
             raise ValueError("the prompt is empty")
+        check_text(self.prompt)
         if not isinstance(self.interventions, tuple):
             object.__setattr__(self, "interventions", tuple(self.interventions))
         _count("max_new_tokens", self.max_new_tokens, 1, MAX_NEW_TOKENS)

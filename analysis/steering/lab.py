@@ -11,6 +11,7 @@ Dictionaries come from `analysis.steering.runs.load_dictionaries` (workspace) or
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator, Mapping, Sequence
@@ -81,9 +82,10 @@ class SteerRun:
         sampling = Sampling(cfg.temperature, cfg.top_p, cfg.seed)
         arms = {name: (self.state if name == "steered" else None) for name in self.arms}
         last = None
-        for last in generate_stream(self.model, self.prompt, cfg.samples, sampling, cfg.max_new_tokens, arms,
-                                    self.hooks):
-            yield last
+        with contextlib.closing(generate_stream(self.model, self.prompt, cfg.samples, sampling, cfg.max_new_tokens,
+                                                arms, self.hooks)) as steps:
+            for last in steps:
+                yield last
         default_ids, steered_ids = last.ids.get("default", []), last.ids.get("steered", [])
         self.result = SteerResult(cfg, [b.numbers for b in self.bound], int(self.prompt.shape[0]),
                                   last.texts.get("default", []), last.texts.get("steered", []),
@@ -99,9 +101,11 @@ class SteerRun:
         return merge(steered, default) if steered is not None else (default or {})
 
     def run(self, on_step: Callable[[GenStep], None] | None = None) -> SteerResult:
-        for step in self.stream():
-            if on_step is not None:
-                on_step(step)
+        # closing: when on_step raises, the stream's hooks come off the model now, not when it is collected
+        with contextlib.closing(self.stream()) as steps:
+            for step in steps:
+                if on_step is not None:
+                    on_step(step)
         return self.result
 
 

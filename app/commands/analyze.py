@@ -5,6 +5,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from app.commands.common import DeviceOpt, WorkspaceOpt, app, console, err_console, existing_workspace, quiet
 
@@ -40,8 +41,9 @@ def analyze_cmd(
     out = analyze_dictionary(existing_workspace(ws), req, progress=not quiet())
     if out.note:
         err_console.print(f"note: {out.note}", markup=False, highlight=False, soft_wrap=True)
-    console.print(f"[bold]{out.dictionary}[/] analysed on {out.n_tokens:,} tokens of {out.corpus} "
-                  f"(from {out.source}) in {out.seconds:.0f} s: {out.alive:,} of {out.d_sae:,} features fire")
+    console.print(Text.assemble((out.dictionary, "bold"), f" analysed on {out.n_tokens:,} tokens of {out.corpus} "
+                                f"(from {out.source}) in {out.seconds:.0f} s: {out.alive:,} of {out.d_sae:,} "
+                                "features fire"))
 
 
 @app.command(name="codes")

@@ -5,6 +5,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from app.commands.common import DeviceOpt, WorkspaceOpt, app, console, err_console, quiet, workspace
 
@@ -24,10 +25,11 @@ def models(hooks: Annotated[bool, typer.Option("--hooks", help="List every hook 
         table.add_row(info.name + (" (default)" if name == DEFAULT_MODEL else ""), f"{info.n_params / 1e6:.1f}M",
                       str(info.n_layers), str(info.d_model), str(info.n_heads), str(info.n_ctx))
         shown = [t for t in info.hook_templates if hooks or "resid" in t or "hook_z" in t or "mlp_out" in t]
-        hook_lines.append(f"[bold]{info.name}[/] hooks (L = 0..{info.n_layers - 1}): " + ", ".join(shown))
+        hook_lines.append(Text.assemble((info.name, "bold"), f" hooks (L = 0..{info.n_layers - 1}): ",
+                                        ", ".join(shown)))
     table.add_row("any TransformerLens name", "", "", "", "", "")
     console.print(table)
-    console.print("\n".join(hook_lines), soft_wrap=False)
+    console.print(Text("\n").join(hook_lines), soft_wrap=False)
     if not hooks:
         console.print("(--hooks lists every hook; other TransformerLens names such as gpt2 need the network)")
 
@@ -63,8 +65,8 @@ def corpus_add(
     for folder in built.kept:
         console.print(f"kept {folder} (outside the workspace or not removable; its store row is deleted)",
                       markup=False, soft_wrap=True)
-    console.print(f"corpus [bold]{corpus.name}[/]: {corpus.n_contexts:,} contexts x {corpus.ctx} tokens "
-                  f"= {corpus.n_tokens:,} tokens ({corpus.model})")
+    console.print(Text.assemble("corpus ", (corpus.name, "bold"), f": {corpus.n_contexts:,} contexts x "
+                                f"{corpus.ctx} tokens = {corpus.n_tokens:,} tokens ({corpus.model})"))
 
 
 @corpus_app.command("list")

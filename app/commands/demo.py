@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
 from app.commands.common import WorkspaceOpt, app, console, quiet, workspace
 
@@ -59,7 +60,7 @@ def demo(tokens: Annotated[int, typer.Option(help="Tokens for the activation cac
     space = workspace(ws)
     stages: list[tuple[str, float]] = []
     t0 = time.perf_counter()
-    console.rule(f"[bold]SparseScope demo[/] in {space.root}")
+    console.rule(Text.assemble(("SparseScope demo", "bold"), f" in {space.root}"))
     lm = load_model(DEMO_MODEL)
     stages.append(("load the model", time.perf_counter() - t0))
     console.print(f"model {DEMO_MODEL} loaded ({stages[-1][1]:.0f} s)")
@@ -78,8 +79,8 @@ def demo(tokens: Annotated[int, typer.Option(help="Tokens for the activation cac
     stages.append(_timed("reports", _reports, space))
     total = time.perf_counter() - t0
     console.print("stage times: " + ", ".join(f"{name} {sec:.0f} s" for name, sec in stages))
-    console.print(f"[bold green]demo done[/] in {total / 60:.1f} min. Browse it: [bold]sparsescope ui[/] "
-                  f"(or `make ui`)")
+    console.print(Text.assemble(("demo done", "bold green"), f" in {total / 60:.1f} min. Browse it: ",
+                                ("sparsescope ui", "bold"), " (or `make ui`)"))
 
 
 def _timed(name: str, fn, *args) -> tuple[str, float]:
@@ -99,13 +100,13 @@ def _analyses(space, lm, tokens: int) -> None:
             done = con.execute("SELECT n_tokens FROM analyses WHERE dictionary = ? AND corpus = 'builtin' "
                                "AND corpus_fingerprint = ?", [d.name, corpus_fingerprint(con, "builtin")]).fetchone()
         if done and done[0] >= tokens * 0.9:  # position 0 of each context is left out
-            console.print(f"[bold]{d.name}[/]: feature statistics reused ({done[0]:,} tokens)")
+            console.print(Text.assemble((d.name, "bold"), f": feature statistics reused ({done[0]:,} tokens)"))
             continue
         out = analyze_dictionary(space, AnalyzeRequest(d.name, tokens=tokens), lm=lm, progress=not quiet())
         if out.note:
             console.print(f"note: {out.note}", markup=False)
-        console.print(f"[bold]{d.name}[/]: feature statistics on {out.n_tokens:,} tokens in {out.seconds:.0f} s; "
-                      f"{out.alive:,} of {out.d_sae:,} features fire")
+        console.print(Text.assemble((d.name, "bold"), f": feature statistics on {out.n_tokens:,} tokens in "
+                                    f"{out.seconds:.0f} s; {out.alive:,} of {out.d_sae:,} features fire"))
 
 
 def _heads(space, lm, tokens: int) -> None:
@@ -144,7 +145,7 @@ def _dictionaries(space, lm, cache: str) -> None:
             request = TrainRequest(arch=d.arch, activations=cache, name=d.name, d_sae=d.d_sae, k=d.k,
                                    tokens=d.tokens, batch=d.batch, lr=d.lr, resume=resume, checkpoint_every=50)
             _, metrics = train_in_workspace(space, request, lm=lm, progress=not quiet(), evals=evals)
-        verdict = "meets" if metrics["fvu"] < FVU_TARGET and metrics["l0"] <= L0_TARGET else "[red]MISSES[/]"
+        verdict = ("meets", "") if metrics["fvu"] < FVU_TARGET and metrics["l0"] <= L0_TARGET else ("MISSES", "red")
         took = "reused" if done else f"{time.perf_counter() - t:.0f} s"
-        console.print(f"[bold]{d.name}[/] ({took}): {summary(metrics)}; {verdict} the target "
-                      f"FVU < {FVU_TARGET}, L0 <= {L0_TARGET}")
+        console.print(Text.assemble((d.name, "bold"), f" ({took}): {summary(metrics)}; ", verdict,
+                                    f" the target FVU < {FVU_TARGET}, L0 <= {L0_TARGET}"))

@@ -5,6 +5,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 from typer.core import TyperCommand
 
 from app.commands.common import DeviceOpt, WorkspaceOpt, app, console, quiet, workspace
@@ -84,8 +85,8 @@ def train_cmd(
     if result is None:  # a torchrun rank other than 0
         return
     row, metrics = result
-    console.print(f"dictionary [bold]{row.name}[/] ({row.arch}, d_in={row.d_in}, d_sae={row.d_sae}"
-                  f"{f', k={row.k}' if row.k else ''}) saved to {row.path}")
+    console.print(Text.assemble("dictionary ", (row.name, "bold"), f" ({row.arch}, d_in={row.d_in}, "
+                                f"d_sae={row.d_sae}{f', k={row.k}' if row.k else ''}) saved to {row.path}"))
     console.print(summary(metrics))
 
 
@@ -140,4 +141,5 @@ def import_cmd(
     space = workspace(ws)
     with session(space.db_path) as con:
         row = import_dictionary(space, con, ref, name=name)
-    console.print(f"imported [bold]{row.name}[/] ({row.arch}, d_in={row.d_in}, d_sae={row.d_sae}) from {ref}")
+    console.print(Text.assemble("imported ", (row.name, "bold"), f" ({row.arch}, d_in={row.d_in}, "
+                                f"d_sae={row.d_sae}) from {ref}"))

@@ -5,6 +5,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from app.commands.common import (DeviceOpt, ForceOpt, WorkspaceOpt, app, console, existing_workspace, quiet,
                                  workspace)
@@ -43,8 +44,8 @@ def heads_cmd(
                         progress=not quiet())
     with session(space.db_path) as con:
         run = save_scan(con, result, data.corpus.name, data.fingerprint)
-        console.print(f"head scores of {run.n_layers} layers x {run.n_heads} heads ({run.n_kv_heads} KV groups) "
-                      f"on {run.n_tokens:,} tokens of [bold]{run.corpus}[/] stored")
+        console.print(Text.assemble(f"head scores of {run.n_layers} layers x {run.n_heads} heads ({run.n_kv_heads} "
+                                    f"KV groups) on {run.n_tokens:,} tokens of ", (run.corpus, "bold"), " stored"))
         console.print(_summary(con, run.model, run.corpus, top))
 
 

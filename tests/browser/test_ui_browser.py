@@ -48,7 +48,9 @@ def server(tmp_path_factory, browser):
     page = browser.new_page(viewport={"width": 1400, "height": 2200})
     started = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "app.cli", "ui", "--port", str(port), "-w", str(ws)], cwd=ROOT,
-                            env=os.environ | {"SPARSESCOPE_QUIET": "1"}, stdout=subprocess.PIPE,
+                            # PYTHONPATH: this checkout's code in the server too, not the installed checkout's
+                            env=os.environ | {"SPARSESCOPE_QUIET": "1", "PYTHONPATH": str(ROOT)},
+                            stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         wait_healthy(url, proc)
@@ -148,3 +150,25 @@ def test_browser_and_compare_pages(server):
     _settled(page)
     assert page.get_by_test_id("stMetricValue").first.inner_text() == "hungarian"
     _shot(page, "compare")
+
+
+HOSTILE_PARAM = ("![x](http://evil.example/p.png) [login](https://evil.example) <img src=x> **b** _i_ $x^2$ "
+                 ":smile: :material/home: :red[red] www.evil.example me@evil.example a:b 10:30")
+
+
+def test_a_hostile_query_parameter_is_shown_as_text(server):
+    """Streamlit's own renderer (not a model of it): no image, no link, no icon, the characters as typed."""
+    from urllib.parse import quote
+
+    url, page, _ = server
+    for path in ("browser?dict=", "steering?dict=", "compare?a="):
+        page.goto(f"{url}/{path}{quote(HOSTILE_PARAM)}")
+        alert = page.get_by_test_id("stAlert")
+        alert.first.wait_for(timeout=120_000)
+        _settled(page)
+        assert alert.count() == 1 and page.locator("[data-testid='stException']").count() == 0
+        shown = alert.first.inner_text().replace("\u2060", "")
+        assert HOSTILE_PARAM in shown, shown
+        assert page.locator("img[src*='evil'], a[href*='evil'], a[href^='mailto']").count() == 0
+        assert alert.first.locator("img, a, strong, em, code, .katex, [data-testid='stIconMaterial']").count() == 0
+    _shot(page, "hostile-param")

@@ -14,11 +14,18 @@ Concurrency: DuckDB lets one process write a file or many processes read it, nev
   st.info line (BUSY), or stops the page with that line when it has none. Nothing shows a lock error;
   fresh results appear on the next run after the job closes its connection (the fingerprint changed);
 - a label edit lets go of the read instance, opens a short write connection with retries for
-  WRITE_WAIT_S, and raises StoreBusy when the store stays locked (the page keeps the edit and says so).
+  WRITE_WAIT_S, and raises StoreBusy when the store stays locked (the page keeps the edit and says so), or
+  ReadOnly when the workspace cannot be written.
+
+The model: every session shares one HookedTransformer per name (`model`), and TransformerLens keeps hooks and its
+hook-context level on the model itself. So every forward pass the UI makes runs inside `using_model`, which holds
+that model's one lock (steering streams hold it for the whole run) and removes any hook still attached when it
+lets go: a page never sees another session's steering hooks.
 """
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -29,18 +36,20 @@ import duckdb
 import streamlit as st
 
 from app.ui.data.readers import READERS
+from app.ui.widgets.common import md_escape, show_error
 from store import db as store_db
 from store import queries
 from store.corpora import Corpus, list_corpora
 from store.dictionaries import DictionaryRow, get_dictionary, get_metrics, list_dictionaries
 from store.errors import InputError
 from store.models import ModelRow, list_models
-from store.workspace import Workspace
+from store.workspace import READ_ONLY_ENV, Workspace
 
 READ_WAIT_S = 2.0
 """How long a read waits for a writing job before the page says the store is busy."""
 WRITE_WAIT_S = 5.0
 BUSY = "the store is busy: a job is writing; results appear when it commits"
+READ_ONLY = "this workspace is read-only: labels and steering runs cannot be saved"
 LAST_GOOD_ENTRIES = 512
 
 
@@ -52,8 +61,12 @@ class NoStore(Exception):
     """The workspace has no store file yet."""
 
 
+class ReadOnly(Exception):
+    """The workspace cannot be written (a read-only folder, file or file system)."""
+
+
 def empty_message(ws: Workspace) -> str:
-    return (f"The workspace {ws.root} has nothing to show yet. Run `sparsescope demo` to fill it (or "
+    return (f"The workspace {md_escape(str(ws.root))} has nothing to show yet. Run `sparsescope demo` to fill it (or "
             "`sparsescope train` and `sparsescope analyze` on your own model), then reload this page.")
 
 
@@ -120,8 +133,7 @@ def fetch(fn: Callable, *args) -> Any:
         st.info(empty_message(ws))
         st.stop()
     except InputError as exc:
-        st.error(str(exc))
-        st.stop()
+        show_error(exc)
     except StoreBusy:
         if not getattr(_run, "busy_shown", False):
             st.info(BUSY)
@@ -144,21 +156,25 @@ def compute(fn: Callable, *args) -> Any:
     try:
         return fn(*args)
     except InputError as exc:
-        st.error(str(exc))
-        st.stop()
+        show_error(exc)
 
 
 @contextlib.contextmanager
 def writing() -> Iterator[duckdb.DuckDBPyConnection]:
     """The one way the UI writes: a short write connection to the workspace's store, with this process's reads
     held back meanwhile (StoreBusy if a job keeps the store locked)."""
-    db = str(workspace().db_path)
+    space = workspace()
+    db = str(space.db_path)
+    if os.environ.get(READ_ONLY_ENV) == "1":  # `sparsescope ui` found the store read-only
+        raise ReadOnly(READ_ONLY)
     with READERS.writing(db):
         try:
             con = store_db.connect(db, read_only=False, wait_s=WRITE_WAIT_S)
         except (duckdb.IOException, duckdb.ConnectionException) as exc:
             if store_db.is_lock_error(exc):
                 raise StoreBusy(str(exc)) from None
+            if not space.writable():
+                raise ReadOnly(READ_ONLY) from None
             raise
         try:
             yield con
@@ -316,6 +332,24 @@ def model(name: str):
     return load_model(name)
 
 
+@st.cache_resource
+def model_lock(name: str) -> threading.RLock:
+    """The one lock of model `name`, for every session (reentrant: a locked call may call another)."""
+    return threading.RLock()
+
+
+@contextlib.contextmanager
+def using_model(name: str) -> Iterator:
+    """The shared model `name`, for this thread alone until the block ends; see the module docstring."""
+    lm = model(name)
+    with model_lock(name):
+        try:
+            yield lm
+        finally:
+            if any(point.fwd_hooks or point.bwd_hooks for point in lm.hook_dict.values()):
+                lm.reset_hooks(including_permanent=False)  # a hook left behind never reaches the next caller
+
+
 @st.cache_resource(show_spinner="loading a dictionary...", max_entries=16)
 def dictionary(name: str, stamp: int):
     """The workspace dictionary `name` on the model's device (analysis.dictionaries.open_dictionary); `stamp`
@@ -341,7 +375,8 @@ def inspect(model_name: str, hook: str, dictionaries: tuple[tuple[str, int], ...
     from analysis.features.inspector import inspect_prompt
 
     saes = {name: dictionary(name, mtime) for name, mtime in dictionaries}
-    return inspect_prompt(model(model_name), hook, text, saes)
+    with using_model(model_name) as lm:
+        return inspect_prompt(lm, hook, text, saes)
 
 
 @st.cache_data(show_spinner="matching decoder directions...", max_entries=16)

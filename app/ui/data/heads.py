@@ -1,7 +1,7 @@
 """The store and analysis calls of the Heads page, cached (kept apart from cache.py, which other pages share).
 
-Reads go through cache.fetch (fn(db, version, ...)); model work through cache.compute with the shared model
-(cache.model). Every input is an argument, so the cache keys are complete.
+Reads go through cache.fetch (fn(db, version, ...)); model work through cache.compute with the shared model,
+forward passes inside cache.using_model (its lock). Every input is an argument, so the cache keys are complete.
 """
 from __future__ import annotations
 
@@ -80,23 +80,25 @@ def str_tokens(model_name: str, token_ids: tuple[int, ...]) -> list[str]:
 def pattern(model_name: str, prompt: str, layer: int, head: int):
     from analysis.heads.prompt import head_pattern
 
-    return head_pattern(cache.model(model_name), prompt, layer, head)
+    with cache.using_model(model_name) as lm:
+        return head_pattern(lm, prompt, layer, head)
 
 
 @st.cache_data(show_spinner="ablating...", max_entries=64)
 def ablation(model_name: str, prompt: str, layer: int, head: int, mode: str, mean_rows: dict | None):
     from analysis.heads.ablation import ablate_head, means_array
 
-    lm = cache.model(model_name)
-    mean_z = means_array(lm, mean_rows) if mean_rows else None
-    return ablate_head(lm, prompt, layer, head, mode, mean_z=mean_z)
+    with cache.using_model(model_name) as lm:
+        mean_z = means_array(lm, mean_rows) if mean_rows else None
+        return ablate_head(lm, prompt, layer, head, mode, mean_z=mean_z)
 
 
 @st.cache_data(show_spinner="ablating every head...", max_entries=32)
 def ranking(model_name: str, prompt: str, target: str):
     from analysis.heads.rank import rank_heads
 
-    return rank_heads(cache.model(model_name), prompt, target=target or None)
+    with cache.using_model(model_name) as lm:
+        return rank_heads(lm, prompt, target=target or None)
 
 
 @st.cache_data(show_spinner="reading the dictionary...", max_entries=256)

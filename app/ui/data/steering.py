@@ -2,14 +2,14 @@
 
 - Dictionaries for steering are loaded into their own cached copies: steering feeds them flattened hook_z
   rows (it turns SAELens' hook_z reshaping off), which must not change the copies other pages use.
-- The model is shared with the other pages (cache.model); generation holds a lock because hooks are
-  registered on the shared model while a run streams.
+- The model is shared with the other pages: a run, streaming included, holds it through cache.using_model, since
+  its hooks stay registered on the shared model while it streams.
 - Runs are generated fresh on every click (they stream); storing one opens a short write connection the way
   cache.save_label does.
 """
 from __future__ import annotations
 
-import threading
+from typing import Callable
 
 import duckdb
 import streamlit as st
@@ -19,11 +19,6 @@ from store import steering as runs_repo
 from store.errors import InputError
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
-
-
-@st.cache_resource
-def model_lock() -> threading.Lock:
-    return threading.Lock()
 
 
 def _max_acts(con, name: str) -> dict[int, float]:
@@ -67,12 +62,26 @@ def dictionaries(rows: dict, names: list[str]) -> dict:
     return found
 
 
-def model(name: str):
-    return cache.model(name)
+def steer(config, dictionaries: dict, numbers=None, on_step: Callable | None = None):
+    """One steering run (analysis.steering.lab.SteerRun) on the shared model, holding it from binding (which may
+    run the model) to the last measure; on_step(GenStep) after every token. Raises what SteerRun raises."""
+    from analysis.steering.lab import SteerRun
+
+    with cache.using_model(config.model) as lm:
+        return SteerRun(lm, config, dictionaries, numbers).run(on_step)
+
+
+def sweep(config, dictionaries: dict, strengths: list[float]) -> list:
+    """analysis.steering.lab.sweep on the shared model, held for the whole sweep."""
+    from analysis.steering.lab import sweep as run_sweep
+
+    with cache.using_model(config.model) as lm:
+        return run_sweep(lm, config, dictionaries, strengths)
 
 
 def record(result) -> int:
-    """Store a finished run on a short write connection (cache.StoreBusy if a job keeps the store locked)."""
+    """Store a finished run on a short write connection (cache.StoreBusy if a job keeps the store locked,
+    cache.ReadOnly if the workspace cannot be written)."""
     from analysis.steering.runs import record_run
 
     with cache.writing() as con:

@@ -5,7 +5,8 @@ import streamlit as st
 from app.ui.data import cache
 from app.ui.main import HERE
 from app.ui.widgets.report import report_download_button
-from app.ui.widgets.common import analysed_names, asked_dictionary, feature_link, feature_url, int_param, show_error, visible
+from app.ui.widgets.common import (analysed_names, asked_dictionary, feature_link, feature_url, int_param, md_escape,
+                                   show_error, visible)
 from store.errors import InputError
 from store.queries import ORDER_COLUMNS
 
@@ -22,7 +23,7 @@ asked = asked_dictionary(names)
 name = st.selectbox("dictionary", names, index=names.index(asked) if asked else 0)
 st.query_params["dict"] = name
 corpus, n_tokens = analysed[name]
-st.caption(f"analysed on {n_tokens:,} tokens of corpus {corpus}")
+st.caption(f"analysed on {n_tokens:,} tokens of corpus {md_escape(corpus)}")
 
 
 def show_table(rows: list[dict], key: str) -> None:

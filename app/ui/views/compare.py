@@ -7,7 +7,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app.ui.data import cache
-from app.ui.widgets.common import feature_url, show_error
+from app.ui.widgets.common import feature_url, md_escape, show_error
 from store.errors import InputError
 
 st.title("Compare dictionaries")
@@ -38,13 +38,13 @@ if asked_b is not None and asked_b not in partners:
     show_error(InputError(f"{asked_b} does not read the same site as {a} ({rows[a].model} {rows[a].hook})"))
 b = right.selectbox("dictionary B", partners, index=partners.index(asked_b) if asked_b in partners else 0)
 st.query_params.update({"a": a, "b": b})
-st.caption(f"site {rows[a].model} \u00b7 {rows[a].hook}; {rows[a].arch} ({rows[a].d_sae:,} features) against "
-           f"{rows[b].arch} ({rows[b].d_sae:,} features)")
+st.caption(md_escape(f"site {rows[a].model} \u00b7 {rows[a].hook}; {rows[a].arch} ({rows[a].d_sae:,} features) "
+                     f"against {rows[b].arch} ({rows[b].d_sae:,} features)"))
 
 match = cache.compute(cache.compare, a, cache.stamp(rows[a].path), b, cache.stamp(rows[b].path))
 threshold = st.slider("a match counts when the decoder cosine is at least", 0.0, 1.0, 0.7, 0.05)
 cols = st.columns(4)
-cols[0].metric("method", match.method)
+cols[0].metric("method", md_escape(match.method))
 cols[1].metric("matched pairs", f"{len(match.cos):,}")
 cols[2].metric("mean cos of pairs", f"{match.cos.mean():.3f}" if len(match.cos) else "-")
 cols[3].metric(f"pairs with cos \u2265 {threshold:.2f}", f"{(match.cos >= threshold).mean():.1%}"
@@ -59,7 +59,7 @@ st.plotly_chart(fig, width="stretch")
 
 def unmatched_table(side: str, name: str) -> None:
     ids = match.unmatched(side, threshold)
-    st.markdown(f"**{len(ids):,} features of {name}** without a partner at cos \u2265 {threshold:.2f}")
+    st.markdown(f"**{len(ids):,} features of {md_escape(name)}** without a partner at cos \u2265 {threshold:.2f}")
     ids = ids[:500]
     partner, partner_cos = match.partners(side)[ids], match.partner_cos(side)[ids]
     best = (match.best_a if side == "a" else match.best_b)[ids]

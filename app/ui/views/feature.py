@@ -5,8 +5,8 @@ import streamlit as st
 
 from app.ui.data import cache
 from app.ui.widgets.report import report_download_button
-from app.ui.widgets.common import (analysed_names, asked_feature_of, example_html, num, page_link, pct, ranked_links,
-                            text_html, visible)
+from app.ui.widgets.common import (analysed_names, asked_feature_of, example_html, md_escape, num, page_link, pct,
+                                   ranked_links, text_html, visible)
 
 analysed = cache.fetch(cache.analysed)
 names = analysed_names(analysed)
@@ -23,8 +23,8 @@ arch = page.dictionary.arch if page.dictionary else "?"
 
 st.html(f'<h2 style="margin:0">{text_html(name)} \u00b7 feature #{feature} '
         f'{text_html(card.label, "em") if card.label else ""}</h2>')
-st.caption(f"{arch} dictionary, {page.n_features:,} features; statistics over {card.n_tokens:,} tokens of "
-           f"corpus {card.corpus}")
+st.caption(f"{md_escape(arch)} dictionary, {page.n_features:,} features; statistics over {card.n_tokens:,} "
+           f"tokens of corpus {md_escape(card.corpus)}")
 cols = st.columns(6)
 cols[0].metric("density", pct(card.density))
 cols[1].metric("firings", f"{card.count:,}")
@@ -114,6 +114,8 @@ with st.form(f"label-{name}-{feature}"):
             cache.save_label(name, int(feature), label.strip(), notes.strip())
         except cache.StoreBusy:
             st.warning(f"{cache.BUSY}; the label is not saved yet, save again in a moment")
+        except cache.ReadOnly:
+            st.error(f"{cache.READ_ONLY}; the label is not saved")
         else:
             st.toast("label saved")
             st.rerun()

@@ -10,7 +10,7 @@ from app.ui.data import heads as heads_cache
 from app.ui.widgets.report import heads_report_button
 from app.ui.widgets.heads import (COMPACT_AFTER, context_html, pattern_figure, ranking_figure, score_grid_figure,
                                   top_sources_rows)
-from app.ui.widgets.common import int_param, show_error
+from app.ui.widgets.common import int_param, md_escape, show_error
 from store.errors import InputError
 
 SAMPLE = "The cat sat on the mat. The cat sat on the"
@@ -41,7 +41,7 @@ for value, name, limit in ((asked_layer, "layer", run.n_layers), (asked_head, "h
         show_error(InputError(f"{name} {value} is out of range: {run.model} has {name}s 0..{limit - 1}"))
 layer, head = asked_layer or 0, asked_head or 0
 st.caption(f"{run.n_layers} layers x {run.n_heads} heads sharing {run.n_kv_heads} KV groups; scores over "
-           f"{run.n_tokens:,} tokens of {run.corpus}. Click a cell to open its head.")
+           f"{run.n_tokens:,} tokens of {md_escape(run.corpus)}. Click a cell to open its head.")
 heads_report_button(run.model)
 
 grid = cache.fetch(heads_cache.grid, run.model, run.corpus, score, (run.n_layers, run.n_heads))
@@ -121,8 +121,8 @@ with tab_rank:
     target = st.text_input("target next token (empty: the model's top prediction)", value=params.get("target", ""))
     if st.toggle("rank every head (zero-ablation, one batch per layer)", key="heads-rank"):
         ranked = cache.compute(heads_cache.ranking, run.model, prompt, target)
-        st.caption(f"target {ranked.target!r} after {ranked.tokens[ranked.position]!r}: logit "
-                   f"{ranked.clean_logit:.3f}, p {ranked.clean_prob:.3f}")
+        st.caption(md_escape(f"target {ranked.target!r} after {ranked.tokens[ranked.position]!r}: logit "
+                             f"{ranked.clean_logit:.3f}, p {ranked.clean_prob:.3f}"))
         st.plotly_chart(ranking_figure(ranked.effects, run.n_layers, run.n_heads), width="stretch")
         st.dataframe(pd.DataFrame([{"layer": e.layer, "head": e.head, "KV group": e.kv_group,
                                     "logit change": e.logit_delta, "p ablated": e.prob_ablated}

@@ -4,7 +4,7 @@ import plotly.express as px
 import streamlit as st
 
 from app.ui.data import cache
-from app.ui.widgets.common import page_link
+from app.ui.widgets.common import md_escape, page_link
 
 CHART_TAB = "FVU against L0"
 MAX_POINT_LABELS = 15  # up to this many dictionaries the FVU chart names every point (beyond: on hover)
@@ -13,7 +13,7 @@ METRICS = {"l0": "L0", "fvu": "FVU", "ce_recovered": "CE recovered", "delta_ce":
 
 st.title("SparseScope")
 ws = cache.workspace()
-st.caption(f"workspace {ws.root}")
+st.caption(f"workspace {md_escape(str(ws.root))}")
 data = cache.fetch(cache.overview)
 if data.empty:
     st.info(cache.empty_message(ws))

@@ -59,7 +59,7 @@ positions = list(range(len(result.tokens)))
 
 def label(i: int) -> str:
     """A token as a pill: its position and its text, spaces shown as a glyph."""
-    return f"{i}: {visible(result.tokens[i]).replace(' ', chr(0x2423))}"
+    return f"{i}: {md_escape(visible(result.tokens[i]).replace(' ', chr(0x2423)))}"
 
 
 if len(positions) <= MAX_PILLS:
@@ -73,7 +73,7 @@ st.html(f"<h3>Features on token {position}: \u201c{token_text(result.tokens[posi
 columns = st.columns(len(names))
 for column, name in zip(columns, names):
     with column:
-        st.markdown(f"**{name}**")
+        st.markdown(f"**{md_escape(name)}**")
         r = result.readings[name]
         fired = [(int(i), float(a)) for i, a in zip(r.ids[position], r.acts[position]) if i >= 0]
         if not fired:

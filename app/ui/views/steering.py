@@ -3,13 +3,13 @@ the measures, a strength sweep, and the stored runs with a re-run button each.""
 import plotly.graph_objects as go
 import streamlit as st
 
-from analysis.steering.lab import Intervention, SteerConfig, SteerRun, Trigger, sweep
+from analysis.steering.lab import Intervention, SteerConfig, Trigger
 from analysis.steering.config import MODES, POSITIONS
 from analysis.steering.runs import dictionary_names, parse_stored
 from app.ui.data import cache
 from app.ui.data import steering as sc
 from app.ui.widgets.report import steering_report_button
-from app.ui.widgets.common import asked_feature_of, num, pct, show_error
+from app.ui.widgets.common import asked_feature_of, md_escape, num, pct, show_error
 from store.errors import InputError
 
 BAD_INPUT = (InputError, ValueError)
@@ -61,7 +61,7 @@ def show_measures(result) -> None:
     cols[0].metric("KL(steered \u2016 default) per token", f"{m['kl_mean']:.4f}")
     cols[1].metric("perplexity under the unsteered model", f"{m['perplexity_steered']:.2f}",
                    delta=f"{m['perplexity_steered'] - m['perplexity_default']:+.2f} vs default", delta_color="inverse")
-    cols[2].metric(f"{target['label']} mean on the steered text", num(target["steered"]["mean"]),
+    cols[2].metric(f"{md_escape(target['label'])} mean on the steered text", num(target["steered"]["mean"]),
                    delta=f"{target['steered']['mean'] - target['default']['mean']:+.4g} vs default")
     cols[3].metric("fires on steered / default tokens",
                    f"{pct(target['steered']['fired'])} / {pct(target['default']['fired'])}")
@@ -69,32 +69,42 @@ def show_measures(result) -> None:
     fig.update_layout(xaxis_title="generated token", yaxis_title="KL", height=220, margin=dict(t=10, b=10))
     st.plotly_chart(fig, width="stretch")
     for note in result.notes:
-        st.caption(note)
+        st.caption(md_escape(note))
+
+
+def store(results: list, done: str, not_stored: str) -> None:
+    """Store finished runs; `done` gets their ids. A busy store is a warning, a read-only one the page's error."""
+    try:
+        ids = [sc.record(result) for result in results]
+    except cache.StoreBusy:
+        st.warning(f"{cache.BUSY}; {not_stored}")
+    except cache.ReadOnly:
+        st.error(f"{cache.READ_ONLY}; {not_stored}")
+    else:
+        st.caption(done.format(", ".join(map(str, ids))))
 
 
 def steer_and_show(config: SteerConfig, numbers=None) -> None:
     """Generate with both arms streaming into side-by-side slots, then measure and store the run."""
-    try:
-        dictionaries = sc.dictionaries(rows, dictionary_names(config))
-        lm = sc.model(config.model)
-        with sc.model_lock():
-            run = SteerRun(lm, config, dictionaries, numbers)
+    slots: dict[str, list] = {}
+
+    def show(step) -> None:
+        if not slots:  # drawn at the first token: bad input leaves no empty columns behind
             left, right = st.columns(2)
             left.markdown("**default**")
             right.markdown("**steered**")
-            slots = {"default": [left.empty() for _ in range(config.samples)],
-                     "steered": [right.empty() for _ in range(config.samples)]}
-            for step in run.stream():
-                for arm, texts in step.texts.items():
-                    for slot, text in zip(slots[arm], texts):
-                        slot.code(text or " ", language=None, wrap_lines=True)
+            slots.update(default=[left.empty() for _ in range(config.samples)],
+                         steered=[right.empty() for _ in range(config.samples)])
+        for arm, texts in step.texts.items():
+            for slot, text in zip(slots[arm], texts):
+                slot.code(text or " ", language=None, wrap_lines=True)
+
+    try:
+        result = sc.steer(config, sc.dictionaries(rows, dictionary_names(config)), numbers, on_step=show)
     except BAD_INPUT as exc:
         show_error(exc)
-    show_measures(run.result)
-    try:
-        st.caption(f"stored as steering run {sc.record(run.result)} \u00b7 `sparsescope steer --rerun` repeats it")
-    except cache.StoreBusy:
-        st.warning(f"{cache.BUSY}; this run is not stored")
+    show_measures(result)
+    store([result], "stored as steering run {} \u00b7 `sparsescope steer --rerun` repeats it", "this run is not stored")
 
 
 rerun_id = st.session_state.pop("steer_rerun", None)
@@ -121,8 +131,8 @@ with st.expander("Strength sweep: target activation and perplexity against stren
             strengths = [float(s) for s in strengths_text.split(",") if s.strip()]
             config = current_config()
             dictionaries = sc.dictionaries(rows, dictionary_names(config))
-            with st.spinner(f"generating at {len(strengths)} strengths..."), sc.model_lock():
-                points = sweep(sc.model(config.model), config, dictionaries, strengths)
+            with st.spinner(f"generating at {len(strengths)} strengths..."):
+                points = sc.sweep(config, dictionaries, strengths)
         except BAD_INPUT as exc:
             show_error(exc)
         fig = go.Figure([go.Scatter(x=[p.strength for p in points], y=[p.target_mean for p in points],
@@ -133,12 +143,8 @@ with st.expander("Strength sweep: target activation and perplexity against stren
                           yaxis2=dict(title="perplexity", overlaying="y", side="right"), margin=dict(t=10, b=10))
         st.plotly_chart(fig, width="stretch")
         for point in points:
-            st.caption(f"strength {point.strength:g}: {point.result.steered_texts[0]}")
-        try:
-            ids = [sc.record(p.result) for p in points]
-            st.caption(f"stored as runs {', '.join(map(str, ids))}")
-        except cache.StoreBusy:
-            st.warning(f"{cache.BUSY}; the sweep is not stored")
+            st.caption(f"strength {point.strength:g}: {md_escape(point.result.steered_texts[0])}")
+        store([p.result for p in points], "stored as runs {}", "the sweep is not stored")
 
 st.subheader("Stored runs")
 runs = cache.fetch(sc.stored_runs)
@@ -150,7 +156,7 @@ for stored in runs:
                      for i in cfg.get("interventions", []))
     cols = st.columns([1, 7, 2, 1])
     cols[0].markdown(f"**#{stored.id}**")
-    cols[1].caption(f"{what} \u00b7 seed {cfg.get('seed')} \u00b7 \u201c{cfg.get('prompt', '')[:80]}\u201d")
+    cols[1].caption(md_escape(f"{what} \u00b7 seed {cfg.get('seed')} \u00b7 \u201c{cfg.get('prompt', '')[:80]}\u201d"))
     cols[2].caption(f"KL {stored.measures.get('kl_mean', 0):.4f} \u00b7 ppl {stored.measures.get('perplexity_steered', 0):.1f}")
     if cols[3].button("Re-run", key=f"rerun-{stored.id}"):
         st.session_state["steer_rerun"] = stored.id

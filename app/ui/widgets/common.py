@@ -29,8 +29,8 @@ def int_param(name: str, value: str | None) -> int | None:
 
 
 def show_error(exc: Exception) -> None:
-    """Bad input stops the page with one line."""
-    st.error(str(exc))
+    """Bad input stops the page with one line (escaped: messages quote what the user typed)."""
+    st.error(md_escape(str(exc)))
     st.stop()
 
 
@@ -110,9 +110,31 @@ def tokens_html(tokens: Sequence[str], acts: Sequence[float], scale: float, titl
             'font-size:0.9rem">' + "".join(spans) + "</div>")
 
 
+_MD_ANYWHERE = re.compile(r"([\\`*_{}\[\]<>|~$&])")
+"""Characters that start Markdown anywhere in a line: emphasis, code, links and images ([...](...)), autolinks and
+HTML (<...>), tables, LaTeX ($), entities (&), Streamlit's :color[...] directives."""
+_MD_LINE_START = re.compile(r"^([ \t]*)([#+\-=:])", re.MULTILINE)
+"""Headings, list items, setext underlines and block directives (::name) start a line."""
+_MD_ORDERED = re.compile(r"^([ \t]*\d+)([.)])", re.MULTILINE)
+_MD_DIRECTIVE = re.compile(r"(?<![\\:]):(?=[A-Za-z])")
+"""A colon before a letter starts a text directive: Streamlit draws :red as an empty red span and drops the word."""
+_MD_BARE = re.compile(r"(?<=:)(?=//)|(?i:(?<=\bwww))(?=\.)|(?<=@)(?=[\w-])|(?<=:)(?=[\w+\-/]+:)")
+"""Where bare URLs (http://, www.), e-mail addresses and :shortcodes: (emoji, :material/icon:) would turn into
+links or icons. Streamlit's renderer finds these in the text after parsing, where backslash escapes are gone, so
+an invisible WORD JOINER (U+2060) goes there instead."""
+
+
 def md_escape(text: str) -> str:
-    """User text for a Markdown label (links, buttons): every Markdown and HTML special character escaped."""
-    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$:])", r"\\\1", text)
+    """User- or model-derived text for anything Streamlit renders as Markdown (st.markdown, st.caption, st.error,
+    st.info, titles, labels of metrics, links, buttons and pills): shown as literal text, never as a link, an image,
+    HTML, formatting or an icon. Characters that cannot start Markdown where they stand are left alone, so messages
+    stay readable ("unknown dictionary 'x' (known: a-b, c)" is unchanged). Checked in a browser against
+    Streamlit's renderer (tests/browser/test_ui_browser.py)."""
+    text = _MD_ANYWHERE.sub(r"\\\1", str(text))
+    text = _MD_LINE_START.sub(r"\1\\\2", text)
+    text = _MD_ORDERED.sub(r"\1\\\2", text)
+    text = _MD_DIRECTIVE.sub(r"\\:", text)
+    return _MD_BARE.sub("\u2060", text)
 
 
 def text_html(text: str, tag: str = "span", style: str = "") -> str:

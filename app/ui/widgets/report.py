@@ -19,6 +19,7 @@ from analysis.reports import FORMATS, MIME
 from analysis.reports.browser import find_browser
 from app.ui.data import cache
 from app.ui.data.reports import model_dictionaries, report_file
+from app.ui.widgets.common import md_escape
 
 MAX_FEATURES = 200
 """Largest selection the button exports (a bigger report belongs to `sparsescope report`)."""
@@ -77,8 +78,8 @@ def heads_report_button(model: str, key: str | None = None) -> None:
     attention-output one when there is one, since its features carry head attribution)."""
     found = cache.fetch(model_dictionaries, model)
     if not found:
-        st.caption(f"Reports need an analysed dictionary of {model}.")
+        st.caption(f"Reports need an analysed dictionary of {md_escape(model)}.")
         return
     dictionary = next((d for d, hook in found if "hook_z" in hook), found[0][0])
-    report_download_button(dictionary, None, heads=True, label=f"Export report ({dictionary} + head scores)",
+    report_download_button(dictionary, None, heads=True, label=f"Export report ({md_escape(dictionary)} + head scores)",
                            key=key or f"report-heads-{model}")

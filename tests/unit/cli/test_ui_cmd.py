@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[3]
 
 def serve(monkeypatch, capsys, *args):
     calls = []
-    monkeypatch.setattr(cmd_ui.subprocess, "call", lambda cmd, env: calls.append((cmd, env)) or 0)
+    monkeypatch.setattr(cmd_ui, "run_server", lambda cmd, env: calls.append((cmd, env)) or 0)
     monkeypatch.setattr(sys, "argv", ["sparsescope", "ui", *args])
     with pytest.raises(SystemExit) as exit_info:
         main()
@@ -112,3 +112,14 @@ def test_serves_from_a_folder_that_has_its_own_app_and_store_modules(tmp_path):
         output = proc.communicate(timeout=30)[0]
     assert healthy, output
     assert not list(tmp_path.glob("*.ran")), "a module of the current folder was imported"
+
+
+def test_the_workspace_may_come_before_ui(monkeypatch, capsys, tmp_path):
+    calls = []
+    monkeypatch.setattr(cmd_ui, "run_server", lambda cmd, env: calls.append((cmd, env)) or 0)
+    monkeypatch.setattr(sys, "argv", ["sparsescope", "-w", str(tmp_path / "ws"), "ui", "--port", "9001"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code in (0, None)
+    assert calls[0][1]["SPARSESCOPE_WORKSPACE"] == str((tmp_path / "ws").resolve())
+    assert calls[0][1]["SPARSESCOPE_READ_ONLY"] == "0"

@@ -50,7 +50,9 @@ def page_url(tmp_path_factory):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen([sys.executable, "-m", "app.cli", "ui", "--port", str(port), "-w", str(ws)], cwd=ROOT,
-                            env=os.environ | {"SPARSESCOPE_QUIET": "1"}, stdout=subprocess.DEVNULL,
+                            # PYTHONPATH: this checkout's code in the server too, not the installed checkout's
+                            env=os.environ | {"SPARSESCOPE_QUIET": "1", "PYTHONPATH": str(ROOT)},
+                            stdout=subprocess.DEVNULL,
                             stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_healthy(url, proc, timeout_s=120)

@@ -3,6 +3,7 @@ import pytest
 
 from app.ui.widgets.common import feature_url, int_param, md_escape, text_html, tokens_html, visible
 from store.errors import InputError
+from tests.helpers import HOSTILE, assert_literal, rendered_markdown
 
 
 def test_tokens_are_escaped_and_shaded_by_activation():
@@ -16,7 +17,13 @@ def test_tokens_are_escaped_and_shaded_by_activation():
 
 def test_user_text_is_escaped_for_html_and_markdown():
     assert text_html("<script>alert(1)</script>") == "<span style=\"\">&lt;script&gt;alert(1)&lt;/script&gt;</span>"
-    assert md_escape("[x](javascript:alert(1))") == "\\[x\\]\\(javascript\\:alert\\(1\\)\\)"
+    assert md_escape("[x](javascript:alert(1))") == "\\[x\\](javascript\\:alert(1))"
+    for text in HOSTILE:  # rendered, each is plain text again, with no element of any kind
+        assert_literal(md_escape(text), text)
+        assert rendered_markdown(text)[1]  # (the check sees what each one would make unescaped)
+    # what cannot start Markdown where it stands is left alone: messages stay readable
+    assert md_escape("unknown dictionary 'a-b' (known: c.d, e-f; 10:30)") == \
+        "unknown dictionary 'a-b' (known: c.d, e-f; 10:30)"
     assert visible("") == "\u2205" and visible("a b") == "a b"
 
 
