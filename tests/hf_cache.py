@@ -5,7 +5,7 @@ run for real with HF_HUB_OFFLINE=1: nothing is downloaded, and nothing here patc
     tiny_gpt2(env)                                    `gpt2` as a tiny GPT-2 (2 layers, d_model 64, byte tokens)
     saelens_release(env, "acme/saes", "blocks.0", sae) a SAELens folder inside the hub repo acme/saes
     cached_dataset(env, "wikitext", "wikitext-2-raw-v1", {"train": [...]})   what load_dataset leaves offline
-    run_offline(env, releases, *argv)                 `sparsescope ARGV` in a fresh process with that cache
+    run_offline(releases_env(env, releases), [argv], ...)   `sparsescope ARGV` commands in a fresh process
 
 The layout is huggingface_hub's: HF_HUB_CACHE/models--OWNER--NAME/snapshots/REV/... with refs/main naming REV.
 SAELens has no extension point for extra releases: `get_pretrained_saes_directory()` returns one cached dict
@@ -26,21 +26,28 @@ TINY_GPT2 = dict(vocab_size=257, n_positions=128, n_ctx=128, n_embd=64, n_layer=
                  eos_token_id=0)
 ROOT = Path(__file__).resolve().parents[1]
 
+MARK = "@@sparsescope-exit "
+"""Printed to stdout and stderr after each command of run_offline, with its exit code."""
 _DRIVER = """
 import json, os, sys
 from sae_lens.loading.pretrained_saes_directory import PretrainedSAELookup, get_pretrained_saes_directory
 
 directory = get_pretrained_saes_directory()
 for release, entry in json.loads(os.environ["SPARSESCOPE_TEST_RELEASES"]).items():
-    saes = entry["saes"]
+    ids = {s["id"]: s["path"] for s in entry["saes"]}
     directory[release] = PretrainedSAELookup(
-        release=release, repo_id=entry["repo_id"], model=entry["model"], conversion_func=None,
-        saes_map={s["id"]: s["path"] for s in saes}, expected_var_explained={s["id"]: 1.0 for s in saes},
-        expected_l0={s["id"]: 0.0 for s in saes}, neuronpedia_id={s["id"]: None for s in saes},
-        norm_scaling_factor={}, config_overrides=None)
+        release=release, repo_id=entry["repo_id"], model=entry["model"], conversion_func=None, saes_map=ids,
+        expected_var_explained=dict.fromkeys(ids, 1.0), expected_l0=dict.fromkeys(ids, 0.0),
+        neuronpedia_id=dict.fromkeys(ids), norm_scaling_factor={}, config_overrides=None)
 from app.cli import main
-sys.argv = ["sparsescope", *sys.argv[1:]]
-main()
+for argv in json.loads(sys.argv[1]):
+    sys.argv, code = ["sparsescope", *argv], 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code or 0
+    for stream in (sys.stdout, sys.stderr):
+        print(os.environ["SPARSESCOPE_TEST_MARK"] + str(code), file=stream, flush=True)
 """
 
 
@@ -92,11 +99,21 @@ def releases_env(env: dict[str, str], releases: dict[str, dict]) -> dict[str, st
     return {**env, "SPARSESCOPE_TEST_RELEASES": json.dumps(releases)}
 
 
-def run_offline(env: dict[str, str], *argv: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """`sparsescope ARGV` in a fresh process with `env` (SAELens releases registered when env names them)."""
-    env = {"SPARSESCOPE_TEST_RELEASES": "{}", **env}
-    return subprocess.run([sys.executable, "-c", _DRIVER, *argv], env=env, cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
+def run_offline(env: dict[str, str], *commands: list[str], timeout: float = 600) -> list[tuple[int, str, str]]:
+    """Each command (`sparsescope ARGV...`) in turn, in one fresh process with `env` (SAELens releases registered
+    when env names them): [(exit code, stdout, stderr)] per command."""
+    env = {"SPARSESCOPE_TEST_RELEASES": "{}", **env, "SPARSESCOPE_TEST_MARK": MARK}
+    out = subprocess.run([sys.executable, "-c", _DRIVER, json.dumps([list(c) for c in commands])], env=env,
+                         cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    outs, errs = out.stdout.split(MARK), out.stderr.split(MARK)
+    assert len(outs) == len(commands) + 1, out.stderr[-3000:]
+    results = []
+    for i in range(len(commands)):
+        code, text, err = outs[i + 1][:outs[i + 1].index("\n")], outs[i], errs[i]
+        if i:  # what follows a marker's exit code belongs to the next command
+            text, err = text[text.index("\n") + 1:], err[err.index("\n") + 1:]
+        results.append((int(code), text, err))
+    return results
 
 
 def cached_dataset(env: dict[str, str], name: str, config: str, splits: dict[str, list[str]]) -> Path:
