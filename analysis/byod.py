@@ -77,13 +77,16 @@ def import_in_workspace(ws: Workspace, req: ImportRequest, lm=None) -> ImportOut
     name = import_name(req.ref, req.name)
     with session(ws.db_path) as con:
         check_new_name(ws, con, name)
-    sae, path = load_for_import(req.ref)
+    from sae.device import pick_device
+
+    # on the device the model will run on, when it is evaluated (one device for the whole run)
+    sae, path = load_for_import(req.ref, pick_device(req.device) if req.evaluate else "cpu")
     meta = sae.cfg.metadata
     if not req.evaluate:
         return _record(ws, import_row(ws, req.ref, name, sae, path), sae, path, {}, "not evaluated (--no-eval)")
     if not meta.model_name or not meta.hook_name:
         missing = "model" if not meta.model_name else "hook"
-        return _record(ws, import_row(ws, req.ref, name, sae, path), sae, path, {},
+        return _record(ws, import_row(ws, req.ref, name, sae, path), sae.cpu(), path, {},
                        f"not evaluated: the dictionary does not say which {missing} it reads")
     lm = checked_model(sae, meta.model_name, meta.hook_name, req.device, lm)
     model = canonical_model_name(lm, meta.model_name)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 
@@ -17,6 +18,9 @@ from store.db import transaction
 from store.errors import InputError
 from store.paths import refuse_symlinks, staging_dir, sweep_staging
 from store.workspace import Workspace
+
+if TYPE_CHECKING:
+    import torch
 
 
 def dictionary_folder(ws: Workspace, row: repo.DictionaryRow) -> Path:
@@ -65,8 +69,8 @@ def check_new_name(ws: Workspace, con, name: str, allow_folder: bool = False) ->
 
 # ---------------------------------------------------------------------------------------------- import
 
-def load_for_import(ref: str):
-    """(sae, local folder or None) for `saelens:RELEASE/ID` or a local SAELens-format folder, on the CPU, taking
+def load_for_import(ref: str, device: str | torch.device = "cpu"):
+    """(sae, local folder or None) for `saelens:RELEASE/ID` or a local SAELens-format folder, on `device`, taking
     flat rows like every dictionary SparseScope loads (hook_z reshaping off)."""
     from sae.dictionaries import load_dictionary
 
@@ -78,7 +82,7 @@ def load_for_import(ref: str):
         from sae_lens import SAE
 
         try:
-            sae = SAE.from_pretrained(release, sae_id, device="cpu")
+            sae = SAE.from_pretrained(release, sae_id, device=str(device))
         except Exception as exc:  # noqa: BLE001 - registry lookups and downloads fail in many ways
             raise InputError(f"cannot load {ref} from the SAELens registry: {str(exc).splitlines()[0]}") from None
         sae.turn_off_forward_pass_hook_z_reshaping()
@@ -88,7 +92,7 @@ def load_for_import(ref: str):
         raise InputError(f"{path} is not a SAELens dictionary folder (no cfg.json), nor saelens:RELEASE/ID")
     refuse_symlinks(path, "SAELens folder")  # a link would be read, and copied in, from anywhere
     try:
-        return load_dictionary(path), path
+        return load_dictionary(path, device=device), path
     except ValueError as exc:  # load_dictionary reports a bad folder in one line
         raise InputError(str(exc)) from None
 
