@@ -20,9 +20,10 @@ import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
-_CROSSINGS = {torch.Tensor.to, torch.Tensor.cpu, torch.Tensor.cuda, torch.Tensor.copy_,
+_CROSSINGS = {torch.Tensor.to, torch.Tensor.cpu, torch.Tensor.cuda, torch.Tensor.copy_, torch.Tensor.__setitem__,
               torch._has_compatible_shallow_copy_type}
-"""Operations whose point is to move data between devices (and the check nn.Module.to makes before it does)."""
+"""Operations whose point is to move data between devices: copies, `buf[i:j] = part` (a copy_, which CUDA does
+across devices), and the check nn.Module.to makes before it moves a parameter."""
 MAX_PROBLEMS = 50
 
 
