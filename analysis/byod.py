@@ -135,7 +135,7 @@ def canonical_model_name(lm, asked: str) -> str:
 
 
 def eval_inputs(con, req: ImportRequest, lm, model: str, hook: str) -> EvalInputs:
-    """The corpus contexts to measure on: its last contexts (up to req.tokens), or the held-out contexts of an
+    """The corpus contexts to measure on (up to req.tokens): its last contexts, or the held-out contexts of an
     activation cache of the same model, hook and corpus."""
     from analysis.corpora import ensure_corpus
     from store.corpora import context_tokens
@@ -143,10 +143,13 @@ def eval_inputs(con, req: ImportRequest, lm, model: str, hook: str) -> EvalInput
     corpus = ensure_corpus(con, req.corpus, model, req.tokens)
     if corpus.ctx > lm.cfg.n_ctx:
         raise InputError(f"corpus contexts ({corpus.ctx} tokens) exceed the model's context ({lm.cfg.n_ctx})")
-    cache, ids = _covering_cache(con, model, hook, corpus.name)
+    cache, held_out = _covering_cache(con, model, hook, corpus.name)
+    count = -(-req.tokens // corpus.ctx)
     if cache is None:
-        count = min(corpus.n_contexts, -(-req.tokens // corpus.ctx))
+        count = min(corpus.n_contexts, count)
         ids = range(corpus.n_contexts - count, corpus.n_contexts)
+    else:
+        ids = held_out[:count]
     tokens = torch.tensor(context_tokens(con, corpus.name, ids.start, ids.stop), dtype=torch.long)
     return EvalInputs(corpus.name, cache, tokens)
 
@@ -185,6 +188,10 @@ def evaluate_import(sae, lm, hook: str, inputs: EvalInputs) -> dict[str, float]:
     from sae.sources import CacheSource
 
     sae = sae.to(next(lm.parameters()).device)
-    rows = CacheSource(inputs.rows_from).held_out_rows() if inputs.rows_from else hook_rows(lm, hook, inputs.tokens)
+    if inputs.rows_from is None:
+        rows = hook_rows(lm, hook, inputs.tokens)
+    else:  # the held-out rows of the contexts in `tokens` (the first of the held-out ones), in order
+        n, ctx = inputs.tokens.shape
+        rows = CacheSource(inputs.rows_from).held_out_rows()[:n * (ctx - 1)]
     metrics = activation_metrics(sae, rows)
     return metrics | ModelEval(lm, hook, inputs.tokens[:EVAL_CONTEXTS]).evaluate(sae)

@@ -89,6 +89,10 @@ def test_import_reads_a_covering_activation_cache(monkeypatch, capsys, tmp_path,
     assert "of corpus small (activation cache" in out
     stored = _state(small_ws)[1]["mine"]
     assert stored["eval_tokens"] == 2 * (CTX - 1) and stored["ce_recovered"] == stored["ce_recovered"]  # 5% of 40
+    code, out, err = run_cli(monkeypatch, capsys, "import", str(folder), "--name", "fewer", "--corpus", "small",
+                             "--eval-tokens", str(CTX), "-w", str(small_ws))
+    assert code in (0, None), err
+    assert _state(small_ws)[1]["fewer"]["eval_tokens"] == CTX - 1  # the first held-out context only
 
 
 def test_no_eval_imports_without_metrics(monkeypatch, capsys, tmp_path, small_ws):
