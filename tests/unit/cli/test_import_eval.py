@@ -136,3 +136,27 @@ def test_the_cli_default_is_the_evaluation_default():
     from app.commands.dicts import import_cmd
 
     assert inspect.signature(import_cmd).parameters["eval_tokens"].default == EVAL_TOKENS
+
+
+def test_the_store_is_free_while_the_dictionary_is_evaluated(monkeypatch, capsys, tmp_path, small_ws):
+    """Another process can write the store while import evaluates (the model runs without the store held)."""
+    import subprocess
+    import sys
+
+    import analysis.byod
+
+    evaluate = analysis.byod.evaluate_import
+    writes = []
+
+    def evaluate_while_another_process_writes(*args, **kwargs):
+        code = ("import sys; from store import connect; con = connect(sys.argv[1], wait_s=0.5); "
+                "con.execute('CHECKPOINT'); con.close()")
+        writes.append(subprocess.run([sys.executable, "-c", code, str(small_ws / "sparsescope.duckdb")],
+                                     capture_output=True, text=True, timeout=120))
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(analysis.byod, "evaluate_import", evaluate_while_another_process_writes)
+    folder = saved_dictionary(tmp_path / "mine", arch="topk", d_sae=128, k=4)
+    code, _, err = run_cli(monkeypatch, capsys, "import", str(folder), "--corpus", "small", "-w", str(small_ws))
+    assert code in (0, None), err
+    assert [w.returncode for w in writes] == [0], writes[0].stderr
