@@ -295,7 +295,7 @@ def check(device: str, reference: str, size: Size, threads: tuple[int | None, in
             "ok": not failures and not problems, "failures": failures, "watch_problems": problems,
             "seconds": {"reference": ref.seconds, "device": got.seconds},
             "speedup": {s: round(ref.seconds[s] / max(got.seconds[s], 1e-9), 2) for s in got.seconds},
-            "largest_differences": {k: round(v, 6) for k, v in worst}}
+            "largest_differences": {k: round(v, 6) if np.isfinite(v) else str(v) for k, v in worst}}
 
 
 def main() -> int:

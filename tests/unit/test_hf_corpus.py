@@ -10,8 +10,7 @@ from store.errors import InputError
 from tests.helpers import error_line
 from tests.hf_cache import cached_dataset, offline_env, run_offline
 
-pytest.importorskip("datasets", reason="hf: corpora need the `datasets` package (make setup installs it with the "
-                                       "test extras)")
+NEEDS_DATASETS = "hf: corpora need the `datasets` package (make setup installs it with the test extras)"
 
 
 @pytest.mark.parametrize("source, parsed", [
@@ -32,6 +31,7 @@ def test_malformed_hf_sources_fail_before_reading(source):
 
 @pytest.fixture(scope="module")
 def hf_env(tmp_path_factory):
+    pytest.importorskip("datasets", reason=NEEDS_DATASETS)
     env = offline_env(tmp_path_factory.mktemp("hf"))
     cached_dataset(env, "wikitext", "wikitext-2-raw-v1",
                    {"train": [f"training line {i}: the quick brown fox. " * 4 for i in range(40)],
@@ -72,7 +72,7 @@ def test_hf_corpus_offline_from_the_datasets_cache_and_a_missing_one_is_one_line
 
 
 def test_an_unknown_config_or_split_is_the_first_line_of_datasets_message(monkeypatch):
-    import datasets
+    datasets = pytest.importorskip("datasets", reason=NEEDS_DATASETS)
 
     def load_dataset(name, config, split, streaming):
         raise ValueError(f'Unknown split "{split}". Should be one of [\'train\'].\nmore detail')
