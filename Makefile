@@ -10,7 +10,7 @@ WORKSPACE ?= workspace
 PYTEST    := $(PY) -m pytest
 export SPARSESCOPE_WORKSPACE ?= $(WORKSPACE)
 
-.PHONY: setup demo ui test test-slow test-browser bench lint clean
+.PHONY: setup demo ui test test-slow test-browser bench lint gpu-check clean
 
 setup: $(VENV)/.installed
 
@@ -41,6 +41,10 @@ test-browser: setup
 
 bench: setup
 	for b in bench/*.py; do $(PY) $$b --quick || exit 1; done
+
+# every stage on CUDA against the CPU at small size, one JSON line; on a machine without CUDA it says so, exit 0
+gpu-check: setup
+	$(PY) bench/gpu_check.py
 
 lint: setup
 	$(PY) -m ruff check app analysis sae store bench tests

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 
@@ -17,6 +18,9 @@ from store.db import transaction
 from store.errors import InputError
 from store.paths import refuse_symlinks, staging_dir, sweep_staging
 from store.workspace import Workspace
+
+if TYPE_CHECKING:
+    import torch
 
 
 def dictionary_folder(ws: Workspace, row: repo.DictionaryRow) -> Path:
@@ -65,47 +69,58 @@ def check_new_name(ws: Workspace, con, name: str, allow_folder: bool = False) ->
 
 # ---------------------------------------------------------------------------------------------- import
 
-def _load_for_import(ref: str):
-    """(sae, local folder or None) for `saelens:RELEASE/ID` or a local SAELens-format folder."""
+def load_for_import(ref: str, device: str | torch.device = "cpu"):
+    """(sae, local folder or None) for `saelens:RELEASE/ID` or a local SAELens-format folder, on `device`, taking
+    flat rows like every dictionary SparseScope loads (hook_z reshaping off)."""
     from sae.dictionaries import load_dictionary
 
     if ref.startswith("saelens:"):
         release, _, sae_id = ref[len("saelens:"):].partition("/")
         if not release or not sae_id:
-            raise InputError(f"{ref!r}: expected saelens:RELEASE/ID, e.g. saelens:gpt2-small-res-jb/blocks.8.hook_resid_pre")
+            raise InputError(f"{ref!r}: expected saelens:RELEASE/ID, e.g. "
+                             "saelens:gpt2-small-res-jb/blocks.8.hook_resid_pre")
         from sae_lens import SAE
 
         try:
-            return SAE.from_pretrained(release, sae_id, device="cpu"), None
+            sae = SAE.from_pretrained(release, sae_id, device=str(device))
         except Exception as exc:  # noqa: BLE001 - registry lookups and downloads fail in many ways
             raise InputError(f"cannot load {ref} from the SAELens registry: {str(exc).splitlines()[0]}") from None
+        sae.turn_off_forward_pass_hook_z_reshaping()
+        return sae, None
     path = Path(ref).expanduser()
     if not (path / "cfg.json").is_file():
         raise InputError(f"{path} is not a SAELens dictionary folder (no cfg.json), nor saelens:RELEASE/ID")
     refuse_symlinks(path, "SAELens folder")  # a link would be read, and copied in, from anywhere
     try:
-        return load_dictionary(path), path
+        return load_dictionary(path, device=device), path
     except ValueError as exc:  # load_dictionary reports a bad folder in one line
         raise InputError(str(exc)) from None
 
 
-def import_dictionary(ws: Workspace, con: duckdb.DuckDBPyConnection, ref: str,
-                      name: str | None = None) -> repo.DictionaryRow:
-    """Add an existing SAELens-format dictionary: a local folder (copied in) or saelens:RELEASE/ID."""
+def import_name(ref: str, name: str | None) -> str:
+    """The workspace name of an import: `name`, else the folder's name or RELEASE_ID."""
     default = ref[len("saelens:"):] if ref.startswith("saelens:") else Path(ref).expanduser().name
-    name = name or default.replace("/", "_")
-    check_new_name(ws, con, name)
-    sae, path = _load_for_import(ref)
+    return name or default.replace("/", "_")
+
+
+def import_row(ws: Workspace, ref: str, name: str, sae, path: Path | None, model: str | None = None):
+    """The store row of an imported dictionary (model: the name to record, default the dictionary's own)."""
     from sae.dictionaries import arch_of
 
     meta, cfg = sae.cfg.metadata, sae.cfg
-    folder = ws.named("dictionaries", name)
-    row = repo.DictionaryRow(name, meta.model_name or "", meta.hook_name or "", arch_of(sae).name,
-                             cfg.d_in, cfg.d_sae, getattr(cfg, "k", None), str(folder),
-                             source=ref if ref.startswith("saelens:") else str(path.resolve()))
+    return repo.DictionaryRow(name, model or meta.model_name or "", meta.hook_name or "", arch_of(sae).name,
+                              cfg.d_in, cfg.d_sae, getattr(cfg, "k", None), str(ws.named("dictionaries", name)),
+                              source=ref if path is None else str(path.resolve()))
+
+
+def install_dictionary(ws: Workspace, con: duckdb.DuckDBPyConnection, row: repo.DictionaryRow, sae,
+                       path: Path | None, metrics: dict | None = None) -> repo.DictionaryRow:
+    """Copy (or save) an imported dictionary into the workspace and record it with its metrics in one
+    transaction; the folder is removed again when the record fails."""
+    folder = Path(row.path)
     folder.parent.mkdir(parents=True, exist_ok=True)
     sweep_staging(folder.parent)  # what killed imports and saves left
-    tmp = staging_dir(folder.parent, name)
+    tmp = staging_dir(folder.parent, row.name)
     try:
         if path is not None:
             shutil.copytree(path, tmp, symlinks=True, dirs_exist_ok=True)
@@ -117,7 +132,18 @@ def import_dictionary(ws: Workspace, con: duckdb.DuckDBPyConnection, ref: str,
     try:
         with transaction(con):
             repo.add_dictionary(con, row)
+            repo.set_metrics(con, row.name, metrics or {})
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
-    return repo.require_dictionary(con, name)
+    return repo.require_dictionary(con, row.name)
+
+
+def import_dictionary(ws: Workspace, con: duckdb.DuckDBPyConnection, ref: str,
+                      name: str | None = None) -> repo.DictionaryRow:
+    """Add an existing SAELens-format dictionary: a local folder (copied in) or saelens:RELEASE/ID, without
+    evaluating it (analysis/byod.py imports and evaluates)."""
+    name = import_name(ref, name)
+    check_new_name(ws, con, name)
+    sae, path = load_for_import(ref)
+    return install_dictionary(ws, con, import_row(ws, ref, name, sae, path), sae, path)

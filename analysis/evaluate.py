@@ -205,21 +205,26 @@ class ModelEval:
 
 
 def evaluate_dictionary(folder: Path, source, eval_tokens: torch.Tensor | None, model_name: str, hook: str,
-                        lm=None, evals: dict | None = None) -> dict[str, float]:
+                        lm=None, evals: dict | None = None, device: str | None = None) -> dict[str, float]:
     """Metrics of a saved dictionary on the source's held-out rows and, given contexts, on the model.
 
-    `evals` caches the clean / zero-ablated model runs per (model, hook) across dictionaries.
+    `evals` caches the clean / zero-ablated model runs per (model, hook) across dictionaries. Everything runs on
+    one device: the model's when one is given (or cached in `evals`), else `device` (None: the best there is).
     """
+    from sae.device import pick_device
     from sae.dictionaries import load_dictionary
     from sae.models import load_model
 
-    sae = load_dictionary(folder)
+    evals = {} if evals is None else evals
+    evaluator = evals.get((model_name, hook))
+    model = evaluator.model if evaluator is not None else lm if lm is not None and lm.cfg.model_name == model_name \
+        else None
+    on = next(model.parameters()).device if model is not None else pick_device(device)
+    sae = load_dictionary(folder, device=on)
     metrics = activation_metrics(sae, source.held_out_rows())
     if eval_tokens is None or not model_name or not hook:
         return metrics
-    evals = {} if evals is None else evals
-    if (model_name, hook) not in evals:
-        lm = lm if lm is not None and lm.cfg.model_name == model_name else load_model(model_name)
-        evals[(model_name, hook)] = ModelEval(lm, hook, eval_tokens)
-    evaluator = evals[(model_name, hook)]
-    return metrics | evaluator.evaluate(sae.to(next(evaluator.model.parameters()).device))
+    if evaluator is None:
+        model = model if model is not None else load_model(model_name, device=on)
+        evaluator = evals[(model_name, hook)] = ModelEval(model, hook, eval_tokens)
+    return metrics | evaluator.evaluate(sae)

@@ -190,7 +190,7 @@ def _plan_source(ws: Workspace, con, req: TrainRequest, lm=None) -> SourcePlan:
     else:
         plan = None
     if (plan is None or plan.kind == "file") and req.model and req.hook:
-        lm = lm if lm is not None and lm.cfg.model_name == req.model else load_model(req.model, device="cpu")
+        lm = lm if lm is not None and lm.cfg.model_name == req.model else load_model(req.model, device=req.device)
         check_hook(lm, req.hook)
         if plan is None:
             plan = _plan_model(con, req, lm)
@@ -281,8 +281,8 @@ def plan_training(ws: Workspace, con, req: TrainRequest, lm=None) -> TrainPlan:
 
 # ---------------------------------------------------------------------------------------------- running
 
-def build_source(plan: SourcePlan, lm=None):
-    """The activation source of a plan, built in this process."""
+def build_source(plan: SourcePlan, lm=None, device: str | None = None):
+    """The activation source of a plan, built in this process (a model to stream from goes on `device`)."""
     from sae.models import load_model
     from sae.sources import CacheSource, FileSource, ModelSource
 
@@ -290,7 +290,7 @@ def build_source(plan: SourcePlan, lm=None):
         return CacheSource(plan.path)
     if plan.kind == "file":
         return FileSource(plan.path)
-    lm = lm if lm is not None and lm.cfg.model_name == plan.model else load_model(plan.model)
+    lm = lm if lm is not None and lm.cfg.model_name == plan.model else load_model(plan.model, device=device)
     return ModelSource(lm, plan.hook, plan.tokens)
 
 
@@ -298,7 +298,7 @@ def run_training(plan: TrainPlan, lm=None, progress: bool = True, evals: dict | 
     """Train, then (rank 0 only) save the dictionary and evaluate it; other ranks return None."""
     from sae.dictionaries import save_dictionary
 
-    source = build_source(plan.source, lm)
+    source = build_source(plan.source, lm, plan.config.device)
     payload = load_checkpoint(plan.checkpoint) if plan.resume else None
     writer = dist_context().rank == 0
     result = train(plan.spec, plan.config, source, checkpoint=plan.checkpoint, resume=payload,
@@ -307,7 +307,7 @@ def run_training(plan: TrainPlan, lm=None, progress: bool = True, evals: dict | 
         return None
     save_dictionary(result.sae, plan.folder, activation_scale=result.state.scale)
     metrics = evaluate_dictionary(plan.folder, source, plan.source.eval_tokens, plan.source.model,
-                                  plan.source.hook, lm, evals)
+                                  plan.source.hook, lm, evals, device=plan.config.device)
     seconds = result.state.seconds
     metrics |= {"train_tokens": float(result.state.tokens), "train_seconds": seconds,
                 "train_tokens_per_s": result.state.tokens / seconds if seconds else float("nan")}

@@ -2,7 +2,9 @@
 
 Sources: `builtin` (English shipped with Python itself: the `pydoc_data` topics and the standard library's
 docstrings, read with `ast` so nothing is imported), a local .txt / .jsonl (field `text`) / .parquet (column
-`text`) file or a folder of them, or `hf:DATASET` (online, needs `datasets`).
+`text`) file or a folder of them, or `hf:NAME[:CONFIG][:SPLIT]`, a Hugging Face dataset read with `datasets`
+(column `text`, split `train` unless given): streamed from the Hub when online, from the local datasets cache
+when `HF_HUB_OFFLINE=1` (nothing is downloaded then; a dataset missing from the cache is one error line).
 """
 from __future__ import annotations
 
@@ -115,32 +117,69 @@ def _parquet_texts(file: Path) -> Iterator[str]:
     yield from (t for t in column.to_pylist() if t and t.strip())
 
 
-def hf_documents(dataset: str) -> Iterator[str]:
-    """The `text` field of a Hugging Face dataset's train split, streamed (HF_HUB_OFFLINE=1: only what is in the
-    local cache, nothing downloaded)."""
-    if not dataset.strip():
-        raise InputError("hf: needs a dataset name, e.g. hf:roneneldan/TinyStories")
+@dataclass(frozen=True)
+class HFSource:
+    """A Hugging Face dataset source, `hf:NAME[:CONFIG][:SPLIT]` (e.g. hf:wikitext:wikitext-2-raw-v1:validation)."""
+
+    name: str
+    config: str | None = None
+    split: str = "train"
+
+
+def parse_hf(source: str) -> HFSource:
+    """The parts of `hf:NAME[:CONFIG][:SPLIT]` (an empty CONFIG, `hf:NAME::SPLIT`, means the default config)."""
+    parts = [part.strip() for part in source[len("hf:"):].split(":")]
+    if not parts[0] or len(parts) > 3:
+        raise InputError(f"corpus source {source!r}: expected hf:NAME[:CONFIG][:SPLIT], e.g. "
+                         "hf:wikitext:wikitext-2-raw-v1:train")
+    config = parts[1] if len(parts) > 1 and parts[1] else None
+    split = parts[2] if len(parts) > 2 and parts[2] else "train"
+    return HFSource(parts[0], config, split)
+
+
+def _load_hf(label: str, src: HFSource, offline: bool):
+    """datasets.load_dataset, its failures as one InputError line. Offline, the datasets cache is read (no
+    download is attempted, so a missing name fails at once); online, the split is streamed."""
+    import datasets
+
+    verbosity = datasets.logging.get_verbosity()
+    datasets.logging.set_verbosity_error()  # its "using the cached version" notes would bury our one error line
+    try:
+        return datasets.load_dataset(src.name, src.config, split=src.split, streaming=not offline)
+    except ConnectionError:
+        where = "the Hub is offline (HF_HUB_OFFLINE) and it is not in the local datasets cache" if offline \
+            else "the Hugging Face Hub cannot be reached and it is not in the local datasets cache"
+        raise InputError(f"corpus source {label}: {where}") from None
+    except Exception as exc:  # noqa: BLE001 - datasets reports unknown names, configs and splits in many types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise InputError(f"corpus source {label}: {first}") from None
+    finally:
+        datasets.logging.set_verbosity(verbosity)
+
+
+def hf_documents(source: str) -> Iterator[str]:
+    """The `text` column of a Hugging Face dataset split (see HFSource)."""
+    src = parse_hf(source)
     try:
         import datasets
     except ImportError:
-        raise InputError("hf: sources need `pip install datasets` and the network") from None
-    try:
-        for row in datasets.load_dataset(dataset, split="train", streaming=True):
-            text = row.get("text")
-            if isinstance(text, str) and text.strip():
-                yield text
-    except InputError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - datasets and huggingface_hub raise many types (offline, 404, auth)
-        reason = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
-        raise InputError(f"Hugging Face dataset {dataset!r} cannot be loaded: {reason}") from None
+        raise InputError("hf: corpus sources need the `datasets` package (pip install datasets)") from None
+    rows = _load_hf(source, src, offline=bool(datasets.config.HF_HUB_OFFLINE))
+    columns = getattr(rows, "column_names", None)
+    if columns is not None and "text" not in columns:
+        raise InputError(f"corpus source {source}: no column named 'text' (columns: {', '.join(columns)})")
+    for row in rows:
+        text = row.get("text")
+        if isinstance(text, str) and text.strip():  # an empty or whitespace-only row is no document
+            yield text
 
 
 def documents(source: str) -> Iterator[str]:
     if source == "builtin":
         return builtin_documents()
     if source.startswith("hf:"):
-        return hf_documents(source[3:])
+        parse_hf(source)  # a malformed name fails here, before anything is read
+        return hf_documents(source)
     return file_documents(Path(source).expanduser())
 
 

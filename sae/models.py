@@ -1,5 +1,5 @@
 """Language models as TransformerLens HookedTransformers: the embedded default, a tiny random one, or any
-TransformerLens name (that path needs the network)."""
+TransformerLens name (read from the local Hugging Face cache, downloaded into it when online)."""
 from __future__ import annotations
 
 import re
@@ -79,7 +79,11 @@ def load_model(name: str = DEFAULT_MODEL, device: str | torch.device | None = No
     except ValueError:
         raise InputError(f"unknown model {name!r} (try {DEFAULT_MODEL}, {TINY}, or a TransformerLens "
                          "model name such as gpt2)") from None
-    return HookedTransformer.from_pretrained(official, device=str(dev), dtype=torch.float32).eval()
+    try:
+        return HookedTransformer.from_pretrained(official, device=str(dev), dtype=torch.float32).eval()
+    except OSError as exc:  # not in the local Hugging Face cache and the Hub unreachable (or HF_HUB_OFFLINE=1)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise InputError(f"cannot load model {name!r} ({official}): {first}") from None
 
 
 def hook_templates(model) -> tuple[str, ...]:

@@ -110,7 +110,8 @@ def open_site(ws, req: AnalyzeRequest, lm=None, need_codes: bool = False) -> Sit
 
     req.check()
     with session(ws.db_path) as con:
-        row, sae = open_dictionary(ws, req.dictionary, req.device, con=con)
+        device = req.device if lm is None else next(lm.parameters()).device  # one device: a given model's
+        row, sae = open_dictionary(ws, req.dictionary, device, con=con)
         if need_codes and not lookup(row.arch).has_codes:
             coded = " or ".join(a.name for a in ARCHITECTURES.values() if a.has_codes)
             raise InputError(f"dictionary {row.name!r} is a {row.arch} dictionary; this needs a {coded} one")

@@ -30,15 +30,16 @@ def dictionary_names(config: SteerConfig) -> list[str]:
 
 
 def load_steer_dictionary(con: duckdb.DuckDBPyConnection, name: str, ws: Workspace,
-                          device: str | None = "cpu") -> SteerDictionary:
-    """A workspace dictionary with the max activations of its analysed features (none if not analysed)."""
+                          device: str | None = None) -> SteerDictionary:
+    """A workspace dictionary with the max activations of its analysed features (none if not analysed), on
+    `device` (None: the best there is, where load_model puts the model by default)."""
     row, sae = open_dictionary(ws, name, device, con=con)
     max_acts = repo.feature_max_acts(con, name)
     return SteerDictionary(name, sae, hook=row.hook or None, max_acts=max_acts, model=row.model)
 
 
 def load_dictionaries(con: duckdb.DuckDBPyConnection, config: SteerConfig, ws: Workspace,
-                      device: str | None = "cpu") -> dict[str, SteerDictionary]:
+                      device: str | None = None) -> dict[str, SteerDictionary]:
     return {name: load_steer_dictionary(con, name, ws, device) for name in dictionary_names(config)}
 
 

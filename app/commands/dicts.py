@@ -129,17 +129,26 @@ def dicts_cmd(ws: WorkspaceOpt = None):
 
 @app.command(name="import")
 def import_cmd(
-    ref: Annotated[str, typer.Argument(help="A SAELens-format folder, or saelens:RELEASE/ID (needs the network).")],
+    ref: Annotated[str, typer.Argument(help="A SAELens-format folder, or saelens:RELEASE/ID (from the Hugging Face "
+                                            "cache, downloaded into it when online).")],
     name: Annotated[Optional[str], typer.Option(help="Name in the workspace (default: the folder or ID).",
                                                 show_default=False)] = None,
+    evaluate: Annotated[bool, typer.Option("--eval/--no-eval", help="Evaluate it on the corpus for its model and "
+                                                                     "hook (FVU, L0, dead, CE recovered).")] = True,
+    corpus: Annotated[str, typer.Option(help="Corpus to evaluate on (`builtin` is created on first use).")] = "builtin",
+    eval_tokens: Annotated[int, typer.Option("--eval-tokens", help="Corpus tokens to evaluate on.")] = 8192,
+    device: DeviceOpt = None,
     ws: WorkspaceOpt = None,
 ):
-    """Add an existing SAELens-format dictionary to the workspace."""
-    from analysis.dictionaries import import_dictionary
-    from store import session
+    """Add an existing SAELens-format dictionary to the workspace, evaluated on its model and hook."""
+    from analysis.byod import ImportRequest, import_in_workspace
 
-    space = workspace(ws)
-    with session(space.db_path) as con:
-        row = import_dictionary(space, con, ref, name=name)
+    req = ImportRequest(ref, name=name, evaluate=evaluate, corpus=corpus, tokens=eval_tokens, device=device)
+    req.check()
+    out = import_in_workspace(workspace(ws), req)
+    row = out.row
     console.print(Text.assemble("imported ", (row.name, "bold"), f" ({row.arch}, d_in={row.d_in}, "
                                 f"d_sae={row.d_sae}) from {ref}"))
+    if out.metrics:
+        console.print(summary(out.metrics), highlight=False)
+    console.print(out.note, highlight=False)

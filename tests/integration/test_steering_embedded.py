@@ -94,7 +94,7 @@ def test_feature_raises_its_top_tokens_and_the_run_reproduces(model, workspace_w
     config = SteerConfig(PROMPT, (Intervention("add", dictionary="ocean", feature=FEATURE, strength=STRENGTH),),
                          max_new_tokens=16, samples=2, seed=0)
     with session(ws.db_path) as con:
-        dictionaries = load_dictionaries(con, config, ws)
+        dictionaries = load_dictionaries(con, config, ws, device="cpu")
     run = SteerRun(model, config, dictionaries)
     result = run.run()
     assert "(store)" in result.notes[0]

@@ -128,7 +128,7 @@ def test_blank_and_null_jsonl_texts_are_skipped(tmp_path):
 
 
 def test_an_empty_hf_name_is_an_input_error():
-    with pytest.raises(InputError, match="needs a dataset name"):
+    with pytest.raises(InputError, match=r"expected hf:NAME\[:CONFIG\]\[:SPLIT\]"):
         tokenize_source(tiny_tokenizer(), "hf: ", ctx=16, bos=True, max_tokens=None)
 
 

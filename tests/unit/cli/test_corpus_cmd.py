@@ -120,7 +120,8 @@ def test_an_hf_dataset_that_is_not_cached_offline_is_one_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "app.cli", "corpus", "add", "c", "--source",
                            "hf:sparsescope-tests/no-such-dataset", "--model", "tiny-random", "--ctx", "32",
                            "-w", str(ws)], capture_output=True, text=True, cwd=ROOT, env=env, timeout=180, check=False)
-    needle = "'sparsescope-tests/no-such-dataset' cannot be loaded"
+    needle = ("hf:sparsescope-tests/no-such-dataset: the Hub is offline (HF_HUB_OFFLINE) and it is not in the local "
+              "datasets cache")
     _refused_and_nothing_written(proc.returncode, proc.stderr, ws, needle)
     assert not (tmp_path / "hf-home").exists() or not any((tmp_path / "hf-home").rglob("*.arrow"))
 

@@ -59,7 +59,7 @@ def test_rerun_from_the_store_reproduces_the_text(steer_ws, tiny_model):
     config = SteerConfig("Once upon", (Intervention("add", dictionary="tk", feature=7, strength=3.0),),
                          model="tiny-random", chat=False, max_new_tokens=6, samples=2, temperature=1.0, seed=5)
     with session(steer_ws.db_path) as con:
-        dictionaries = load_dictionaries(con, config, steer_ws)
+        dictionaries = load_dictionaries(con, config, steer_ws, device="cpu")
         first = steer(tiny_model, config, dictionaries)
         run_id = record_run(con, first)
         again_config, numbers = load_run(con, run_id)
