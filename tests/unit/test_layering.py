@@ -3,7 +3,8 @@
 Inside analysis, a capability subpackage (features/, heads/, steering/, reports/) imports the shared top-level
 modules and its own package, never a sibling; the shared modules import no subpackage. Inside app, commands/
 and ui/ do not import each other, and in ui/ only data/ holds st.cache_*.
-`sae` may import the one shared leaf `store.errors` (the project's InputError) and nothing else of `store`.
+`sae` may import the shared leaves `store.errors` (the project's InputError) and `store.faults` (crash points of
+the fault tests) and nothing else of `store`.
 """
 import ast
 import subprocess
@@ -19,7 +20,7 @@ FORBIDDEN = {
     "analysis": {"app"},
     "bench": {"app.commands"},
 }
-ALLOWED = {"sae": {"store.errors"}}
+ALLOWED = {"sae": {"store.errors", "store.faults"}}
 """Modules a package may import although their root is forbidden to it."""
 SUBPACKAGES = {"analysis": ("features", "heads", "steering", "reports"), "app": ("commands", "ui")}
 
