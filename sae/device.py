@@ -30,3 +30,35 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
         torch.backends.cuda.matmul.allow_tf32 = True
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free for new tensors on `device` (CPU: the kernel's MemAvailable), None where unknown."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        import os
+
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def gigabytes(n: float) -> str:
+    return f"{n / 1e9:,.1f} GB" if n >= 1e8 else f"{n / 1e6:,.0f} MB"
+
+
+def require_memory(need: int, what: str, device: torch.device) -> None:
+    """InputError before allocating when `what` needs more than `device` has free (an estimate: a lower bound
+    of what the job allocates, so a refusal is never a job that would have fitted)."""
+    free = available_memory(device)
+    if free is not None and need > free:
+        raise InputError(f"{what} needs at least {gigabytes(need)} of {device.type} memory, but "
+                         f"{gigabytes(free)} is free; choose smaller values")

@@ -123,7 +123,7 @@ def _reports(space) -> None:
 
 def _dictionaries(space, lm, cache: str) -> None:
     """Train (or reuse) the demo dictionaries and report each against the FVU / L0 targets."""
-    from analysis.training import TrainRequest, train_in_workspace
+    from analysis.training import CHECKPOINT, TrainRequest, train_in_workspace
     from app.commands.dicts import summary
     from store import session
     from store.dictionaries import get_dictionary, get_metrics
@@ -135,7 +135,7 @@ def _dictionaries(space, lm, cache: str) -> None:
             metrics = get_metrics(con, d.name) if done else None
         t = time.perf_counter()
         if not done:
-            resume = (space.root / "checkpoints" / d.name / "checkpoint.pt").is_file()
+            resume = (space.root / "checkpoints" / d.name / CHECKPOINT).is_file()
             request = TrainRequest(arch=d.arch, activations=cache, name=d.name, d_sae=d.d_sae, k=d.k,
                                    tokens=d.tokens, batch=d.batch, lr=d.lr, resume=resume, checkpoint_every=50)
             _, metrics = train_in_workspace(space, request, lm=lm, progress=not quiet(), evals=evals)
