@@ -19,6 +19,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from store.errors import InputError
+from store.faults import crash_point
 from sae.models import stop_layer
 
 MANIFEST = "manifest.json"
@@ -158,6 +159,7 @@ def write_cache(model, hook: str, folder: Path, tokens_of: TokenSource, manifest
         manifest.shards.append(_write_shard(folder, torch.cat(parts), start, stop - start))
         manifest.complete = manifest.contexts_done >= manifest.n_contexts
         _atomic_write_text(folder / MANIFEST, json.dumps(asdict(manifest), indent=1))
+        crash_point("activations.shard")
     bar.close()
     if not (folder / MANIFEST).exists():  # a finished cache found on disk: nothing to write
         _atomic_write_text(folder / MANIFEST, json.dumps(asdict(manifest), indent=1))
@@ -165,6 +167,8 @@ def write_cache(model, hook: str, folder: Path, tokens_of: TokenSource, manifest
 
 
 def _write_shard(folder: Path, acts: torch.Tensor, start: int, n_contexts: int) -> Shard:
+    if not bool(torch.isfinite(acts).all()):  # e.g. an overflow in half precision: never cache it as valid
+        raise InputError(f"the model produced NaN or infinite activations in contexts {start}..{start + n_contexts - 1}")
     name = f"shard_{start:08d}.safetensors"
     tmp = folder / f".{name}.tmp"
     save_file({"activations": acts.contiguous()}, tmp)

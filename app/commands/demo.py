@@ -52,7 +52,7 @@ def demo(tokens: Annotated[int, typer.Option(help="Tokens for the activation cac
     """
     from analysis.activations import build_cache
     from sae.models import load_model
-    from store import InputError, session
+    from store import InputError
 
     if tokens <= 0 or head_tokens <= 0:
         raise InputError(f"--tokens and --head-tokens must be positive (got {tokens}, {head_tokens})")
@@ -63,9 +63,8 @@ def demo(tokens: Annotated[int, typer.Option(help="Tokens for the activation cac
     lm = load_model(DEMO_MODEL)
     stages.append(("load the model", time.perf_counter() - t0))
     console.print(f"model {DEMO_MODEL} loaded ({stages[-1][1]:.0f} s)")
-    with session(space.db_path) as con:
-        t1 = time.perf_counter()
-        result = build_cache(space, con, lm, DEMO_HOOK, "builtin", tokens, progress=not quiet())
+    t1 = time.perf_counter()
+    result = build_cache(space, None, lm, DEMO_HOOK, "builtin", tokens, progress=not quiet())  # short sessions
     stages.append(("activation cache", time.perf_counter() - t1))
     m = result.manifest
     console.print(f"activation cache: {m.n_tokens:,} tokens at {m.hook} "
