@@ -87,12 +87,20 @@ def _load_for_import(ref: str):
         raise InputError(str(exc)) from None
 
 
-def import_dictionary(ws: Workspace, con: duckdb.DuckDBPyConnection, ref: str,
+def import_dictionary(ws: Workspace, con: duckdb.DuckDBPyConnection | None, ref: str,
                       name: str | None = None) -> repo.DictionaryRow:
-    """Add an existing SAELens-format dictionary: a local folder (copied in) or saelens:RELEASE/ID."""
+    """Add an existing SAELens-format dictionary: a local folder (copied in) or saelens:RELEASE/ID.
+
+    con None: the workspace's store is opened twice, briefly (to check the name, then to add the row in one
+    transaction), not while the dictionary is loaded and copied.
+    """
+    from store.db import borrow
+
     default = ref[len("saelens:"):] if ref.startswith("saelens:") else Path(ref).expanduser().name
     name = name or default.replace("/", "_")
-    check_new_name(ws, con, name)
+    store = con if con is not None else ws.db_path
+    with borrow(store) as con:
+        check_new_name(ws, con, name)
     sae, path = _load_for_import(ref)
     folder = ws.dictionaries_dir / name
     tmp = folder.with_name(f".{name}.tmp")
@@ -107,11 +115,17 @@ def import_dictionary(ws: Workspace, con: duckdb.DuckDBPyConnection, ref: str,
     row = repo.DictionaryRow(name, meta.model_name or "", meta.hook_name or "", arch_of(sae).name,
                              cfg.d_in, cfg.d_sae, getattr(cfg, "k", None), str(folder),
                              source=ref if ref.startswith("saelens:") else str(path.resolve()))
-    os.replace(tmp, folder)
-    try:
-        with transaction(con):
-            repo.add_dictionary(con, row)
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise
-    return repo.require_dictionary(con, name)
+    with borrow(store) as con:
+        try:
+            check_new_name(ws, con, name)  # again: another process may have taken it while this one copied
+        except InputError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        os.replace(tmp, folder)
+        try:
+            with transaction(con, "import"):
+                repo.add_dictionary(con, row)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return repo.require_dictionary(con, name)

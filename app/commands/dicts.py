@@ -144,9 +144,7 @@ def import_cmd(
 ):
     """Add an existing SAELens-format dictionary to the workspace."""
     from analysis.dictionaries import import_dictionary
-    from store import session
 
     space = workspace(ws)
-    with session(space.db_path) as con:
-        row = import_dictionary(space, con, ref, name=name)
+    row = import_dictionary(space, None, ref, name=name)  # opens the store only to check and to commit
     console.print(f"imported [bold]{row.name}[/] ({row.arch}, d_in={row.d_in}, d_sae={row.d_sae}) from {ref}")
