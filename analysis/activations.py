@@ -76,11 +76,11 @@ def _token_reader(store, corpus: str):
 
 def _check_disk(folder: Path, want: Manifest, old: Manifest | None) -> None:
     """InputError before the model runs when the cache cannot fit on the disk (float32 rows of d values)."""
-    from sae.device import gigabytes
+    from sae.device import human_bytes
 
     need = (want.n_contexts - (old.contexts_done if old is not None else 0)) * want.ctx * want.d * 4
     where = next(p for p in (folder, *folder.parents) if p.exists())
     free = shutil.disk_usage(where).free
     if need > free:
         raise InputError(f"caching {want.n_contexts:,} contexts x {want.ctx} tokens x d={want.d} needs "
-                         f"{gigabytes(need)} of disk, but {where} has {gigabytes(free)} free; ask for fewer --tokens")
+                         f"{human_bytes(need)} of disk, but {where} has {human_bytes(free)} free; ask for fewer --tokens")

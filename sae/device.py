@@ -51,8 +51,11 @@ def available_memory(device: torch.device) -> int | None:
         return None
 
 
-def gigabytes(n: float) -> str:
-    return f"{n / 1e9:,.1f} GB" if n >= 1e8 else f"{n / 1e6:,.0f} MB"
+def human_bytes(n: float) -> str:
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:,.1f} {unit}"
+    return f"{n:,.0f} bytes"
 
 
 def require_memory(need: int, what: str, device: torch.device) -> None:
@@ -60,5 +63,5 @@ def require_memory(need: int, what: str, device: torch.device) -> None:
     of what the job allocates, so a refusal is never a job that would have fitted)."""
     free = available_memory(device)
     if free is not None and need > free:
-        raise InputError(f"{what} needs at least {gigabytes(need)} of {device.type} memory, but "
-                         f"{gigabytes(free)} is free; choose smaller values")
+        raise InputError(f"{what} needs at least {human_bytes(need)} of {device.type} memory, but "
+                         f"{human_bytes(free)} is free; choose smaller values")
