@@ -13,7 +13,7 @@ from sae.models import check_hook, hook_output_dim, model_info
 from store.corpora import context_tokens
 from store.db import borrow, transaction
 from store.errors import InputError
-from store.models import CacheRow, ModelRow, upsert_cache, upsert_model
+from store.models import CacheRow, ModelRow, get_cache, upsert_cache, upsert_model
 from store.workspace import Workspace
 
 
@@ -51,6 +51,9 @@ def build_cache(ws: Workspace, con: duckdb.DuckDBPyConnection | None, model, hoo
         folder = ws.activations_dir / cache_name(name, hook, corpus.name)
         old = read_manifest(folder)
         if old is not None and old.complete and old.contexts_done >= n_contexts:
+            if get_cache(con, folder.name) is None:  # written by a run killed before its commit
+                register_model(con, model)
+                _register(con, folder, old)
             return CacheResult(old, folder, reused=True)
         want = Manifest(model=name, hook=hook, corpus=corpus.name, d=hook_output_dim(model, hook),
                         ctx=corpus.ctx, n_contexts=n_contexts)
@@ -58,10 +61,14 @@ def build_cache(ws: Workspace, con: duckdb.DuckDBPyConnection | None, model, hoo
         register_model(con, model)
     manifest = write_cache(model, hook, folder, _token_reader(store, corpus.name), want, batch=batch,
                            progress=progress)
-    with borrow(store) as con, transaction(con, "activations"):
-        upsert_cache(con, CacheRow(folder.name, name, hook, corpus.name, manifest.d, manifest.n_tokens,
-                                   str(folder), manifest.complete))
+    with borrow(store) as con:
+        _register(con, folder, manifest)
     return CacheResult(manifest, folder, reused=False)
+
+
+def _register(con: duckdb.DuckDBPyConnection, folder: Path, m: Manifest) -> None:
+    with transaction(con, "activations"):
+        upsert_cache(con, CacheRow(folder.name, m.model, m.hook, m.corpus, m.d, m.n_tokens, str(folder), m.complete))
 
 
 def _token_reader(store, corpus: str):

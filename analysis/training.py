@@ -251,6 +251,21 @@ def _failure_recorded(store, plan: TrainPlan) -> Iterator[None]:
         raise
 
 
+@contextlib.contextmanager
+def _named_early(ws: Workspace, req: TrainRequest) -> Iterator[None]:
+    """Check the options and reserve the name before waiting for the store, which another process may hold for
+    a while: a second run of a name in training is refused at once. (plan_training reserves it again.)"""
+    _check_options(req)
+    if req.name is not None:
+        repo.check_name(req.name)  # before it names a folder
+    hold = reserve(ws.root / "checkpoints" / req.name / LOCK, f"dictionary {req.name!r}") if req.name else None
+    try:
+        yield
+    finally:
+        if hold is not None:
+            hold.release(remove=True)
+
+
 def train_dictionary(ws: Workspace, con: duckdb.DuckDBPyConnection, req: TrainRequest, lm=None,
                      progress: bool = True, evals: dict | None = None) -> tuple[repo.DictionaryRow, dict]:
     """Plan, train, save, evaluate and record a dictionary on one connection (single process)."""
@@ -280,7 +295,7 @@ def train_in_workspace(ws: Workspace, req: TrainRequest, lm=None, progress: bool
         error = None
         if ctx.rank == 0:
             try:
-                with session(ws.db_path) as con:
+                with _named_early(ws, req), session(ws.db_path) as con:
                     plan = plan_training(ws, con, req, lm)
                     start_training(con, plan)
             except InputError as exc:

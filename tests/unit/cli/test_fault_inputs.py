@@ -9,9 +9,9 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from tests.helpers import error_line, run_cli
 
 from store import connect
+from tests.helpers import copy_workspace, error_line, run_cli
 
 HOOK = "blocks.0.hook_resid_post"
 TABLES = ("training_runs", "dictionaries", "analyses", "activation_caches", "features")
@@ -38,14 +38,7 @@ def base(tmp_path_factory, tiny_model):
 
 @pytest.fixture
 def ws(base, tmp_path) -> Path:
-    """A copy of the base workspace, its stored paths pointing into the copy."""
-    root = tmp_path / "ws"
-    shutil.copytree(base[0], root)
-    con = connect(root / "sparsescope.duckdb")
-    for table in ("activation_caches", "dictionaries"):
-        con.execute(f"UPDATE {table} SET path = replace(path, ?, ?)", [str(base[0]), str(root)])
-    con.close()
-    return root
+    return copy_workspace(base[0], tmp_path / "ws")
 
 
 def _state(root: Path) -> tuple:
