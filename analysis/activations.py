@@ -90,4 +90,5 @@ def _check_disk(folder: Path, want: Manifest, old: Manifest | None) -> None:
     free = shutil.disk_usage(where).free
     if need > free:
         raise InputError(f"caching {want.n_contexts:,} contexts x {want.ctx} tokens x d={want.d} needs "
-                         f"{human_bytes(need)} of disk, but {where} has {human_bytes(free)} free; ask for fewer --tokens")
+                         f"{human_bytes(need)} of disk, but {where} has {human_bytes(free)} free; "
+                         "ask for fewer --tokens")

@@ -168,7 +168,8 @@ def write_cache(model, hook: str, folder: Path, tokens_of: TokenSource, manifest
 
 def _write_shard(folder: Path, acts: torch.Tensor, start: int, n_contexts: int) -> Shard:
     if not bool(torch.isfinite(acts).all()):  # e.g. an overflow in half precision: never cache it as valid
-        raise InputError(f"the model produced NaN or infinite activations in contexts {start}..{start + n_contexts - 1}")
+        last = start + n_contexts - 1
+        raise InputError(f"the model produced NaN or infinite activations in contexts {start}..{last}")
     name = f"shard_{start:08d}.safetensors"
     tmp = folder / f".{name}.tmp"
     save_file({"activations": acts.contiguous()}, tmp)
