@@ -11,8 +11,9 @@ from analysis.corpora import ensure_corpus
 from sae.activations import Manifest, cache_name, read_manifest, write_cache
 from sae.models import check_hook, hook_output_dim, model_info
 from store.corpora import context_tokens, corpus_fingerprint, get_corpus
+from store.db import borrow, transaction
 from store.errors import InputError
-from store.models import CacheRow, ModelRow, upsert_cache, upsert_model
+from store.models import CacheRow, ModelRow, get_cache, upsert_cache, upsert_model
 from store.workspace import Workspace
 
 
@@ -51,33 +52,72 @@ def register_model(con: duckdb.DuckDBPyConnection, model) -> None:
     upsert_model(con, ModelRow(info.name, info.n_layers, info.d_model, info.n_params, info.d_vocab))
 
 
-def build_cache(ws: Workspace, con: duckdb.DuckDBPyConnection, model, hook: str, corpus_name: str,
+def build_cache(ws: Workspace, con: duckdb.DuckDBPyConnection | None, model, hook: str, corpus_name: str,
                 tokens: int, batch: int = 32, progress: bool = True) -> CacheResult:
-    """Cache activations at `hook` for the first `tokens` tokens of a corpus (reuse or resume if present)."""
+    """Cache activations at `hook` for the first `tokens` tokens of a corpus (reuse or resume if present).
+
+    con None: the workspace's store is opened only for short reads (checks, each batch's token ids) and the
+    final registration, never while the model runs, so other jobs can write meanwhile.
+    """
     if tokens <= 0:
         raise InputError(f"--tokens must be positive (got {tokens})")
     if batch <= 0:
         raise InputError(f"--batch must be positive (got {batch})")
     check_hook(model, hook)
     name = model.cfg.model_name
-    corpus = ensure_corpus(con, corpus_name, name, tokens)
-    n_contexts = min(-(-tokens // corpus.ctx), corpus.n_contexts)
-    if corpus.ctx > model.cfg.n_ctx:
-        raise InputError(f"corpus contexts ({corpus.ctx} tokens) exceed the model's context ({model.cfg.n_ctx})")
-    folder = ws.named("activations", cache_name(name, hook, corpus.name))
-    old = read_manifest(folder)
-    note = stale_reason(con, folder.name, old) if old is not None else None
-    if note:  # never resumed nor reused: its shards would mix other text into the cache
-        shutil.rmtree(folder)
-        note, old = f"{note}: rebuilding it", None
-    if old is not None and old.complete and old.contexts_done >= n_contexts:
-        return CacheResult(old, folder, reused=True)
-    register_model(con, model)
-    fingerprint = corpus_fingerprint(con, corpus.name)
-    want = Manifest(model=name, hook=hook, corpus=corpus.name, d=hook_output_dim(model, hook),
-                    ctx=corpus.ctx, n_contexts=n_contexts, corpus_fingerprint=fingerprint)
-    manifest = write_cache(model, hook, folder, lambda lo, hi: context_tokens(con, corpus.name, lo, hi),
-                           want, batch=batch, progress=progress)
-    upsert_cache(con, CacheRow(folder.name, name, hook, corpus.name, manifest.d, manifest.n_tokens,
-                               str(folder), manifest.complete, fingerprint))
+    store = con if con is not None else ws.db_path
+    with borrow(store) as con:
+        corpus = ensure_corpus(con, corpus_name, name, tokens)
+        n_contexts = min(-(-tokens // corpus.ctx), corpus.n_contexts)
+        if corpus.ctx > model.cfg.n_ctx:
+            raise InputError(f"corpus contexts ({corpus.ctx} tokens) exceed the model's context ({model.cfg.n_ctx})")
+        folder = ws.named("activations", cache_name(name, hook, corpus.name))
+        old = read_manifest(folder)
+        note = stale_reason(con, folder.name, old) if old is not None else None
+        if note:  # never resumed nor reused: its shards would mix other text into the cache
+            shutil.rmtree(folder)
+            note, old = f"{note}: rebuilding it", None
+        if old is not None and old.complete and old.contexts_done >= n_contexts:
+            if get_cache(con, folder.name) is None:  # written by a run killed before its commit
+                register_model(con, model)
+                _register(con, folder, old)
+            return CacheResult(old, folder, reused=True)
+        want = Manifest(model=name, hook=hook, corpus=corpus.name, d=hook_output_dim(model, hook),
+                        ctx=corpus.ctx, n_contexts=n_contexts,
+                        corpus_fingerprint=corpus_fingerprint(con, corpus.name))
+        _check_disk(folder, want, old)
+        register_model(con, model)
+    manifest = write_cache(model, hook, folder, _token_reader(store, corpus.name), want, batch=batch,
+                           progress=progress)
+    with borrow(store) as con:
+        _register(con, folder, manifest)
     return CacheResult(manifest, folder, reused=False, note=note or "")
+
+
+def _register(con: duckdb.DuckDBPyConnection, folder: Path, m: Manifest) -> None:
+    with transaction(con, "activations"):
+        upsert_cache(con, CacheRow(folder.name, m.model, m.hook, m.corpus, m.d, m.n_tokens, str(folder),
+                                   m.complete, m.corpus_fingerprint))
+
+
+def _token_reader(store, corpus: str):
+    """Token ids of contexts lo..hi-1, each read in its own short read-only session when `store` is a path."""
+    read_only = not isinstance(store, duckdb.DuckDBPyConnection)
+
+    def read(lo: int, hi: int) -> list[list[int]]:
+        with borrow(store, read_only=read_only) as con:
+            return context_tokens(con, corpus, lo, hi)
+    return read
+
+
+def _check_disk(folder: Path, want: Manifest, old: Manifest | None) -> None:
+    """InputError before the model runs when the cache cannot fit on the disk (float32 rows of d values)."""
+    from sae.device import human_bytes
+
+    need = (want.n_contexts - (old.contexts_done if old is not None else 0)) * want.ctx * want.d * 4
+    where = next(p for p in (folder, *folder.parents) if p.exists())
+    free = shutil.disk_usage(where).free
+    if need > free:
+        raise InputError(f"caching {want.n_contexts:,} contexts x {want.ctx} tokens x d={want.d} needs "
+                         f"{human_bytes(need)} of disk, but {where} has {human_bytes(free)} free; "
+                         "ask for fewer --tokens")

@@ -99,9 +99,8 @@ def import_in_workspace(ws: Workspace, req: ImportRequest, lm=None) -> ImportOut
 
 
 def _record(ws: Workspace, row: repo.DictionaryRow, sae, path, metrics: dict, note: str) -> ImportOutcome:
-    with session(ws.db_path) as con:
-        check_new_name(ws, con, row.name)  # taken meanwhile by another process?
-        return ImportOutcome(install_dictionary(ws, con, row, sae, path, metrics), metrics, note)
+    # the store is opened only after the copy, to check the name again and record it
+    return ImportOutcome(install_dictionary(ws, ws.db_path, row, sae, path, metrics), metrics, note)
 
 
 def checked_model(sae, model_name: str, hook: str, device: str | None, lm=None):

@@ -113,10 +113,13 @@ def import_row(ws: Workspace, ref: str, name: str, sae, path: Path | None, model
                               source=ref if path is None else str(path.resolve()))
 
 
-def install_dictionary(ws: Workspace, con: duckdb.DuckDBPyConnection, row: repo.DictionaryRow, sae,
-                       path: Path | None, metrics: dict | None = None) -> repo.DictionaryRow:
+def install_dictionary(ws: Workspace, store, row: repo.DictionaryRow, sae, path: Path | None,
+                       metrics: dict | None = None) -> repo.DictionaryRow:
     """Copy (or save) an imported dictionary into the workspace and record it with its metrics in one
-    transaction; the folder is removed again when the record fails."""
+    transaction. `store`: an open connection, or the store's path: then it is opened only after the copy,
+    for the name check and the transaction. The folder is removed again when the record fails."""
+    from store.db import borrow
+
     folder = Path(row.path)
     folder.parent.mkdir(parents=True, exist_ok=True)
     sweep_staging(folder.parent)  # what killed imports and saves left
@@ -126,17 +129,19 @@ def install_dictionary(ws: Workspace, con: duckdb.DuckDBPyConnection, row: repo.
             shutil.copytree(path, tmp, symlinks=True, dirs_exist_ok=True)
         else:
             sae.save_model(tmp)
-        os.replace(tmp, folder)
+        with borrow(store) as con:
+            check_new_name(ws, con, row.name)  # again: another process may have taken it while this one copied
+            os.replace(tmp, folder)
+            try:
+                with transaction(con, "import"):
+                    repo.add_dictionary(con, row)
+                    repo.set_metrics(con, row.name, metrics or {})
+            except BaseException:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
+            return repo.require_dictionary(con, row.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        with transaction(con):
-            repo.add_dictionary(con, row)
-            repo.set_metrics(con, row.name, metrics or {})
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise
-    return repo.require_dictionary(con, row.name)
 
 
 def import_dictionary(ws: Workspace, con: duckdb.DuckDBPyConnection, ref: str,

@@ -7,25 +7,28 @@ every input (nothing is written when it fails), `run_training` trains, saves and
 """
 from __future__ import annotations
 
+import contextlib
 import shutil
 import uuid
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import duckdb
-import torch
 
 from analysis.dictionaries import check_new_name
 from analysis.evaluate import evaluate_dictionary
-from sae.training import TrainConfig, check_resumable, dist_context, load_checkpoint, train
+from analysis.sources import SourcePlan, build_source, plan_source
+from sae.training import TrainConfig, check_checkpoint, dist_context, load_checkpoint, train, training_memory
 from store import dictionaries as repo
-from store.db import transaction
+from store.db import borrow, transaction
 from store.errors import InputError
+from store.locks import Reservation, release, reserve
 from store.workspace import Workspace
 
-EVAL_CONTEXTS = 16
-"""Held-out contexts on which CE loss and KL are measured."""
-CHECKPOINT = "checkpoint.pt"
+CHECKPOINT = "checkpoint.safetensors"
+LOCK = ".lock"
+"""WORKSPACE/checkpoints/NAME/.lock: held (flock) by the process training NAME, from planning to the end."""
 
 
 @dataclass(frozen=True)
@@ -55,22 +58,6 @@ class TrainRequest:
     device: str | None = None
     resume: bool = False
     checkpoint_every: int = 500
-
-
-@dataclass(frozen=True)
-class SourcePlan:
-    """Everything a process needs to rebuild the activation source (picklable, so torchrun ranks share it)."""
-
-    kind: str
-    """'cache', 'file' or 'model'."""
-    path: str = ""
-    model: str = ""
-    hook: str = ""
-    tokens: torch.Tensor | None = None
-    """[n, ctx] token ids to stream from (kind 'model')."""
-    eval_tokens: torch.Tensor | None = None
-    """[m, ctx] held-out contexts for CE / KL; None skips the model metrics."""
-    d_in: int = 0
 
 
 @dataclass(frozen=True)
@@ -104,112 +91,6 @@ def _engine_errors(fn, *args, **kwargs):
         raise
     except ValueError as exc:
         raise InputError(str(exc)) from None
-
-
-def _find_cache(ws: Workspace, con, value: str) -> Path | None:
-    from store.models import get_cache
-
-    path = Path(value).expanduser()
-    if path.is_dir():
-        return path
-    row = get_cache(con, value) if con is not None else None
-    if row is not None:
-        return Path(row.path)
-    try:
-        folder = ws.named("activations", value)
-    except InputError:  # not a cache name either
-        return None
-    return folder if folder.is_dir() else None
-
-
-def _unknown_activations(con, value: str) -> InputError:
-    from store.models import list_caches
-
-    known = ", ".join(c.name for c in list_caches(con)) if con is not None else ""
-    return InputError(f"activations {value!r} is neither an activation cache nor a .npy/.safetensors file "
-                      f"(caches: {known or 'none yet'})")
-
-
-def _held_out_tokens(con, corpus: str, ids: range) -> torch.Tensor | None:
-    from store.corpora import context_tokens
-
-    ids = ids[:EVAL_CONTEXTS]
-    rows = context_tokens(con, corpus, ids.start, ids.stop) if len(ids) else []
-    return torch.tensor(rows, dtype=torch.long) if rows else None
-
-
-def _plan_cache(ws: Workspace, con, req: TrainRequest, folder: Path) -> SourcePlan:
-    from analysis.activations import require_current
-    from sae.sources import CacheSource
-
-    source = CacheSource(folder)
-    manifest = source.reader.manifest
-    require_current(con, folder, manifest)  # CE and KL run on the corpus contexts at its held-out ids
-    for asked, have, what in ((req.model, manifest.model, "model"), (req.hook, manifest.hook, "hook")):
-        if asked and asked != have:
-            raise InputError(f"--{what} {asked} does not match the activation cache ({what} {have})")
-    eval_tokens = _held_out_tokens(con, manifest.corpus, source.held_out_contexts) if con is not None else None
-    return SourcePlan("cache", str(folder), manifest.model, manifest.hook, eval_tokens=eval_tokens,
-                      d_in=source.d_in)
-
-
-def _plan_model(con, req: TrainRequest, lm) -> SourcePlan:
-    """Streaming (no activations): enough corpus contexts for req.tokens distinct rows, plus 5% held out."""
-    from analysis.corpora import ensure_corpus
-    from sae.models import hook_output_dim
-    from sae.sources import holdout_count
-    from store.corpora import context_tokens
-
-    corpus = ensure_corpus(con, req.corpus, lm.cfg.model_name, req.tokens)
-    n_train = -(-req.tokens // (corpus.ctx - 1))
-    n = min(corpus.n_contexts, n_train + holdout_count(n_train))
-    if n < 2:
-        raise InputError(f"corpus {corpus.name!r} has {n} context; streaming needs at least 2")
-    tokens = torch.tensor(context_tokens(con, corpus.name, 0, n), dtype=torch.long)
-    cut = n - holdout_count(n)
-    return SourcePlan("model", "", lm.cfg.model_name, req.hook, tokens=tokens,
-                      eval_tokens=tokens[cut:cut + EVAL_CONTEXTS], d_in=hook_output_dim(lm, req.hook))
-
-
-def _plan_source(ws: Workspace, con, req: TrainRequest, lm=None) -> SourcePlan:
-    from sae.models import check_hook, hook_output_dim, load_model
-    from sae.sources import FileSource
-
-    if req.activations:
-        path = Path(req.activations).expanduser()
-        if path.suffix in (".npy", ".safetensors") or path.is_file():
-            d_in = FileSource(path).d_in
-            plan = SourcePlan("file", str(path), req.model or "", req.hook or "", d_in=d_in)
-        else:
-            folder = _find_cache(ws, con, req.activations)
-            if folder is None:
-                raise _unknown_activations(con, req.activations)
-            plan = _plan_cache(ws, con, req, folder)
-    elif not (req.model and req.hook):
-        raise InputError("give --activations CACHE|FILE, or --model and --hook to stream from the model")
-    else:
-        plan = None
-    if (plan is None or plan.kind == "file") and req.model and req.hook:
-        lm = lm if lm is not None and lm.cfg.model_name == req.model else load_model(req.model, device=req.device)
-        check_hook(lm, req.hook)
-        if plan is None:
-            plan = _plan_model(con, req, lm)
-        elif hook_output_dim(lm, req.hook) != plan.d_in:
-            raise InputError(f"{plan.path} has d={plan.d_in}, but {req.hook} of {req.model} has "
-                             f"d={hook_output_dim(lm, req.hook)}")
-        else:
-            plan = replace(plan, eval_tokens=_file_eval_tokens(con, req, lm))
-    if req.d_in is not None and req.d_in != plan.d_in:
-        raise InputError(f"--d-in {req.d_in} does not match the activations (d_in = {plan.d_in})")
-    return plan
-
-
-def _file_eval_tokens(con, req: TrainRequest, lm) -> torch.Tensor | None:
-    """CE contexts for a user's file: the corpus' last contexts (the file's own contexts are unknown)."""
-    from analysis.corpora import ensure_corpus
-
-    corpus = ensure_corpus(con, req.corpus, lm.cfg.model_name, None)
-    return _held_out_tokens(con, corpus.name, range(max(0, corpus.n_contexts - EVAL_CONTEXTS), corpus.n_contexts))
 
 
 def default_name(req: TrainRequest, source: SourcePlan, d_sae: int) -> str:
@@ -246,53 +127,68 @@ def _check_options(req: TrainRequest) -> None:
         raise InputError(f"--batch {req.batch} must be divisible by the number of processes ({world})")
 
 
-def _check_free(ws: Workspace, con, name: str, resume: bool) -> Path:
-    """InputError when the name is taken or a stale checkpoint is in the way; returns the checkpoint path."""
-    check_new_name(ws, con, name, allow_folder=resume)
+def _claim(ws: Workspace, con, name: str, resume: bool) -> tuple[Path, Reservation]:
+    """Reserve the name for this process (InputError naming the pid of a process training it now), check that
+    it is free and no stale checkpoint is in the way: (checkpoint path, reservation)."""
     checkpoint = ws.named("checkpoints", name) / CHECKPOINT
-    if resume:
-        load_checkpoint(checkpoint)  # missing or truncated: fail before anything else happens
-    elif checkpoint.exists():
-        raise InputError(f"an unfinished run of {name!r} left {checkpoint}; add --resume to continue it, or "
-                         "delete it to start over")
-    return checkpoint
+    check_new_name(ws, con, name, allow_folder=resume or checkpoint.exists())  # a checkpoint: say --resume
+    hold = reserve(ws.named("checkpoints", name) / LOCK, f"dictionary {name!r}")
+    try:
+        if resume:
+            load_checkpoint(checkpoint)  # missing or truncated: fail before anything else happens
+        elif checkpoint.exists():
+            raise InputError(f"an unfinished run of {name!r} left {checkpoint}; add --resume to continue it, or "
+                             "delete it to start over")
+    except BaseException:
+        hold.release(remove=True)
+        raise
+    return checkpoint, hold
 
 
 def plan_training(ws: Workspace, con, req: TrainRequest, lm=None) -> TrainPlan:
     """Check every input and resolve defaults; raises InputError and writes nothing when one is bad.
 
-    Streaming from the builtin corpus creates that corpus on first use (after the options were checked).
+    The name is reserved for this process (see LOCK) until `release_name`; streaming from the builtin corpus
+    creates that corpus on first use (after the options were checked).
     """
     _check_options(req)
-    if req.name is not None:
-        _check_free(ws, con, req.name, req.resume)
-    source = _plan_source(ws, con, req, lm)
-    spec = _spec(req, source)
-    config = _config(req, spec.d_sae, spec.k)
-    name = req.name or default_name(req, source, spec.d_sae)
-    checkpoint = _check_free(ws, con, name, req.resume)
-    run_id = uuid.uuid4().hex[:12]
-    if req.resume:
-        payload = load_checkpoint(checkpoint)
-        check_resumable(payload, config, asdict(spec), checkpoint)
-        run_id = payload["state"]["run_id"]
+    first = _claim(ws, con, req.name, req.resume)[1] if req.name is not None else None
+    try:
+        source = plan_source(ws, con, req, lm)
+        spec = _spec(req, source)
+        config = _config(req, spec.d_sae, spec.k)
+        _check_memory(config, spec, req.device)
+        name = req.name or default_name(req, source, spec.d_sae)
+        checkpoint, hold = _claim(ws, con, name, req.resume)
+        run_id = uuid.uuid4().hex[:12]
+        if req.resume:
+            try:
+                payload = load_checkpoint(checkpoint)
+                check_checkpoint(payload, spec, config, checkpoint)
+            except BaseException:
+                hold.release(remove=True)
+                raise
+            run_id = payload["state"]["run_id"]
+    finally:
+        if first is not None:  # the final claim holds the same name
+            first.release(remove=True)
     return TrainPlan(name, config, spec, source, ws.named("dictionaries", name), checkpoint, req.resume, run_id)
 
 
+def release_name(ws: Workspace, name: str) -> None:
+    """Let go of the name's reservation (the lock file goes with the last holder in this process)."""
+    release(ws.named("checkpoints", name) / LOCK, remove=True)
+
+
+def _check_memory(config: TrainConfig, spec, device: str | None) -> None:
+    from sae.device import pick_device, require_memory
+
+    need = training_memory(spec.d_in, spec.d_sae, config.batch // dist_context().world)
+    require_memory(need, f"training d_in={spec.d_in} x --d-sae {spec.d_sae} with --batch {config.batch}",
+                   pick_device(device))
+
+
 # ---------------------------------------------------------------------------------------------- running
-
-def build_source(plan: SourcePlan, lm=None, device: str | None = None):
-    """The activation source of a plan, built in this process (a model to stream from goes on `device`)."""
-    from sae.models import load_model
-    from sae.sources import CacheSource, FileSource, ModelSource
-
-    if plan.kind == "cache":
-        return CacheSource(plan.path)
-    if plan.kind == "file":
-        return FileSource(plan.path)
-    lm = lm if lm is not None and lm.cfg.model_name == plan.model else load_model(plan.model, device=device)
-    return ModelSource(lm, plan.hook, plan.tokens)
-
 
 def run_training(plan: TrainPlan, lm=None, progress: bool = True, evals: dict | None = None) -> TrainOutcome | None:
     """Train, then (rank 0 only) save the dictionary and evaluate it; other ranks return None."""
@@ -321,10 +217,11 @@ def start_training(con: duckdb.DuckDBPyConnection, plan: TrainPlan) -> None:
 
 
 def record_training(con: duckdb.DuckDBPyConnection, plan: TrainPlan, outcome: TrainOutcome) -> repo.DictionaryRow:
-    """Make the trained dictionary visible: its row, run, log and metrics in one transaction."""
+    """Make the trained dictionary visible: its row, run, log and metrics in one transaction; then (and only
+    then) the checkpoint goes."""
     row = repo.DictionaryRow(plan.name, plan.source.model, plan.source.hook, plan.config.arch, plan.source.d_in,
                              plan.config.d_sae, plan.config.k, str(plan.folder))
-    with transaction(con):
+    with transaction(con, "train"):
         repo.add_dictionary(con, row)
         repo.finish_run(con, plan.name, plan.run_id)
         repo.add_log(con, plan.name, plan.run_id, [repo.LogRow(**r) for r in outcome.log])
@@ -333,17 +230,53 @@ def record_training(con: duckdb.DuckDBPyConnection, plan: TrainPlan, outcome: Tr
     return repo.require_dictionary(con, plan.name)
 
 
+def failure_reason(exc: BaseException) -> str:
+    """One line for the run's row: what stopped it."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return (text if isinstance(exc, InputError) else f"{exc.__class__.__name__}: {text}".rstrip(": "))[:500]
+
+
+@contextlib.contextmanager
+def _failure_recorded(store, plan: TrainPlan) -> Iterator[None]:
+    """Mark the run 'failed' with the reason when the block raises (store: a connection, a path, or None on
+    the ranks that do not write); the checkpoint stays for --resume."""
+    try:
+        yield
+    except BaseException as exc:
+        if store is not None:
+            with borrow(store) as con:
+                repo.finish_run(con, plan.name, plan.run_id, status="failed", reason=failure_reason(exc))
+        raise
+
+
+@contextlib.contextmanager
+def _named_early(ws: Workspace, req: TrainRequest) -> Iterator[None]:
+    """Check the options and reserve the name before waiting for the store, which another process may hold for
+    a while: a second run of a name in training is refused at once. (plan_training reserves it again.)"""
+    _check_options(req)
+    if req.name is not None:
+        repo.check_name(req.name)  # before it names a folder
+    hold = reserve(ws.named("checkpoints", req.name) / LOCK, f"dictionary {req.name!r}") if req.name else None
+    try:
+        yield
+    finally:
+        if hold is not None:
+            hold.release(remove=True)
+
+
 def train_dictionary(ws: Workspace, con: duckdb.DuckDBPyConnection, req: TrainRequest, lm=None,
                      progress: bool = True, evals: dict | None = None) -> tuple[repo.DictionaryRow, dict]:
     """Plan, train, save, evaluate and record a dictionary on one connection (single process)."""
     plan = plan_training(ws, con, req, lm)
-    start_training(con, plan)
     try:
-        outcome = run_training(plan, lm, progress, evals)
-    except BaseException:
-        repo.finish_run(con, plan.name, plan.run_id, status="failed")
-        raise
-    return record_training(con, plan, outcome), outcome.metrics
+        start_training(con, plan)
+        with _failure_recorded(con, plan):
+            outcome = run_training(plan, lm, progress, evals)
+            return record_training(con, plan, outcome), outcome.metrics
+    finally:
+        release_name(ws, plan.name)
 
 
 def train_in_workspace(ws: Workspace, req: TrainRequest, lm=None, progress: bool = True,
@@ -357,11 +290,12 @@ def train_in_workspace(ws: Workspace, req: TrainRequest, lm=None, progress: bool
     from store.db import session
 
     ctx = init_distributed()
+    plan = None
     try:
-        plan, error = None, None
+        error = None
         if ctx.rank == 0:
             try:
-                with session(ws.db_path) as con:
+                with _named_early(ws, req), session(ws.db_path) as con:
                     plan = plan_training(ws, con, req, lm)
                     start_training(con, plan)
             except InputError as exc:
@@ -374,18 +308,15 @@ def train_in_workspace(ws: Workspace, req: TrainRequest, lm=None, progress: bool
             plan, error = box
         if error is not None:
             raise error
-        try:
+        with _failure_recorded(ws.db_path if ctx.rank == 0 else None, plan):
             outcome = run_training(plan, lm, progress, evals)
-        except BaseException:
-            if ctx.rank == 0:
-                with session(ws.db_path) as con:
-                    repo.finish_run(con, plan.name, plan.run_id, status="failed")
-            raise
-        if ctx.rank != 0:
-            return None
-        with session(ws.db_path) as con:
-            return record_training(con, plan, outcome), outcome.metrics
+            if ctx.rank != 0:
+                return None
+            with session(ws.db_path) as con:
+                return record_training(con, plan, outcome), outcome.metrics
     finally:
+        if plan is not None and ctx.rank == 0:
+            release_name(ws, plan.name)
         if ctx.world > 1:
             import torch.distributed as dist
 

@@ -36,10 +36,16 @@ class ActivationReader:
         return sum(s.rows for s in self.manifest.shards)
 
     def load_shard(self, index: int) -> torch.Tensor:
+        """The shard's activations; with `verify`, InputError unless its hash matches the manifest and every value
+        is finite (a NaN would poison a training run or an analysis without failing it)."""
         shard = self.manifest.shards[index]
         if self.verify:
             check_shard(self.folder, shard, full=True)
-        return load_file(shard_path(self.folder, shard))["activations"]
+        acts = load_file(shard_path(self.folder, shard))["activations"]
+        if self.verify and not bool(torch.isfinite(acts).all()):
+            raise InputError(f"activation shard {shard_path(self.folder, shard)} holds NaN or infinite values; delete "
+                             "the cache folder to rebuild it")
+        return acts
 
     def contexts(self, max_contexts: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(context_ids [n], acts [n, ctx, d]) shard by shard, in corpus order."""

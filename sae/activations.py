@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from store.errors import InputError
 from store.paths import confined, staging_file, sweep_staging, write_durable
+from store.faults import crash_point
 from sae.models import stop_layer
 
 MANIFEST = "manifest.json"
@@ -171,6 +172,7 @@ def write_cache(model, hook: str, folder: Path, tokens_of: TokenSource, manifest
         manifest.shards.append(_write_shard(folder, torch.cat(parts), start, stop - start))
         manifest.complete = manifest.contexts_done >= manifest.n_contexts
         write_durable(folder / MANIFEST, json.dumps(asdict(manifest), indent=1))
+        crash_point("activations.shard")
     bar.close()
     if not (folder / MANIFEST).exists():  # a finished cache found on disk: nothing to write
         write_durable(folder / MANIFEST, json.dumps(asdict(manifest), indent=1))
@@ -178,6 +180,9 @@ def write_cache(model, hook: str, folder: Path, tokens_of: TokenSource, manifest
 
 
 def _write_shard(folder: Path, acts: torch.Tensor, start: int, n_contexts: int) -> Shard:
+    if not bool(torch.isfinite(acts).all()):  # e.g. an overflow in half precision: never cache it as valid
+        last = start + n_contexts - 1
+        raise InputError(f"the model produced NaN or infinite activations in contexts {start}..{last}")
     name = f"shard_{start:08d}.safetensors"
     tmp = staging_file(folder, name)
     try:

@@ -51,3 +51,36 @@ def autocast(device: torch.device) -> Iterator[None]:
             yield
     finally:
         torch.backends.cuda.matmul.allow_tf32 = before
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free for new tensors on `device` (CPU: the kernel's MemAvailable), None where unknown."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        import os
+
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def human_bytes(n: float) -> str:
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:,.1f} {unit}"
+    return f"{n:,.0f} bytes"
+
+
+def require_memory(need: int, what: str, device: torch.device) -> None:
+    """InputError before allocating when `what` needs more than `device` has free (an estimate: a lower bound
+    of what the job allocates, so a refusal is never a job that would have fitted)."""
+    free = available_memory(device)
+    if free is not None and need > free:
+        raise InputError(f"{what} needs at least {human_bytes(need)} of {device.type} memory, but "
+                         f"{human_bytes(free)} is free; choose smaller values")

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import math
 import os
-import pickle
 import random
 import time
 import uuid
-import zipfile
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -22,11 +20,16 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from sae import checkpoint
+from sae.checkpoint import load_checkpoint, save_checkpoint  # noqa: F401 - the checkpoint API of a run
 from sae.device import autocast, pick_device
-from store.errors import InputError
 from sae.sources import BatchStream, Source
+from store.errors import InputError
+from store.faults import crash_point
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_SECONDS = 120.0
+"""Besides every `checkpoint_every` steps, a run checkpoints when this long has passed since its last
+checkpoint, and once more when training ends: a default run (fewer steps than checkpoint_every) too."""
 RESUMABLE_CHANGES = ("device", "checkpoint_every", "log_every")
 """Config fields a resumed run may change: they do not alter the numbers it computes."""
 
@@ -55,7 +58,8 @@ class TrainConfig:
     seed: int = 0
     """Seeds the initialisation, the data order and every random choice of the training step."""
     checkpoint_every: int = 500
-    """Steps between checkpoints (0: only the final state is kept)."""
+    """Steps between checkpoints, which are also written every CHECKPOINT_SECONDS and when training ends
+    (0: no checkpoint at all)."""
     log_every: int = 10
     """Steps between training_log rows."""
     dead_window: int = 250_000
@@ -123,59 +127,37 @@ def input_scale(sample: torch.Tensor, d_in: int) -> float:
     return math.sqrt(d_in) / mean_norm
 
 
+def training_memory(d_in: int, d_sae: int, batch: int) -> int:
+    """Bytes a run needs at the least: a float32 decoder with its gradient and Adam's two moments (16 bytes a
+    weight; most architectures add an encoder as large), and one batch's inputs and feature activations."""
+    return 16 * d_in * d_sae + 4 * batch * (d_in + d_sae)
+
+
 # ---------------------------------------------------------------------------------------------- checkpoints
-
-def save_checkpoint(path: Path, sae, optimizer, state: TrainState, config: TrainConfig, spec: dict) -> None:
-    """Write a checkpoint atomically: a killed writer leaves the previous checkpoint intact."""
-    payload = {
-        "version": CHECKPOINT_VERSION, "config": asdict(config), "spec": spec, "state": asdict(state),
-        "sae": sae.state_dict(), "optimizer": optimizer.state_dict(),
-        "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as handle:
-        torch.save(payload, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: Path) -> dict:
-    """Read a checkpoint; InputError (one line) when it is missing, truncated or not ours."""
-    if not path.is_file():
-        raise InputError(f"no checkpoint to resume at {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
-        raise InputError(f"checkpoint {path} is truncated or corrupted ({exc.__class__.__name__}); "
-                         "delete it to start over") from None
-    if not isinstance(payload, dict) or payload.get("version") != CHECKPOINT_VERSION:
-        raise InputError(f"checkpoint {path} is not a SparseScope v{CHECKPOINT_VERSION} checkpoint")
-    return payload
-
+# The file format lives in sae/checkpoint.py (safetensors + JSON, no pickle); these bind it to TrainState.
 
 def check_resumable(payload: dict, config: TrainConfig, spec: dict, path: Path) -> None:
     """InputError unless the checkpoint was written by a run with the same settings."""
-    saved = payload["config"]
-    differ = [f.name for f in fields(config)
-              if f.name not in RESUMABLE_CHANGES and saved.get(f.name) != getattr(config, f.name)]
-    differ += [key for key in ("arch", "d_in", "d_sae", "k") if payload["spec"].get(key) != spec.get(key)]
-    if differ:
-        raise InputError(f"checkpoint {path} was written with different settings ({', '.join(sorted(set(differ)))}); "
-                         "resume with the original options or delete it")
+    names = {f.name for f in fields(TrainState)} - {"last_fired"}
+    if set(payload["state"]) - {"last_fired"} != names:
+        raise InputError(f"checkpoint {path} has unknown or missing state keys "
+                         f"({', '.join(sorted((set(payload['state']) - {'last_fired'}) ^ names))}); "
+                         "delete it to start over")
+    checkpoint.check_resumable(payload, config, spec, path, RESUMABLE_CHANGES)
+
+
+def check_checkpoint(payload: dict, spec, config: TrainConfig, path: Path) -> None:
+    """check_resumable, then every tensor against the dictionary `spec` builds (on the CPU, uninitialised)."""
+    from sae.dictionaries import build_training_sae
+
+    check_resumable(payload, config, asdict_spec(spec), path)
+    sae = build_training_sae(spec, device="cpu")
+    checkpoint.check_tensors(payload, sae, torch.optim.Adam(sae.parameters(), lr=config.lr), path)
 
 
 def _restore(payload: dict, sae, optimizer) -> TrainState:
-    sae.load_state_dict(payload["sae"])
-    optimizer.load_state_dict(payload["optimizer"])
-    rng = payload["rng"]
-    torch.set_rng_state(rng["torch"])
-    random.setstate(rng["python"])
-    np.random.set_state(rng["numpy"])
-    if rng["cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
+    checkpoint.check_tensors(payload, sae, optimizer, Path(payload["path"]))
+    checkpoint.restore(payload, sae, optimizer)
     return TrainState(**payload["state"])
 
 
@@ -231,6 +213,8 @@ def train(spec, config: TrainConfig, source: Source, checkpoint: Path | None = N
     bar = tqdm(total=config.total_steps * config.batch, initial=state.position, unit="tok", unit_scale=True,
                desc=f"train {config.arch}", disable=not (progress and writer), dynamic_ncols=True)
     started = time.perf_counter() - state.seconds
+    saver = _Saver(checkpoint if writer else None, config, asdict_spec(spec),
+                   saved_step=state.step if resume is not None else None)
     for step in range(state.step, config.total_steps):
         rows = _local_slice(next(stream), ctx)
         for group in optimizer.param_groups:
@@ -249,10 +233,27 @@ def train(spec, config: TrainConfig, source: Source, checkpoint: Path | None = N
                             dead=f"{row['dead']:.1%}", refresh=False)
         bar.update(config.batch)
         state.seconds = time.perf_counter() - started
-        if writer and checkpoint is not None and config.checkpoint_every and state.step % config.checkpoint_every == 0:
-            save_checkpoint(checkpoint, sae, optimizer, state, config, asdict_spec(spec))
+        saver.maybe_save(sae, optimizer, state)
+        crash_point("train.step")
+    saver.maybe_save(sae, optimizer, state, final=True)  # a failure after training keeps the trained state
     bar.close()
     return TrainResult(sae=sae, state=state, config=config)
+
+
+class _Saver:
+    """When to checkpoint: every `checkpoint_every` steps, every CHECKPOINT_SECONDS, and at the end."""
+
+    def __init__(self, path: Path | None, config: TrainConfig, spec: dict, saved_step: int | None):
+        self.path, self.config, self.spec = path, config, spec
+        self.last_step, self.last_time = saved_step, time.monotonic()
+
+    def maybe_save(self, sae, optimizer, state: TrainState, final: bool = False) -> None:
+        every = self.config.checkpoint_every
+        if self.path is None or not every or self.last_step == state.step:
+            return
+        if final or state.step % every == 0 or time.monotonic() - self.last_time >= CHECKPOINT_SECONDS:
+            save_checkpoint(self.path, sae, optimizer, state, self.config, self.spec)
+            self.last_step, self.last_time = state.step, time.monotonic()
 
 
 def asdict_spec(spec) -> dict:

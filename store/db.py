@@ -16,6 +16,7 @@ from typing import Iterator
 import duckdb
 
 from store.errors import InputError
+from store.faults import crash_point
 from store.migrations import latest_version, migrate
 
 NOTICE_AFTER_S = 1.0
@@ -81,15 +82,38 @@ def _check_version(con: duckdb.DuckDBPyConnection, path: str | Path) -> None:
 
 
 @contextlib.contextmanager
-def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
-    """All-or-nothing block: commit on success, roll back on any exception."""
+def transaction(con: duckdb.DuckDBPyConnection, name: str | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+    """All-or-nothing block: commit on success, roll back on any exception.
+
+    A job's final write names its transaction (e.g. "train"): the fault tests can then kill the process right
+    before the commit (crash point NAME.commit) and right after it (NAME.committed), see store/faults.py.
+    """
     con.execute("BEGIN TRANSACTION")
     try:
         yield con
+        if name:
+            crash_point(f"{name}.commit")
     except BaseException:
         con.execute("ROLLBACK")
         raise
     con.execute("COMMIT")
+    if name:
+        crash_point(f"{name}.committed")
+
+
+@contextlib.contextmanager
+def borrow(store: duckdb.DuckDBPyConnection | str | Path,
+           read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    """`store` itself when it is an open connection (left open), else a short session on the store at that path.
+
+    Long jobs take the store's path and open it only for their short reads and their final transaction, so
+    other processes can write in between; tests pass an in-memory connection instead.
+    """
+    if isinstance(store, duckdb.DuckDBPyConnection):
+        yield store
+        return
+    with session(store, read_only=read_only) as con:
+        yield con
 
 
 @contextlib.contextmanager

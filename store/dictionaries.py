@@ -89,25 +89,44 @@ def delete_dictionary(con: duckdb.DuckDBPyConnection, name: str) -> None:
             con.execute(f"DELETE FROM {table} WHERE {column} = ?", [name])
 
 
+KILLED = "the process ended without a word (killed?)"
+"""The reason of a run left 'running' by a process that died (found when the name is trained again)."""
+
+
 def start_run(con: duckdb.DuckDBPyConnection, dictionary: str, run_id: str, config: dict) -> None:
-    """Record a run as 'running' (a resumed run keeps its row)."""
-    con.execute("INSERT INTO training_runs (dictionary, run_id, config, status) VALUES (?, ?, ?, 'running') "
-                "ON CONFLICT DO UPDATE SET status = 'running', finished = NULL",
-                [dictionary, run_id, json.dumps(config)])
+    """Record a run as 'running' (a resumed run keeps its row). The caller holds the name's reservation, so an
+    older run of the name still 'running' belongs to a dead process: it is marked failed."""
+    with transaction(con):
+        con.execute("UPDATE training_runs SET status = 'failed', reason = ?, finished = current_timestamp "
+                    "WHERE dictionary = ? AND run_id <> ? AND status = 'running'", [KILLED, dictionary, run_id])
+        con.execute("INSERT INTO training_runs (dictionary, run_id, config, status) VALUES (?, ?, ?, 'running') "
+                    "ON CONFLICT DO UPDATE SET status = 'running', finished = NULL, reason = NULL",
+                    [dictionary, run_id, json.dumps(config)])
 
 
-def finish_run(con: duckdb.DuckDBPyConnection, dictionary: str, run_id: str, status: str = "finished") -> None:
-    con.execute("UPDATE training_runs SET status = ?, finished = current_timestamp "
-                "WHERE dictionary = ? AND run_id = ?", [status, dictionary, run_id])
+def finish_run(con: duckdb.DuckDBPyConnection, dictionary: str, run_id: str, status: str = "finished",
+               reason: str | None = None) -> None:
+    """Close a run: 'finished', or 'failed' with the reason (one line)."""
+    con.execute("UPDATE training_runs SET status = ?, reason = ?, finished = current_timestamp "
+                "WHERE dictionary = ? AND run_id = ?", [status, reason, dictionary, run_id])
 
 
 def get_run(con: duckdb.DuckDBPyConnection, dictionary: str) -> dict | None:
-    """The newest run of a dictionary: run_id, config (dict), started, finished, status."""
-    row = _one(con, "SELECT run_id, config, started, finished, status FROM training_runs "
+    """The newest run of a dictionary: run_id, config (dict), started, finished, status, reason."""
+    row = _one(con, "SELECT run_id, config, started, finished, status, reason FROM training_runs "
                "WHERE dictionary = ? ORDER BY started DESC LIMIT 1", [dictionary])
     if row is None:
         return None
-    return dict(run_id=row[0], config=json.loads(row[1]), started=row[2], finished=row[3], status=row[4])
+    return dict(run_id=row[0], config=json.loads(row[1]), started=row[2], finished=row[3], status=row[4],
+                reason=row[5])
+
+
+def unfinished_runs(con: duckdb.DuckDBPyConnection) -> list[dict]:
+    """Runs of names that have no dictionary: dictionary, run_id, status ('running' or 'failed'), reason."""
+    rows = con.execute("SELECT r.dictionary, r.run_id, r.status, r.reason FROM training_runs r "
+                       "WHERE r.status <> 'finished' AND r.dictionary NOT IN (SELECT name FROM dictionaries) "
+                       "ORDER BY r.started").fetchall()
+    return [dict(dictionary=d, run_id=i, status=s, reason=r) for d, i, s, r in rows]
 
 
 def add_log(con: duckdb.DuckDBPyConnection, dictionary: str, run_id: str, rows: list[LogRow]) -> None:

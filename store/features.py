@@ -5,6 +5,7 @@ analysis or the new one, never a mix, and a failure midway leaves the previous r
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Mapping, Sequence
 
@@ -74,15 +75,44 @@ def write_feature_stats(con: duckdb.DuckDBPyConnection, dictionary: str, corpus:
 
     _check(tables)
     model = model or _model_of(con, corpus)
-    with transaction(con):
+    config = json.dumps(dict(config or {}) | {"results_sha256": results_digest(tables)})
+    with transaction(con, "analyze"):
         require_fingerprint(con, corpus, corpus_fingerprint)
+        same = con.execute("SELECT count(*) FROM analyses WHERE dictionary = ? AND model = ? AND corpus = ? AND "
+                           "n_tokens = ? AND config::VARCHAR = ? AND corpus_fingerprint IS NOT DISTINCT FROM ?",
+                           [dictionary, model, corpus, n_tokens, config, corpus_fingerprint])
+        if same.fetchone()[0]:  # a rerun with identical results: rewriting them would only grow the file
+            con.execute("UPDATE analyses SET finished = current_timestamp WHERE dictionary = ?", [dictionary])
+            return
         for table in RESULT_COLUMNS:
             con.execute(_DELETE[table], [dictionary])
         for name, table in tables.items():
             _insert(con, name, table, dictionary)
         con.execute("INSERT OR REPLACE INTO analyses (dictionary, model, corpus, n_tokens, config, finished, "
                     "corpus_fingerprint) VALUES (?, ?, ?, ?, ?, current_timestamp, ?)",
-                    [dictionary, model, corpus, n_tokens, json.dumps(dict(config or {})), corpus_fingerprint])
+                    [dictionary, model, corpus, n_tokens, config, corpus_fingerprint])
+    reclaim(con)
+
+
+def results_digest(tables: Mapping[str, pa.Table]) -> str:
+    """SHA-256 of the result tables (Arrow IPC bytes, tables by name): equal results, equal digests."""
+    digest = hashlib.sha256()
+    for name in sorted(tables):
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, tables[name].schema) as writer:
+            writer.write_table(tables[name])
+        digest.update(name.encode() + b"\0" + sink.getvalue().to_pybytes())
+    return digest.hexdigest()
+
+
+def reclaim(con: duckdb.DuckDBPyConnection) -> None:
+    """CHECKPOINT now, so the blocks of replaced rows are free for the next write to reuse (DuckDB never shrinks
+    its file but truncates free blocks at its end; without a checkpoint every replacement takes new blocks).
+    Skipped while another transaction of this database is open: the next checkpoint frees them."""
+    try:
+        con.execute("CHECKPOINT")
+    except duckdb.TransactionException:
+        pass
 
 
 def _insert(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table, dictionary: str) -> None:

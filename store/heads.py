@@ -68,7 +68,7 @@ def save_head_scan(con: duckdb.DuckDBPyConnection, run: HeadRun, tables: Mapping
         raise ValueError(f"a head scan needs exactly the tables {sorted(_SCAN_TABLES)}")
     for name, table in tables.items():
         _check_columns(name, table, _SCAN_TABLES[name])
-    with transaction(con):
+    with transaction(con, "heads"):
         require_fingerprint(con, run.corpus, run.corpus_fingerprint)
         for name, table in tables.items():
             con.execute(f"DELETE FROM {name} WHERE model = ? AND corpus = ?", [run.model, run.corpus])

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import duckdb
 
-from store.db import transaction
+from store.db import borrow, transaction
 from store.errors import InputError
+from store.faults import crash_point
 from store.paths import (check_output_folder, confined, mark_output, refuse_symlinks, staging_dir, swap_folder,
                          sweep_staging, write_durable)
 from store.workspace import KINDS, Workspace
@@ -97,19 +98,21 @@ def _folders(con: duckdb.DuckDBPyConnection, table: str, key: str, with_them: bo
     return {name: Path(path) for name, path in rows if path and Path(path).is_dir()}
 
 
-def export_db(con: duckdb.DuckDBPyConnection, out: str | Path, with_activations: bool = False,
+def export_db(con: duckdb.DuckDBPyConnection | str | Path, out: str | Path, with_activations: bool = False,
               force: bool = False) -> dict:
     """Write the store and its dictionaries to the new folder `out`; returns the manifest.
 
-    Everything is written to a temporary folder beside `out` and renamed at the end, so a failure leaves no
-    half-written export behind. `force` replaces an earlier export (a folder carrying store.paths.MARKER), never
-    a folder SparseScope did not write.
+    `con`: an open connection, or the store's path: then the store is opened (read-only) only while the tables
+    are copied, not while folders are copied and hashed. Everything is written to a temporary folder beside
+    `out` and renamed at the end, so a failure leaves no half-written export behind. `force` replaces an earlier
+    export (a folder carrying store.paths.MARKER), never a folder SparseScope did not write.
     """
     out = check_output_folder(out, force)
     stage = staging_dir(out.parent, out.name)
     try:
         manifest = _write_export(con, stage, with_activations)
         mark_output(stage)
+        crash_point("export_db.rename")
         swap_folder(stage, out)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
@@ -117,24 +120,29 @@ def export_db(con: duckdb.DuckDBPyConnection, out: str | Path, with_activations:
     return manifest
 
 
-def _write_export(con: duckdb.DuckDBPyConnection, stage: Path, with_activations: bool) -> dict:
+def _write_export(store, stage: Path, with_activations: bool) -> dict:
     (stage / "tables").mkdir()
-    tables = {}
-    bind = _binds_copy_path(con, stage / "probe.parquet")
-    with transaction(con):  # one snapshot: a job committing meanwhile cannot split the export
-        for table in user_tables(con):
-            _copy_to(con, table, stage / "tables" / f"{table}.parquet", bind)
-            rows = con.execute(f"SELECT count(*) FROM {_ident(table)}").fetchone()[0]
-            tables[table] = {"file": f"tables/{table}.parquet", "rows": int(rows)}
+    tables, sources = {}, {}
+    with borrow(store, read_only=True) as con:
+        bind = _binds_copy_path(con, stage / "probe.parquet")
+        with transaction(con, "export_db"):  # one snapshot: a job committing meanwhile cannot split the export
+            for table in user_tables(con):
+                _copy_to(con, table, stage / "tables" / f"{table}.parquet", bind)
+                rows = con.execute(f"SELECT count(*) FROM {_ident(table)}").fetchone()[0]
+                tables[table] = {"file": f"tables/{table}.parquet", "rows": int(rows)}
+                crash_point("export_db.table")
+            for kind, table, key, wanted in (("dictionaries", "dictionaries", "name", True),
+                                             ("activations", "activation_caches", "name", with_activations)):
+                sources[kind] = _folders(con, table, key, wanted)
+            version = schema_version(con)
     folders = {}
-    for kind, table, key, wanted in (("dictionaries", "dictionaries", "name", True),
-                                     ("activations", "activation_caches", "name", with_activations)):
+    for kind, found in sources.items():  # the store is closed again: copies of large folders take long
         folders[kind] = {}
-        for name, src in _folders(con, table, key, wanted).items():
+        for name, src in found.items():
             shutil.copytree(src, confined(stage / kind, name, KINDS[kind]))
             folders[kind][name] = {"folder": f"{kind}/{name}", "original_path": str(src)}
     files = {p.relative_to(stage).as_posix(): sha256_file(p) for p in sorted(stage.rglob("*")) if p.is_file()}
-    manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "schema_version": schema_version(con),
+    manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "schema_version": version,
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "tables": tables,
                 **folders, "files": files}
     write_durable(stage / MANIFEST, json.dumps(manifest, indent=1))
@@ -263,15 +271,34 @@ def _stage_folders(ws: Workspace, src: Path, manifest: dict) -> tuple[Path, dict
     return stage, staged
 
 
-def import_db(ws: Workspace, con: duckdb.DuckDBPyConnection, src: str | Path,
+def import_db(ws: Workspace, con: duckdb.DuckDBPyConnection | None, src: str | Path,
               replace: bool = False) -> ImportSummary:
-    """Restore an export into the workspace `ws` (whose store `con` is open for writing).
+    """Restore an export into the workspace `ws`. `con`: its store open for writing, or None: the store is
+    opened only to check it and for the restore transaction, not while files are verified and copied.
 
     Every checksum, table name and every name that becomes a path is checked before anything is written;
-    the folders are staged in WORKSPACE/.import.partial-PID@HOST-XXXX, removed whatever happens.
+    the folders are staged in WORKSPACE/.import.partial-PID@HOST-XXXX, removed whatever happens, and moved into
+    place inside the restore transaction, before its commit: a killed import leaves either nothing the store
+    refers to, or everything.
     """
     src = Path(src).expanduser()
     manifest = verify_export(src)
+    store = con if con is not None else ws.db_path
+    with borrow(store) as con:
+        _check_importable(ws, con, src, manifest, replace)
+    stage, staged = _stage_folders(ws, src, manifest)
+    try:
+        with borrow(store) as con:
+            _check_importable(ws, con, src, manifest, replace)  # again: another process may have written meanwhile
+            summary = _restore_tables(ws, con, src, manifest, staged, replace)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    summary.dictionaries = sorted(staged["dictionaries"])
+    return summary
+
+
+def _check_importable(ws: Workspace, con: duckdb.DuckDBPyConnection, src: Path, manifest: dict,
+                      replace: bool) -> None:
     ours = schema_version(con)
     if manifest["schema_version"] > ours:
         raise InputError(f"the export has schema version {manifest['schema_version']}, this SparseScope "
@@ -279,22 +306,13 @@ def import_db(ws: Workspace, con: duckdb.DuckDBPyConnection, src: str | Path,
     _check_names(ws, con, src, manifest)
     if not replace and not store_is_empty(con):
         raise InputError(f"workspace {ws.root} already holds data; import into an empty workspace or pass --replace")
-    stage, staged = _stage_folders(ws, src, manifest)
-    try:
-        summary = _restore_tables(ws, con, src, manifest, staged, replace)
-        for kind, folders in staged.items():
-            _move_into_place(ws, kind, folders)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-    summary.dictionaries = sorted(staged["dictionaries"])
-    return summary
 
 
 def _restore_tables(ws: Workspace, con: duckdb.DuckDBPyConnection, src: Path, manifest: dict,
                     staged: dict[str, dict[str, Path]], replace: bool) -> ImportSummary:
     summary = ImportSummary()
     tables = user_tables(con)
-    with transaction(con):
+    with transaction(con, "import_db"):
         if replace:
             for table in reversed(tables):
                 con.execute(f"DELETE FROM {_ident(table)}")
@@ -308,6 +326,8 @@ def _restore_tables(ws: Workspace, con: duckdb.DuckDBPyConnection, src: Path, ma
                 summary.rows[table] = con.execute(f"SELECT count(*) FROM {_ident(table)}").fetchone()[0]
         _rewrite_paths(ws, con, staged, summary)
         _advance_sequences(con)
+        for kind, folders in staged.items():
+            _move_into_place(ws, kind, folders)
     return summary
 
 

@@ -1,8 +1,11 @@
-"""Test utilities shared across test files: the CLI runner, the one-error-line check, the UI server's port and
-health check, the id of a process that is gone. Builders of models, configs and stores are in tests/factories.py."""
+"""Test utilities shared across test files: the CLI runner (in this process, or as a real process that a crash
+point may kill), the one-error-line check, a store's rows for comparisons, the UI server's port and health check,
+the id of a process that is gone. Builders of models, configs and stores are in tests/factories.py."""
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -11,6 +14,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
@@ -45,6 +50,64 @@ def killed_staging(parent, base: str, tag: str = "k1ll3d", suffix: str = "") -> 
     from store.paths import HOST
 
     return Path(parent) / f".{base}.partial-{dead_pid()}@{HOST}-{tag}{suffix}"
+
+
+def cli_env(crash_at: str | None = None, threads: int | None = None) -> dict[str, str]:
+    """The environment of a CLI process: quiet, `threads` torch threads (default: this process' count, since equal
+    thread counts give bit-equal floating point sums), SPARSESCOPE_CRASH_AT only when given."""
+    import torch
+
+    env = {k: v for k, v in os.environ.items() if k != "SPARSESCOPE_CRASH_AT"}
+    env |= {"SPARSESCOPE_QUIET": "1", "OMP_NUM_THREADS": str(threads or torch.get_num_threads())}
+    return env | ({"SPARSESCOPE_CRASH_AT": crash_at} if crash_at else {})
+
+
+def start_cli(*args: str, crash_at: str | None = None, threads: int | None = None) -> subprocess.Popen:
+    """`python -m app.cli ARGS...` as a real process of its own, from the repository root (stdout, stderr piped)."""
+    return subprocess.Popen([sys.executable, "-m", "app.cli", *map(str, args)], cwd=ROOT,
+                            env=cli_env(crash_at, threads), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def cli_process(*args: str, crash_at: str | None = None, threads: int | None = None,
+                timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run `sparsescope ARGS...` as a real process to its end; returncode -9 when a crash point killed it."""
+    proc = start_cli(*args, crash_at=crash_at, threads=threads)
+    out, err = proc.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def store_rows(db_path, table: str, where: str = "", params: tuple = (), root: Path | None = None) -> list[tuple]:
+    """Every row of `table` (WHERE `where`), sorted, without its timestamp columns and with the workspace `root`
+    in stored paths replaced by "WS": what two runs of one job must agree on. Opens the store read-only."""
+    from store import connect
+
+    con = connect(db_path, read_only=True)
+    try:
+        columns = [name for name, kind in con.execute(
+            "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = ? ORDER BY column_index",
+            [table]).fetchall() if not kind.startswith("TIMESTAMP")]
+        quoted = ", ".join('"' + c.replace('"', '""') + '"' for c in columns)
+        query = f"SELECT {quoted} FROM {table}"
+        rows = con.execute(query + (f" WHERE {where}" if where else "") + " ORDER BY ALL", list(params)).fetchall()
+    finally:
+        con.close()
+    if root is None:
+        return rows
+    return [tuple(v.replace(str(root), "WS") if isinstance(v, str) else v for v in row) for row in rows]
+
+
+def copy_workspace(src: Path, dst: Path) -> Path:
+    """A copy of the workspace folder `src` at `dst`, the paths its store records pointing into the copy."""
+    from store import connect
+
+    shutil.copytree(src, dst)
+    con = connect(dst / "sparsescope.duckdb")
+    try:
+        for table in ("activation_caches", "dictionaries"):
+            con.execute(f"UPDATE {table} SET path = replace(path, ?, ?)", [str(src), str(dst)])
+    finally:
+        con.close()
+    return dst
 
 
 def free_port() -> int:

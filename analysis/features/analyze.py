@@ -12,6 +12,7 @@ activations are orders of magnitude larger than the rest.
 """
 from __future__ import annotations
 
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from analysis.corpora import ensure_corpus
 from analysis.features.stats import FeatureStatsAccumulator, StatsConfig
 from store.corpora import Corpus, context_tokens, corpus_fingerprint
 from store.errors import InputError
+from store.faults import crash_point
 
 SKIP_FIRST = 1
 """Positions left out at the start of each context (the attention sink)."""
@@ -219,12 +221,21 @@ def _pad_steps(atom_ids: Tensor, k: int) -> Tensor:
     return torch.cat([atom_ids, pad], dim=1)
 
 
+def stats_memory(d_sae: int, cfg: StatsConfig) -> int:
+    """Bytes the accumulators of one pass hold (the table in analysis.features.stats' docstring)."""
+    slot = 4 * (2 * cfg.window + 1) + 32
+    band_slots = 2 * cfg.n_quantiles * cfg.band_cells * math.ceil(cfg.cell_capacity * cfg.n_examples)
+    cooccurrence = 4 * d_sae * d_sae if d_sae <= cfg.cooc_max_d_sae else 0
+    return d_sae * (24 + slot * (cfg.n_examples + band_slots)) + cooccurrence
+
+
 def analyze_dictionary(ws, req: AnalyzeRequest, lm=None, progress: bool = True) -> AnalyzeOutcome:
     """Run the pass and replace the dictionary's results in the store (one transaction)."""
     from tqdm.auto import tqdm
 
     from analysis.features.tables import feature_tables
     from analysis.features.weights import decoder_neighbors, final_norm_map, logit_effects
+    from sae.device import require_memory
     from sae.dictionaries import arch_of
     from store import session
     from store.features import has_vocab, write_feature_stats, write_vocab
@@ -235,6 +246,8 @@ def analyze_dictionary(ws, req: AnalyzeRequest, lm=None, progress: bool = True) 
     device = sae.W_dec.device
     d_sae = sae.cfg.d_sae
     cfg = StatsConfig(n_examples=req.examples, n_quantiles=req.quantiles, skip_first=SKIP_FIRST)
+    require_memory(stats_memory(d_sae, cfg), f"--examples {req.examples} and --quantiles {req.quantiles} for "
+                   f"{d_sae:,} features", device)
     stats = FeatureStatsAccumulator(d_sae, cfg, device=device)
     mp = mp_accumulator(sae) if arch_of(sae).has_pursuit_steps else None
     n_ctx, ctx = site.token_ids.shape
@@ -244,6 +257,7 @@ def analyze_dictionary(ws, req: AnalyzeRequest, lm=None, progress: bool = True) 
         for ids, _, acts in site_batches(site, req.batch):
             analyse_batch(sae, stats, mp, ids, acts)
             bar.update(len(ids) * ctx)
+            crash_point("analyze.batch")
     bar.close()
     result = stats.finish()
     W_dec = sae.W_dec.detach().float()

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from analysis.heads.scores import (SCORES, context_peaks, induction_random_sum, match_masks, pattern_counts,
                                    pattern_sums, positional_weights, repeated_random_tokens)
 from store.errors import InputError
+from store.faults import crash_point
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,7 @@ def _corpus_pass(model, tokens: Int[Tensor, "n pos"], context_ids: list[int], ac
             with model.hooks(fwd_hooks=hooks + (z_hooks if with_z else [])):
                 # Scores need patterns only: stop before ln_final and the unembedding (49k-token vocabulary).
                 model(chunk, stop_at_layer=n_layers)
+            crash_point("heads.batch")
             for name, count in pattern_counts(len(chunk), chunk.shape[1], acc.masks).items():
                 acc.counts[name] += count
             bar.update(chunk.numel())

@@ -97,15 +97,15 @@ def activations(
     """Cache activations at a hook (runs the model only as far as the hook); resumes a killed run."""
     from analysis.activations import build_cache
     from sae.models import check_hook, load_model
-    from store import InputError, session
+    from store import InputError
 
     if tokens <= 0:
         raise InputError(f"--tokens must be positive (got {tokens})")
     space = workspace(ws)
     lm = load_model(model, device=device)
     check_hook(lm, hook)
-    with session(space.db_path) as con:
-        result = build_cache(space, con, lm, hook, corpus, tokens, batch=batch, progress=not quiet())
+    # no connection held while the model runs: build_cache opens the store for each short read and at the end
+    result = build_cache(space, None, lm, hook, corpus, tokens, batch=batch, progress=not quiet())
     if result.note:
         err_console.print(f"note: {result.note}", markup=False, highlight=False, soft_wrap=True)
     m = result.manifest

@@ -53,7 +53,7 @@ def demo(tokens: Annotated[int, typer.Option(help="Tokens for the activation cac
     """
     from analysis.activations import build_cache
     from sae.models import load_model
-    from store import InputError, session
+    from store import InputError
 
     if tokens <= 0 or head_tokens <= 0:
         raise InputError(f"--tokens and --head-tokens must be positive (got {tokens}, {head_tokens})")
@@ -64,9 +64,8 @@ def demo(tokens: Annotated[int, typer.Option(help="Tokens for the activation cac
     lm = load_model(DEMO_MODEL)
     stages.append(("load the model", time.perf_counter() - t0))
     console.print(f"model {DEMO_MODEL} loaded ({stages[-1][1]:.0f} s)")
-    with session(space.db_path) as con:
-        t1 = time.perf_counter()
-        result = build_cache(space, con, lm, DEMO_HOOK, "builtin", tokens, progress=not quiet())
+    t1 = time.perf_counter()
+    result = build_cache(space, None, lm, DEMO_HOOK, "builtin", tokens, progress=not quiet())  # short sessions
     stages.append(("activation cache", time.perf_counter() - t1))
     if result.note:
         console.print(f"note: {result.note}", markup=False)
@@ -129,7 +128,7 @@ def _reports(space) -> None:
 
 def _dictionaries(space, lm, cache: str) -> None:
     """Train (or reuse) the demo dictionaries and report each against the FVU / L0 targets."""
-    from analysis.training import TrainRequest, train_in_workspace
+    from analysis.training import CHECKPOINT, TrainRequest, train_in_workspace
     from app.commands.dicts import summary
     from store import session
     from store.dictionaries import get_dictionary, get_metrics
@@ -141,7 +140,7 @@ def _dictionaries(space, lm, cache: str) -> None:
             metrics = get_metrics(con, d.name) if done else None
         t = time.perf_counter()
         if not done:
-            resume = (space.named("checkpoints", d.name) / "checkpoint.pt").is_file()
+            resume = (space.named("checkpoints", d.name) / CHECKPOINT).is_file()
             request = TrainRequest(arch=d.arch, activations=cache, name=d.name, d_sae=d.d_sae, k=d.k,
                                    tokens=d.tokens, batch=d.batch, lr=d.lr, resume=resume, checkpoint_every=50)
             _, metrics = train_in_workspace(space, request, lm=lm, progress=not quiet(), evals=evals)

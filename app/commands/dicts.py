@@ -66,7 +66,9 @@ def train_cmd(
     name: Annotated[Optional[str], typer.Option(help="Dictionary name (default ARCH-HOOK-D_SAE).",
                                                 show_default=False)] = None,
     seed: Annotated[int, typer.Option(help="Random seed (initialisation, data order).")] = 0,
-    checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints (0: none).")] = 500,
+    checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints, also written every 2 minutes "
+                                                       "and when training ends, so a killed or failed run of any "
+                                                       "length can --resume (0: none).")] = 500,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the killed run of --name from its "
                                                           "checkpoint.")] = False,
     device: DeviceOpt = None,
@@ -111,7 +113,7 @@ def summary(metrics: dict) -> str:
 def dicts_cmd(ws: WorkspaceOpt = None):
     """List the workspace's dictionaries with their evaluation metrics."""
     from store import session
-    from store.dictionaries import get_metrics, list_dictionaries
+    from store.dictionaries import get_metrics, list_dictionaries, unfinished_runs
 
     space = workspace(ws, create=False)
     if not space.db_path.exists():  # nothing stored here yet: say so, and create nothing
@@ -119,12 +121,16 @@ def dicts_cmd(ws: WorkspaceOpt = None):
         return
     with session(space.db_path) as con:
         rows = [(d, get_metrics(con, d.name)) for d in list_dictionaries(con)]
+        unfinished = unfinished_runs(con)
     table = Table("name", "arch", "model", "hook", "d_in", "d_sae", "k", "FVU", "L0", "dead", "CE rec.", "source")
     for d, m in rows:
         table.add_row(d.name, d.arch, d.model or "-", d.hook or "-", str(d.d_in), str(d.d_sae),
                       str(d.k) if d.k else "-", _fmt(m.get("fvu"), ".3f"), _fmt(m.get("l0"), ".1f"),
                       _fmt(m.get("dead"), ".1%"), _fmt(m.get("ce_recovered"), ".3f"), d.source)
     console.print(table if rows else "no dictionaries yet (sparsescope train, sparsescope import)")
+    for run in unfinished:  # a failed run keeps its checkpoint: `train ... --name NAME --resume` continues it
+        reason = f": {run['reason']}" if run["reason"] else ""
+        console.print(Text.assemble("unfinished run of ", (run["dictionary"], "bold"), f" ({run['status']}{reason})"))
 
 
 @app.command(name="import")

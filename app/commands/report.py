@@ -126,8 +126,8 @@ def export_db_cmd(
 
     if fmt != "parquet":
         raise InputError(f"unknown export format {fmt!r}; only parquet")
-    with _reader(existing_workspace(ws)) as con:
-        manifest = export_db(con, folder, with_activations=with_activations, force=force)
+    # the store's path: export_db holds it only while it copies the tables, not while it copies folders
+    manifest = export_db(existing_workspace(ws).db_path, folder, with_activations=with_activations, force=force)
     rows = sum(t["rows"] for t in manifest["tables"].values())
     console.print(f"exported {len(manifest['tables'])} tables ({rows:,} rows), {len(manifest['dictionaries'])} "
                   f"dictionary folder(s) and {len(manifest['files'])} checksummed files to {folder}")
@@ -140,12 +140,10 @@ def import_db_cmd(
     ws: WorkspaceOpt = None,
 ):
     """Import an export-db folder into this workspace after verifying every checksum."""
-    from store import session
     from store.portability import import_db
 
     space = workspace(ws)
-    with session(space.db_path) as con:
-        summary = import_db(space, con, folder, replace=replace)
+    summary = import_db(space, None, folder, replace=replace)  # the store is held for the restore only
     console.print(f"imported {sum(summary.rows.values()):,} rows in {len(summary.rows)} tables and "
                   f"{len(summary.dictionaries)} dictionary folder(s) into {space.root}")
     if summary.caches_without_files:

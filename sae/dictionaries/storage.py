@@ -61,9 +61,11 @@ def load_dictionary(path: Path, device: str | torch.device = "cpu") -> SAE:
         if not (path / name).is_file():
             raise ValueError(f"{path} is not a dictionary folder (missing {name})")
     try:
-        architecture = json.loads((path / SAE_CFG_FILENAME).read_text()).get("architecture")
+        cfg = json.loads((path / SAE_CFG_FILENAME).read_text())
+        architecture = cfg.get("architecture")
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
         raise ValueError(f"{path / SAE_CFG_FILENAME} is not valid JSON ({exc.__class__.__name__})") from None
+    _check_declared_size(path, cfg, torch.device(device))
     try:
         sae = SAE.load_from_disk(path, device=str(device))
     except KeyError:
@@ -73,3 +75,28 @@ def load_dictionary(path: Path, device: str | torch.device = "cpu") -> SAE:
         raise ValueError(f"cannot load the dictionary in {path}: {exc.__class__.__name__}: {first_line}") from None
     sae.turn_off_forward_pass_hook_z_reshaping()
     return sae
+
+
+def _check_declared_size(path: Path, cfg: dict, device: torch.device) -> None:
+    """ValueError (InputError: memory) before SAELens allocates the dictionary cfg.json declares, unless the
+    weights file holds a decoder of that size (read from the file's header, nothing loaded) and it fits.
+    A file whose header cannot be read is left to SAELens to report."""
+    from safetensors import safe_open
+
+    from sae.device import require_memory
+
+    d_in, d_sae = cfg.get("d_in"), cfg.get("d_sae")
+    if d_in is None or d_sae is None:
+        return
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (d_in, d_sae)):
+        raise ValueError(f"{path / SAE_CFG_FILENAME} must give d_in and d_sae as positive integers "
+                         f"(got {d_in!r}, {d_sae!r})")
+    try:
+        with safe_open(str(path / SAE_WEIGHTS_FILENAME), framework="pt") as handle:
+            shapes = {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
+    except Exception:  # noqa: BLE001 - safetensors reports a bad file with its own error types
+        shapes = {}
+    if "W_dec" in shapes and shapes["W_dec"] != (d_sae, d_in):
+        raise ValueError(f"{path / SAE_CFG_FILENAME} declares d_in={d_in:,}, d_sae={d_sae:,}, but "
+                         f"{SAE_WEIGHTS_FILENAME} holds W_dec {list(shapes['W_dec'])}")
+    require_memory(8 * d_in * d_sae, f"the dictionary in {path} (d_in={d_in:,} x d_sae={d_sae:,})", device)

@@ -3,8 +3,8 @@
 Inside analysis, a capability subpackage (features/, heads/, steering/, reports/) imports the shared top-level
 modules and its own package, never a sibling; the shared modules import no subpackage. Inside app, commands/
 and ui/ do not import each other, and in ui/ only data/ holds st.cache_*.
-`sae` may import the shared leaves `store.errors` (the project's InputError) and `store.paths` (confined names,
-durable writes, staging) and nothing else of `store`.
+`sae` may import the shared leaves `store.errors` (the project's InputError), `store.paths` (confined names,
+durable writes, staging) and `store.faults` (crash points of the fault tests), and nothing else of `store`.
 """
 import ast
 import subprocess
@@ -20,7 +20,7 @@ FORBIDDEN = {
     "analysis": {"app"},
     "bench": {"app.commands"},
 }
-ALLOWED = {"sae": {"store.errors", "store.paths"}}
+ALLOWED = {"sae": {"store.errors", "store.paths", "store.faults"}}
 """Modules a package may import although their root is forbidden to it."""
 SUBPACKAGES = {"analysis": ("features", "heads", "steering", "reports"), "app": ("commands", "ui")}
 

@@ -85,7 +85,9 @@ def test_imported_plain_saelens_dictionary_keeps_its_numbers(tmp_path, plain_sae
 
 
 def _truncated_checkpoint(ws):
-    path = ws / "checkpoints" / "t" / "checkpoint.pt"
+    from analysis.training import CHECKPOINT
+
+    path = ws / "checkpoints" / "t" / CHECKPOINT
     path.parent.mkdir(parents=True)
     path.write_bytes(b"PK\x03\x04 truncated")
     return path

@@ -1,0 +1,107 @@
+"""Jobs at once on one workspace: a long `activations` does not hold the store, so `analyze` and `heads` started
+meanwhile finish; two writers take turns; two trainings of one name: one trains, the other is refused at once."""
+import time
+
+import pytest
+
+from tests.fault_workspace import TRAIN
+from tests.helpers import cli_process, copy_workspace, start_cli, store_rows
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def ws(fault_base, tmp_path, tiny_model):
+    """The base workspace with the builtin corpus at 400k tokens (made up front: `analyze` would make it with
+    250k if it came first, and `activations --tokens 400000` would then find fewer)."""
+    from analysis.corpora import ensure_corpus
+    from store import session
+
+    root = copy_workspace(fault_base, tmp_path / "ws")
+    with session(root / "sparsescope.duckdb") as con:
+        ensure_corpus(con, "builtin", "tiny-random", 400_000)
+    return root
+
+
+def _finish(proc, timeout: float = 300) -> tuple[int, str]:
+    _, err = proc.communicate(timeout=timeout)
+    return proc.returncode, err
+
+
+def test_analyze_and_heads_finish_while_activations_run(ws):
+    long = start_cli("activations", "--model", "tiny-random", "--hook", "blocks.1.hook_resid_post", "--tokens",
+                     "400000", "-w", ws, threads=1)
+    folder = ws / "activations" / "tiny-random__blocks.1.hook_resid_post__builtin"
+    while not (folder / "manifest.json").exists() and long.poll() is None:  # its first shard is written
+        time.sleep(0.2)
+    others = [start_cli("analyze", "tk", "--tokens", "8192", "--examples", "5", "-w", ws, threads=1),
+              start_cli("heads", "--model", "tiny-random", "--tokens", "4096", "-w", ws, threads=1)]
+    results = [_finish(p) for p in others]
+    assert long.poll() is None  # both finished while the cache was still being written
+    results.append(_finish(long))
+    assert [code for code, _ in results] == [0, 0, 0], [err for _, err in results]
+    db = ws / "sparsescope.duckdb"
+    assert store_rows(db, "analyses", "dictionary = 'tk'")[0][1:4] == ("tiny-random", "builtin", 8192 // 128 * 127)
+    assert store_rows(db, "head_runs", "corpus = 'builtin'")[0][:2] == ("tiny-random", "builtin")
+    caches = store_rows(db, "activation_caches", "hook = 'blocks.1.hook_resid_post'")
+    assert [(c[5], c[7]) for c in caches] == [(400_000, True)]
+
+
+def _store_is_held(db) -> bool:
+    import duckdb
+
+    try:
+        duckdb.connect(str(db), read_only=True).close()
+    except duckdb.IOException:
+        return True
+    return False
+
+
+def test_two_writers_take_turns(ws, tmp_path):
+    from tests.factories import saved_dictionary
+
+    folder = saved_dictionary(tmp_path / "imported", d_sae=32)
+    corpus = start_cli("corpus", "add", "big", "--source", "builtin", "--tokens", "1500000", "--model",
+                       "tiny-random", "-w", ws, threads=1)  # holds the store while it tokenises
+    while not _store_is_held(ws / "sparsescope.duckdb") and corpus.poll() is None:
+        time.sleep(0.05)
+    imported = cli_process("import", folder, "-w", ws, threads=1)
+    code, err = _finish(corpus)
+    assert (code, imported.returncode) == (0, 0), (err, imported.stderr)
+    assert "waiting for the store" in imported.stderr  # it came while the corpus was being written, and waited
+    db = ws / "sparsescope.duckdb"
+    assert store_rows(db, "corpora", "name = 'big'") and store_rows(db, "dictionaries", "name = 'imported'")
+
+
+def test_one_name_trains_in_one_process_at_a_time(ws):
+    from store import connect
+
+    first = start_cli("train", *TRAIN, "--name", "dup", "-w", ws)
+    lock = ws / "checkpoints" / "dup" / ".lock"
+    deadline = time.monotonic() + 120
+    while not (lock.exists() and lock.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert lock.read_text().strip() == str(first.pid)
+    # This process now takes the store and keeps it: the first run, which holds the name, waits for the store
+    # (to plan or to record), so it is surely running while the others start.
+    held = connect(ws / "sparsescope.duckdb")
+    try:
+        # the same command failing at its options: how long a `train` takes to start and stop on this machine now
+        t = time.monotonic()
+        baseline = cli_process("train", *TRAIN, "--lr", "0", "--name", "dup", "-w", ws)
+        baseline_s = time.monotonic() - t
+        t = time.monotonic()
+        second = cli_process("train", *TRAIN, "--name", "dup", "-w", ws)
+        second_s = time.monotonic() - t
+        assert first.poll() is None
+    finally:
+        held.close()
+    code, err = _finish(first)
+    assert baseline.returncode == 2 and second.returncode == 2, second.stderr
+    lines = [line for line in second.stderr.splitlines() if line.strip()]
+    assert lines == [f"error: dictionary 'dup' is in use by another process (pid {first.pid}); wait for it to "
+                     "finish or choose another name"]
+    assert second_s < baseline_s + 2, (second_s, baseline_s)  # refused at once, not made to wait
+    assert code == 0, err
+    assert [r[3] for r in store_rows(ws / "sparsescope.duckdb", "training_runs", "dictionary = 'dup'")] == \
+        ["finished"]
