@@ -244,7 +244,7 @@ def analyze_dictionary(ws, req: AnalyzeRequest, lm=None, progress: bool = True) 
                             mp=mp.finish() if mp is not None else None)
     source = f"cache {site.cache.name}" if site.cache is not None else f"{site.row.model} forward"
     config = {"examples": req.examples, "quantiles": req.quantiles, "skip_first": SKIP_FIRST,
-              "window": cfg.window, "source": source}
+              "window": cfg.window, "source": source, "cooccurrence": result.cooc_ids is not None}
     with session(ws.db_path) as con:
         if need_vocab:
             write_vocab(con, site.row.model, vocab)

@@ -1,0 +1,189 @@
+"""Analysis of a 65,536-feature dictionary with every statistic: time against a bare encode, peak memory, store
+size and feature-page latency, in one run.
+
+    python bench/scale.py [--quick] [--workspace DIR] [--tokens N] [--d-sae N] [--k K] [--model M] [--hook H]
+
+Setup (kept in the workspace, reused by later runs): an activation cache of the built-in corpus at the hook,
+and a TopK dictionary trained for a few steps on it. Then, on one CPU thread:
+  encode    the dictionary's bare encode of the analysed tokens, read from the cache (encode_seconds)
+  analysis  `sparsescope analyze` on the same tokens, from the cache, in a child process whose peak RSS is
+            read from the kernel (ru_maxrss); it writes into a copy of the store made before any analysis,
+            so store_mb is one analysis' store
+  page      feature_card (the feature page's queries) for random live features on the store opened read-only
+Prints one JSON line: {"bench": "scale", "features", "tokens", "seconds", "encode_seconds", "forward_seconds",
+"peak_rss_gb", "store_mb", "cooccurrence", "feature_page_p95_ms", "load_avg", "ok"}; ok: co-occurrence
+stored, peak_rss_gb < 4, seconds <= 1.5 x encode_seconds + forward_seconds, store_mb < 1500,
+feature_page_p95_ms < 100. Full: SmolLM2-135M at blocks.6.hook_resid_post, 200k tokens; --quick: the tiny
+random model, 8k tokens (under a minute once its workspace exists).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("SPARSESCOPE_QUIET", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+NAME = "scale-topk"
+
+
+def parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="tiny random model, 8k tokens")
+    parser.add_argument("--workspace", help="default: /tmp/sparsescope-scale[-quick]")
+    parser.add_argument("--tokens", type=int)
+    parser.add_argument("--d-sae", type=int, default=65_536)
+    parser.add_argument("--k", type=int, default=32)
+    parser.add_argument("--model")
+    parser.add_argument("--hook")
+    parser.add_argument("--pages", type=int, default=200, help="feature pages timed")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    quick = args.quick
+    args.model = args.model or ("tiny-random" if quick else "smollm2-135m-instruct")
+    args.hook = args.hook or ("blocks.0.hook_resid_post" if quick else "blocks.6.hook_resid_post")
+    args.tokens = args.tokens or (8_192 if quick else 200_000)
+    args.workspace = Path(args.workspace or f"/tmp/sparsescope-scale{'-quick' if quick else ''}")
+    args.pages = min(args.pages, 50) if quick else args.pages
+    return args
+
+
+def setup(args) -> Path:
+    """The cache and the dictionary (reused when present); returns the store copy taken before any analysis."""
+    from analysis.activations import build_cache
+    from analysis.training import TrainRequest, train_dictionary
+    from sae.models import load_model
+    from store import Workspace, session
+    from store.dictionaries import get_dictionary
+
+    ws = Workspace.resolve(args.workspace)
+    base = ws.root / "before-analysis.duckdb"
+    with session(ws.db_path) as con:
+        if get_dictionary(con, NAME) is not None and base.exists():
+            return base
+        lm = load_model(args.model, device="cpu")
+        cache = build_cache(ws, con, lm, args.hook, "builtin", args.tokens, progress=not args.quick)
+        train_dictionary(ws, con, TrainRequest(arch="topk", activations=cache.path.name, name=NAME,
+                                               d_sae=args.d_sae, k=args.k, tokens=3 * 4096, batch=4096,
+                                               lr=1e-3, device="cpu"), lm=lm, progress=False)
+    shutil.copy(ws.db_path, base)
+    return base
+
+
+def encode_seconds(args) -> float:
+    """The bare encode of the analysed contexts (16 at a time, as the analysis), timed alone."""
+    import torch
+
+    from analysis.dictionaries import open_dictionary
+    from analysis.features.analyze import AnalyzeRequest
+    from sae.activation_reader import ActivationReader
+    from store import Workspace, session
+    from store.models import list_caches
+
+    ws = Workspace.resolve(args.workspace)
+    _, sae = open_dictionary(ws, NAME, "cpu")
+    with session(ws.db_path, read_only=True) as con:
+        cache = next(c for c in list_caches(con) if c.hook == args.hook and c.model == args.model)
+    reader = ActivationReader(cache.path)
+    n_contexts = -(-args.tokens // reader.manifest.ctx)
+    batch, total = AnalyzeRequest(NAME).batch, 0.0
+    with torch.no_grad():
+        for _, acts in reader.contexts(n_contexts):
+            for chunk in acts.split(batch):
+                x = chunk.reshape(-1, chunk.shape[-1]).float()
+                t = time.perf_counter()
+                sae.encode(x)
+                total += time.perf_counter() - t
+    return total
+
+
+def child(args) -> None:
+    """The analysis alone in this process (its peak RSS is the analysis')."""
+    import torch
+
+    torch.set_num_threads(1)
+    from analysis.features.analyze import AnalyzeRequest, analyze_dictionary
+    from store import Workspace
+
+    t = time.perf_counter()
+    out = analyze_dictionary(Workspace.resolve(args.workspace), AnalyzeRequest(NAME, tokens=args.tokens),
+                             progress=False)
+    print(json.dumps({"seconds": time.perf_counter() - t, "n_tokens": out.n_tokens, "source": out.source,
+                      "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+
+
+def run_analysis(args, base: Path) -> dict:
+    from store import Workspace
+
+    ws = Workspace.resolve(args.workspace)
+    shutil.copy(base, ws.db_path)  # a store without earlier results: store_mb is this analysis' store
+    cmd = [sys.executable, __file__, "--child", "--workspace", str(args.workspace), "--tokens", str(args.tokens),
+           "--model", args.model, "--hook", args.hook] + (["--quick"] if args.quick else [])
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"analysis failed:\n{done.stderr[-3000:]}")
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    out["children_maxrss_kb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    out["store_mb"] = ws.db_path.stat().st_size / 2 ** 20
+    return out
+
+
+def page_p95_ms(args, n: int) -> tuple[float, bool]:
+    """p95 of feature_card over n random live features, and whether co-occurrence was stored."""
+    import numpy as np
+
+    from store import Workspace, connect
+    from store.queries import feature_card
+
+    con = connect(Workspace.resolve(args.workspace).db_path, read_only=True)
+    live = [r[0] for r in con.execute("SELECT feature FROM features WHERE dictionary = ? AND count > 0",
+                                      [NAME]).fetchall()]
+    config = json.loads(con.execute("SELECT config FROM analyses WHERE dictionary = ?", [NAME]).fetchone()[0])
+    n_cooc = con.execute("SELECT count(*) FROM feature_neighbors WHERE dictionary = ? AND kind = 'cooccurrence'",
+                         [NAME]).fetchone()[0]
+    rng = np.random.default_rng(0)
+    feature_card(con, NAME, live[0])  # the first query loads metadata
+    times = []
+    for f in rng.choice(live, size=min(n, len(live)), replace=False).tolist():
+        t = time.perf_counter()
+        feature_card(con, NAME, f)
+        times.append(time.perf_counter() - t)
+    con.close()
+    return float(np.percentile(np.array(times) * 1000, 95)), bool(config.get("cooccurrence")) and n_cooc > 0
+
+
+def main() -> None:
+    args = parse()
+    if args.child:
+        return child(args)
+    import torch
+
+    torch.set_num_threads(1)
+    base = setup(args)
+    encode_s = encode_seconds(args)
+    analysis = run_analysis(args, base)
+    p95, cooc = page_p95_ms(args, args.pages)
+    forward_s = 0.0 if analysis["source"].startswith("cache") else float("nan")
+    peak_gb = analysis["maxrss_kb"] / 2 ** 20
+    line = {"bench": "scale", "features": args.d_sae, "tokens": args.tokens, "analysed_tokens": analysis["n_tokens"],
+            "seconds": round(analysis["seconds"], 1), "encode_seconds": round(encode_s, 1),
+            "forward_seconds": forward_s, "ratio": round(analysis["seconds"] / encode_s, 3),
+            "peak_rss_gb": round(peak_gb, 2), "store_mb": round(analysis["store_mb"], 1),
+            "base_store_mb": round(base.stat().st_size / 2 ** 20, 1), "cooccurrence": cooc,
+            "feature_page_p95_ms": round(p95, 1), "load_avg": [round(x, 2) for x in os.getloadavg()],
+            "model": args.model, "hook": args.hook, "k": args.k}
+    line["ok"] = bool(cooc and peak_gb < 4 and analysis["seconds"] <= 1.5 * encode_s + forward_s
+                      and analysis["store_mb"] < 1500 and p95 < 100)
+    print(json.dumps(line))
+
+
+if __name__ == "__main__":
+    main()
