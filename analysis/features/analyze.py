@@ -125,14 +125,14 @@ def open_site(ws, req: AnalyzeRequest, lm=None, need_arch: str | None = None) ->
     return Site(row, sae, lm, corpus, tokens, cache)
 
 
-def site_batches(site: Site, batch: int) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+def site_batches(site: Site, batch: int, contexts: range | None = None) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
     """(context ids [n], token ids [n, ctx], activations [n, ctx, d]) in corpus order, `batch` contexts at a
-    time, from the cache or the model."""
-    n = site.token_ids.shape[0]
+    time, from the cache or the model; `contexts`: only those (a torchrun rank's share), default all."""
+    contexts = contexts if contexts is not None else range(site.token_ids.shape[0])
     if site.cache is not None:
         from sae.activation_reader import ActivationReader
 
-        for ids, acts in ActivationReader(site.cache).contexts(max_contexts=n):
+        for ids, acts in ActivationReader(site.cache).contexts(max_contexts=contexts.stop, first=contexts.start):
             for i in range(0, len(ids), batch):
                 chunk = ids[i:i + batch]
                 yield chunk, site.token_ids[chunk], acts[i:i + batch]
@@ -143,10 +143,40 @@ def site_batches(site: Site, batch: int) -> Iterator[tuple[Tensor, Tensor, Tenso
     lm, hook = site.model, site.row.hook
     stop = stop_layer(lm, hook)
     with torch.no_grad():
-        for lo in range(0, n, batch):
-            tokens = site.token_ids[lo:lo + batch]
+        for lo in range(contexts.start, contexts.stop, batch):
+            tokens = site.token_ids[lo:min(lo + batch, contexts.stop)]
             acts = capture(lm, hook, tokens.to(lm.cfg.device), stop).float()
             yield torch.arange(lo, lo + len(tokens)), tokens, acts.view(len(tokens), tokens.shape[1], -1)
+
+
+def open_site_ranked(ws, req: AnalyzeRequest, lm, dist_ctx) -> Site:
+    """open_site on rank 0 (checks, and the builtin corpus on first use); the other ranks receive what it read
+    and load the dictionary and the model themselves, without touching the store."""
+    if dist_ctx.world == 1:
+        return open_site(ws, req, lm)
+    import torch.distributed as dist
+
+    from analysis.dictionaries import dictionary_folder
+    from sae.device import pick_device
+    from sae.dictionaries import load_dictionary
+    from sae.models import load_model
+
+    site, error = None, None
+    if dist_ctx.rank == 0:
+        try:
+            site = open_site(ws, req, lm)
+        except InputError as exc:
+            error = exc
+    box = [None if site is None else (site.row, site.corpus, site.token_ids, site.cache), error]
+    dist.broadcast_object_list(box, src=0)
+    if box[1] is not None:
+        raise box[1]
+    if site is not None:
+        return site
+    row, corpus, token_ids, cache = box[0]
+    sae = load_dictionary(dictionary_folder(ws, row), device=pick_device(req.device))
+    model = lm if lm is not None else load_model(row.model, device=req.device)
+    return Site(row, sae, model, corpus, token_ids, cache)
 
 
 def residual_directions(sae, model, hook: str) -> Tensor | None:
@@ -206,32 +236,72 @@ def _pad_steps(atom_ids: Tensor, k: int) -> Tensor:
     return torch.cat([atom_ids, pad], dim=1)
 
 
-def analyze_dictionary(ws, req: AnalyzeRequest, lm=None, progress: bool = True) -> AnalyzeOutcome:
-    """Run the pass and replace the dictionary's results in the store (one transaction)."""
+def analyze_dictionary(ws, req: AnalyzeRequest, lm=None, progress: bool = True) -> AnalyzeOutcome | None:
+    """Run the pass and replace the dictionary's results in the store (one transaction).
+
+    Under torchrun each rank reads a contiguous share of the contexts; rank 0 merges every rank's accumulators
+    (analysis.features.distributed), finishes and writes; the other ranks write nothing and return None.
+    """
+    from sae.training import init_distributed
+
+    dist_ctx = init_distributed()
+    try:
+        return _analyze(ws, req, lm, progress, dist_ctx)
+    finally:
+        if dist_ctx.world > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _analyze(ws, req: AnalyzeRequest, lm, progress: bool, dist_ctx) -> AnalyzeOutcome | None:
+    t0 = time.perf_counter()
+    site = open_site_ranked(ws, req, lm, dist_ctx)
+    sae = site.sae
+    cfg = StatsConfig(n_examples=req.examples, n_quantiles=req.quantiles, skip_first=SKIP_FIRST)
+    stats = FeatureStatsAccumulator(sae.cfg.d_sae, cfg, device=sae.W_dec.device)
+    mp = mp_accumulator(sae) if site.arch == "mp" else None
+    _read_share(site, req, stats, mp, dist_ctx, progress)
+    if dist_ctx.world > 1:
+        from analysis.features.distributed import merge_into_rank0
+
+        merge_into_rank0(stats, mp)
+        if dist_ctx.rank != 0:
+            return None
+    result = stats.finish()
+    del stats  # the firing log (the largest part of the accumulators) is not needed any more
+    source = _write_results(ws, req, site, cfg, result, mp)
+    return AnalyzeOutcome(req.dictionary, site.corpus.name, result.n_tokens, source,
+                          time.perf_counter() - t0, int((result.count > 0).sum()), sae.cfg.d_sae)
+
+
+def _read_share(site: Site, req: AnalyzeRequest, stats: FeatureStatsAccumulator, mp, dist_ctx,
+                progress: bool) -> None:
+    """Encode this rank's share of the contexts and feed the accumulators."""
     from tqdm.auto import tqdm
 
+    from analysis.features.distributed import share
+
+    n_ctx, ctx = site.token_ids.shape
+    contexts = share(n_ctx, dist_ctx.rank, dist_ctx.world, req.batch)
+    bar = tqdm(total=len(contexts) * ctx, unit="tok", unit_scale=True, desc=f"analyse {req.dictionary}",
+               disable=not progress or dist_ctx.rank != 0)
+    stats.ctx_len = ctx  # also on a rank whose share is empty, so merged logs agree on token ids
+    with torch.no_grad():
+        for ids, _, acts in site_batches(site, req.batch, contexts):
+            analyse_batch(site.sae, stats, mp, ids, acts)
+            bar.update(len(ids) * ctx)
+    bar.close()
+
+
+def _write_results(ws, req: AnalyzeRequest, site: Site, cfg: StatsConfig, result, mp) -> str:
+    """The weight statistics, then every table in one transaction; returns where the activations came from."""
     from analysis.features.tables import feature_tables
     from analysis.features.weights import decoder_neighbors, final_norm_map, logit_effects
     from store import session
     from store.features import has_vocab, write_feature_stats, write_vocab
 
-    t0 = time.perf_counter()
-    site = open_site(ws, req, lm)
     sae, model = site.sae, site.model
-    device = sae.W_dec.device
-    d_sae = sae.cfg.d_sae
-    cfg = StatsConfig(n_examples=req.examples, n_quantiles=req.quantiles, skip_first=SKIP_FIRST)
-    stats = FeatureStatsAccumulator(d_sae, cfg, device=device)
-    mp = mp_accumulator(sae) if site.arch == "mp" else None
-    n_ctx, ctx = site.token_ids.shape
-    bar = tqdm(total=n_ctx * ctx, unit="tok", unit_scale=True, desc=f"analyse {req.dictionary}",
-               disable=not progress)
-    with torch.no_grad():
-        for ids, _, acts in site_batches(site, req.batch):
-            analyse_batch(sae, stats, mp, ids, acts)
-            bar.update(len(ids) * ctx)
-    bar.close()
-    result = stats.finish()
     W_dec = sae.W_dec.detach().float()
     directions = residual_directions(sae, model, site.row.hook)
     logits = (logit_effects(directions, model.W_U.detach(), final_norm_map(model), top=10)
@@ -250,8 +320,7 @@ def analyze_dictionary(ws, req: AnalyzeRequest, lm=None, progress: bool = True) 
             write_vocab(con, site.row.model, vocab)
         write_feature_stats(con, req.dictionary, site.corpus.name, tables, n_tokens=result.n_tokens,
                             model=site.row.model, config=config)
-    return AnalyzeOutcome(req.dictionary, site.corpus.name, result.n_tokens, source,
-                          time.perf_counter() - t0, int((result.count > 0).sum()), d_sae)
+    return source
 
 
 def search_codes(ws, req: AnalyzeRequest, regex: str, limit: int = 20, lm=None, progress: bool = True):
