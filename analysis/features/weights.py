@@ -2,7 +2,8 @@
 
 Both are blocked over features so the largest temporary is [block, vocab] or [block, block]. At 65,536 features
 and d_in = 576 they cost matmuls of 3.7 (logits, vocab 49,152) and 4.9 TFLOP (cosines): the cosine matrix is
-symmetric, so each tile is multiplied once and read for both of its row blocks, which halves the second.
+symmetric, so each tile is multiplied once and read for both of its row blocks, which halves the second; and
+their top-k selections over 3.2G and 4.3G entries go through `top_k`, which reads each entry once.
 """
 from __future__ import annotations
 
@@ -38,6 +39,39 @@ def final_norm_map(model) -> DirectionMap | None:
     return apply
 
 
+GROUPS = 32
+"""Entries per group in `top_k`."""
+
+
+def top_k(x: Tensor, k: int, dim: int = 1, largest: bool = True) -> tuple[Tensor, Tensor]:
+    """torch.topk(x, k, dim) of a contiguous 2-D x: the same values, and the same ids up to the order of equal
+    values, several times faster on wide rows (or columns).
+
+    The entries of each row are split into groups of GROUPS (strided: b, b + span, ...); a row's k best entries lie
+    in its k groups with the best maxima (any other group has k group maxima at least as good above it), so after
+    one vectorised max over the groups only k * GROUPS entries are searched.
+    """
+    n = x.shape[dim]
+    span = n // GROUPS
+    if span < 4 * k:
+        return torch.topk(x, k, dim=dim, largest=largest)
+    whole = span * GROUPS
+    groups = x[:, :whole].view(x.shape[0], GROUPS, span) if dim == 1 else x[:whole].view(GROUPS, span, x.shape[1])
+    reduce = 1 if dim == 1 else 0
+    best = groups.amax(reduce) if largest else groups.amin(reduce)  # [rows, span] or [span, cols]
+    chosen = torch.topk(best, k, dim=dim, largest=largest).indices
+    offsets = span * torch.arange(GROUPS, device=x.device)
+    tail = torch.arange(whole, n, device=x.device)
+    if dim == 1:
+        idx = torch.cat([(chosen[:, None, :] + offsets[None, :, None]).reshape(x.shape[0], -1),
+                         tail.expand(x.shape[0], -1)], dim=1)
+    else:
+        idx = torch.cat([(chosen[None] + offsets[:, None, None]).reshape(-1, x.shape[1]),
+                         tail[:, None].expand(-1, x.shape[1])], dim=0)
+    vals, pos = torch.topk(x.gather(dim, idx), k, dim=dim, largest=largest)
+    return vals, idx.gather(dim, pos)
+
+
 @torch.no_grad()
 def logit_effects(W_dec: Tensor, W_U: Tensor, final_norm: DirectionMap | None = None, top: int = 10,
                   block: int = 1024) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -56,8 +90,8 @@ def logit_effects(W_dec: Tensor, W_U: Tensor, final_norm: DirectionMap | None = 
         if final_norm is not None:
             directions = final_norm(directions)
         effects = directions @ W_U  # [b, vocab]
-        hi_vals, hi_ids = torch.topk(effects, top, dim=1)
-        lo_vals, lo_ids = torch.topk(effects, top, dim=1, largest=False)
+        hi_vals, hi_ids = top_k(effects, top)
+        lo_vals, lo_ids = top_k(effects, top, largest=False)
         for target, part in zip(out, (hi_ids, hi_vals, lo_ids, lo_vals)):
             target[i0:i1] = part.cpu()
     return tuple(out)
@@ -84,15 +118,12 @@ def decoder_neighbors(W_dec: Tensor, n: int = 10, block: int = 4096) -> tuple[Te
             sims = unit[rows] @ unit[cols].T  # [bi, bj]
             if i0 == j0:
                 sims.fill_diagonal_(-float("inf"))  # not its own neighbour
-            _merge(cos, ids, rows, *_tile_top(sims, n, j0))
-            if j0 != i0:
-                _merge(cos, ids, cols, *_tile_top(sims.T.contiguous(), n, i0))  # topk along rows: contiguous
+            vals, idx = top_k(sims, min(n, sims.shape[1]), dim=1)
+            _merge(cos, ids, rows, vals, idx + j0)
+            if j0 != i0:  # the same tile, read down its columns, for the features of the column block
+                vals, idx = top_k(sims, min(n, sims.shape[0]), dim=0)
+                _merge(cos, ids, cols, vals.T, idx.T + i0)
     return ids.cpu(), cos.cpu()
-
-
-def _tile_top(sims: Tensor, n: int, offset: int) -> tuple[Tensor, Tensor]:
-    vals, idx = torch.topk(sims, min(n, sims.shape[1]), dim=1)
-    return vals, idx + offset
 
 
 def _merge(cos: Tensor, ids: Tensor, rows: slice, vals: Tensor, idx: Tensor) -> None:
