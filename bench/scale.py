@@ -84,11 +84,11 @@ def setup(args) -> Path:
 
 
 def encode_seconds(args) -> float:
-    """The bare encode of the analysed contexts (16 at a time, as the analysis), timed alone."""
+    """The bare encode of the analysed contexts (as many at a time as the analysis), timed alone."""
     import torch
 
     from analysis.dictionaries import open_dictionary
-    from analysis.features.analyze import AnalyzeRequest
+    from analysis.features.analyze import AnalyzeRequest, contexts_per_batch
     from sae.activation_reader import ActivationReader
     from store import Workspace, session
     from store.models import list_caches
@@ -99,7 +99,8 @@ def encode_seconds(args) -> float:
         cache = next(c for c in list_caches(con) if c.hook == args.hook and c.model == args.model)
     reader = ActivationReader(cache.path)
     n_contexts = -(-args.tokens // reader.manifest.ctx)
-    batch, total = AnalyzeRequest(dictionary_name(args)).batch, 0.0
+    batch = contexts_per_batch(AnalyzeRequest(dictionary_name(args)).batch, reader.manifest.ctx, sae.cfg.d_sae)
+    total = 0.0
     with torch.no_grad():
         for _, acts in reader.contexts(n_contexts):
             for chunk in acts.split(batch):

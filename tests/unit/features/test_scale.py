@@ -174,3 +174,11 @@ def test_decoder_neighbors_match_full_cosine_on_wide_tiles():
     ref = full.topk(6, dim=1)
     torch.testing.assert_close(cos, ref.values)
     assert (ids == ref.indices).float().mean() > 0.999  # rounding may swap near-equal cosines
+
+
+def test_wide_dictionaries_encode_fewer_contexts_at_a_time():
+    from analysis.features.analyze import contexts_per_batch
+
+    assert contexts_per_batch(16, 128, 4_608) == 16
+    assert contexts_per_batch(16, 128, 65_536) == 4  # 128 MB of dense activations, not 512 MB
+    assert contexts_per_batch(16, 8_192, 2 ** 20) == 1
