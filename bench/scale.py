@@ -76,11 +76,36 @@ def setup(args) -> Path:
             return base
         lm = load_model(args.model, device="cpu")
         cache = build_cache(ws, con, lm, args.hook, "builtin", args.tokens, progress=not args.quick)
-        train_dictionary(ws, con, TrainRequest(arch="topk", activations=cache.path.name, name=name,
-                                               d_sae=args.d_sae, k=args.k, tokens=3 * 4096, batch=4096,
-                                               lr=1e-3, device="cpu"), lm=lm, progress=False)
-    shutil.copy(ws.db_path, base)
+        if get_dictionary(con, name) is None:
+            train_dictionary(ws, con, TrainRequest(arch="topk", activations=cache.path.name, name=name,
+                                                   d_sae=args.d_sae, k=args.k, tokens=3 * 4096, batch=4096,
+                                                   lr=1e-3, device="cpu"), lm=lm, progress=False)
+    _results_free_copy(ws.db_path, base)
     return base
+
+
+def _results_free_copy(db: Path, dst: Path) -> None:
+    """dst: the store without any feature results, compacted (a copy of a store whose results were deleted would
+    keep their blocks), so the store after one analysis is that analysis' store."""
+    import duckdb
+
+    from store import connect
+    from store.features import delete_feature_stats
+    from store.queries import analysed_dictionaries
+
+    scratch = dst.with_suffix(".scratch")
+    shutil.copy(db, scratch)
+    con = connect(scratch)
+    for name, _, _ in analysed_dictionaries(con):
+        delete_feature_stats(con, name)
+    con.close()
+    dst.unlink(missing_ok=True)
+    con = duckdb.connect()
+    con.execute("ATTACH ? AS src (READ_ONLY)", [str(scratch)])
+    con.execute("ATTACH ? AS dst", [str(dst)])
+    con.execute("COPY FROM DATABASE src TO dst")
+    con.close()
+    scratch.unlink()
 
 
 def encode_seconds(args) -> float:
