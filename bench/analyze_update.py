@@ -82,13 +82,13 @@ def _band_fill(stats, fired) -> float:
     import numpy as np
     import torch
 
-    from analysis.features.bands import band_of
+    from analysis.features.examples import band_index
 
-    feature = torch.cat([f for f, _ in fired])
-    value = torch.cat([v for _, v in fired])
+    feature = torch.cat([f for f, _ in fired]).numpy()
+    value = torch.cat([v for _, v in fired]).numpy()
     q, n = stats.quantiles.context_id.shape[1:]
-    band = band_of(value, torch.as_tensor(stats.max_act)[feature], q)
-    size = torch.bincount(feature * q + band, minlength=len(stats.count) * q).numpy()
+    band = band_index(value, stats.max_act[feature], q)
+    size = np.bincount(feature * q + band, minlength=len(stats.count) * q)
     possible = np.minimum(size, n).sum()
     return float((stats.quantiles.context_id >= 0).sum() / max(possible, 1))
 

@@ -47,17 +47,19 @@ class ActivationReader:
                              "the cache folder to rebuild it")
         return acts
 
-    def contexts(self, max_contexts: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """(context_ids [n], acts [n, ctx, d]) shard by shard, in corpus order."""
-        seen = 0
+    def contexts(self, max_contexts: int | None = None, first: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(context_ids [n], acts [n, ctx, d]) shard by shard, in corpus order, for contexts first .. max_contexts - 1
+        (shards wholly before `first` are not read: a torchrun rank reads only its share)."""
         for index, shard in enumerate(self.manifest.shards):
-            if max_contexts is not None and seen >= max_contexts:
+            start = shard.start_context
+            if max_contexts is not None and start >= max_contexts:
                 return
-            take = shard.n_contexts if max_contexts is None else min(shard.n_contexts, max_contexts - seen)
-            acts = self.load_shard(index).view(shard.n_contexts, self.manifest.ctx, self.d)[:take]
-            ids = torch.arange(shard.start_context, shard.start_context + take)
-            seen += take
-            yield ids, acts
+            lo = max(first, start)
+            hi = start + shard.n_contexts if max_contexts is None else min(start + shard.n_contexts, max_contexts)
+            if hi <= lo:
+                continue
+            acts = self.load_shard(index).view(shard.n_contexts, self.manifest.ctx, self.d)[lo - start:hi - start]
+            yield torch.arange(lo, hi), acts
 
     def batches(self, batch_size: int, shuffle: bool = True, seed: int = 0, skip_first: bool = True,
                 buffer_shards: int = 2, epochs: int = 1) -> Iterator[torch.Tensor]:

@@ -279,6 +279,8 @@ def init_distributed() -> DistContext:
     import torch.distributed as dist
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        if torch.cuda.is_available():  # NCCL runs each rank's collectives on its current device
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     return dist_context()
 
@@ -329,10 +331,11 @@ def _reduce_step_output(out, ctx: DistContext):
         return out
     import torch.distributed as dist
 
-    numbers = torch.tensor([float(out.loss), out.mse, out.fvu, out.l0], dtype=torch.float64)
+    device = out.loss.device  # the rank's device (fired comes back on the CPU): NCCL reduces CUDA tensors only
+    numbers = torch.tensor([float(out.loss), out.mse, out.fvu, out.l0], dtype=torch.float64, device=device)
     dist.all_reduce(numbers)
     numbers /= ctx.world
-    fired = out.fired.to(torch.int32).cpu()
+    fired = out.fired.to(device, torch.int32)
     dist.all_reduce(fired, op=dist.ReduceOp.MAX)
-    return replace(out, loss=numbers[0], mse=float(numbers[1]), fvu=float(numbers[2]), l0=float(numbers[3]),
-                   fired=fired.bool())
+    return replace(out, loss=numbers[0].cpu(), mse=float(numbers[1]), fvu=float(numbers[2]), l0=float(numbers[3]),
+                   fired=fired.cpu().bool())

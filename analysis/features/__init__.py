@@ -7,9 +7,11 @@ Modules (public entry points; everything else is internal to the package):
     analyze      `sparsescope analyze`: AnalyzeRequest, analyze_dictionary, analyse_batch, search_codes
     stats        FeatureStatsAccumulator, StatsConfig: counts, histograms, top and band examples per feature
     streaming    vectorised building blocks of the pass (find_firings, hash_keys)
-    slots        a fixed-size table of stored examples per group, merged batch by batch
-    bands        uniform samples per (feature, activation band): band_of
-    cooccurrence CooccurrenceCounter: co-firing counts and top partners by Jaccard
+    firing_log   FiringLog: every firing of the pass, 16 bytes each, read at the end
+    examples     top examples and quantile-band samples drawn exactly from the log, with their windows
+    ranking      each group's n best entries of flat arrays (segmented selection without a full sort)
+    cooccurrence CooccurrenceCounter: co-firing counts from the log (sparse, any d_sae), top partners by Jaccard
+    distributed  torchrun: each rank's share of the contexts, its accumulators merged into rank 0 (exactly)
     pursuit      MPStepAccumulator, MPStatsConfig: at which pursuit step each atom is chosen
     codes        code_search: codebook codes that fire where a regular expression matches
     weights      statistics of the weights alone: logit_effects, decoder_neighbors, final_norm_map
@@ -17,5 +19,5 @@ Modules (public entry points; everything else is internal to the package):
     inspector    inspect_prompt: a prompt read through every dictionary of a site (the UI's inspector)
 """
 
-__all__ = ["analyze", "bands", "codes", "cooccurrence", "inspector", "pursuit", "slots", "stats", "streaming",
-           "tables", "weights"]
+__all__ = ["analyze", "codes", "cooccurrence", "distributed", "examples", "firing_log", "inspector", "pursuit",
+           "ranking", "stats", "streaming", "tables", "weights"]

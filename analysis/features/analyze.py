@@ -12,7 +12,6 @@ activations are orders of magnitude larger than the rest.
 """
 from __future__ import annotations
 
-import math
 import re
 import time
 from dataclasses import dataclass
@@ -31,6 +30,11 @@ from store.faults import crash_point
 SKIP_FIRST = 1
 """Positions left out at the start of each context (the attention sink)."""
 
+ENCODE_BYTES = 128 * 2 ** 20
+"""Most bytes of dense feature activations ([contexts x ctx, d_sae] float32) one batch encodes: encoding holds about
+three such tensors at once, so wide dictionaries take fewer contexts at a time (4 of 128 tokens at 65,536 features
+instead of 16: 0.4 GB instead of 1.5 GB; the encode runs as fast)."""
+
 
 @dataclass(frozen=True)
 class AnalyzeRequest:
@@ -41,7 +45,7 @@ class AnalyzeRequest:
     examples: int = 20
     quantiles: int = 10
     batch: int = 16
-    """Contexts encoded at a time."""
+    """Contexts encoded at a time (at most: see contexts_per_batch)."""
     device: str | None = None
 
     def check(self) -> None:
@@ -140,14 +144,14 @@ def open_site(ws, req: AnalyzeRequest, lm=None, need_codes: bool = False) -> Sit
     return Site(row, sae, lm, corpus, tokens, cache, fingerprint, note)
 
 
-def site_batches(site: Site, batch: int) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+def site_batches(site: Site, batch: int, contexts: range | None = None) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
     """(context ids [n], token ids [n, ctx], activations [n, ctx, d]) in corpus order, `batch` contexts at a
-    time, from the cache or the model."""
-    n = site.token_ids.shape[0]
+    time, from the cache or the model; `contexts`: only those (a torchrun rank's share), default all."""
+    contexts = contexts if contexts is not None else range(site.token_ids.shape[0])
     if site.cache is not None:
         from sae.activation_reader import ActivationReader
 
-        for ids, acts in ActivationReader(site.cache).contexts(max_contexts=n):
+        for ids, acts in ActivationReader(site.cache).contexts(max_contexts=contexts.stop, first=contexts.start):
             for i in range(0, len(ids), batch):
                 chunk = ids[i:i + batch]
                 yield chunk, site.token_ids[chunk], acts[i:i + batch]
@@ -158,10 +162,45 @@ def site_batches(site: Site, batch: int) -> Iterator[tuple[Tensor, Tensor, Tenso
     lm, hook = site.model, site.row.hook
     stop = stop_layer(lm, hook)
     with torch.no_grad():
-        for lo in range(0, n, batch):
-            tokens = site.token_ids[lo:lo + batch]
+        for lo in range(contexts.start, contexts.stop, batch):
+            tokens = site.token_ids[lo:min(lo + batch, contexts.stop)]
             acts = capture(lm, hook, tokens.to(lm.cfg.device), stop).float()
             yield torch.arange(lo, lo + len(tokens)), tokens, acts.view(len(tokens), tokens.shape[1], -1)
+
+
+def contexts_per_batch(batch: int, ctx: int, d_sae: int) -> int:
+    """Contexts encoded at a time: `batch`, or fewer where their activations would exceed ENCODE_BYTES."""
+    return max(1, min(batch, ENCODE_BYTES // (4 * ctx * d_sae)))
+
+
+def open_site_ranked(ws, req: AnalyzeRequest, lm, dist_ctx) -> Site:
+    """open_site on rank 0 (checks, and the builtin corpus on first use); the other ranks receive what it read
+    and load the dictionary and the model themselves, without touching the store."""
+    if dist_ctx.world == 1:
+        return open_site(ws, req, lm)
+    import torch.distributed as dist
+
+    from analysis.dictionaries import dictionary_folder
+    from sae.device import pick_device
+    from sae.dictionaries import load_dictionary
+    from sae.models import load_model
+
+    site, error = None, None
+    if dist_ctx.rank == 0:
+        try:
+            site = open_site(ws, req, lm)
+        except InputError as exc:
+            error = exc
+    box = [None if site is None else (site.row, site.corpus, site.token_ids, site.cache), error]
+    dist.broadcast_object_list(box, src=0)
+    if box[1] is not None:
+        raise box[1]
+    if site is not None:
+        return site
+    row, corpus, token_ids, cache = box[0]
+    sae = load_dictionary(dictionary_folder(ws, row), device=pick_device(req.device))
+    model = lm if lm is not None else load_model(row.model, device=req.device)
+    return Site(row, sae, model, corpus, token_ids, cache)
 
 
 def residual_directions(sae, model, hook: str) -> Tensor | None:
@@ -222,44 +261,85 @@ def _pad_steps(atom_ids: Tensor, k: int) -> Tensor:
 
 
 def stats_memory(d_sae: int, cfg: StatsConfig) -> int:
-    """Bytes the accumulators of one pass hold (the table in analysis.features.stats' docstring)."""
+    """A lower bound of the bytes one pass holds: running sums, and the top and band examples it materialises
+    per feature at the end (the firing log and the sparse co-occurrence grow with the corpus on top of this)."""
     slot = 4 * (2 * cfg.window + 1) + 32
-    band_slots = 2 * cfg.n_quantiles * cfg.band_cells * math.ceil(cfg.cell_capacity * cfg.n_examples)
-    cooccurrence = 4 * d_sae * d_sae if d_sae <= cfg.cooc_max_d_sae else 0
-    return d_sae * (24 + slot * (cfg.n_examples + band_slots)) + cooccurrence
+    return d_sae * (24 + slot * cfg.n_examples * (1 + cfg.n_quantiles))
 
 
-def analyze_dictionary(ws, req: AnalyzeRequest, lm=None, progress: bool = True) -> AnalyzeOutcome:
-    """Run the pass and replace the dictionary's results in the store (one transaction)."""
-    from tqdm.auto import tqdm
+def analyze_dictionary(ws, req: AnalyzeRequest, lm=None, progress: bool = True) -> AnalyzeOutcome | None:
+    """Run the pass and replace the dictionary's results in the store (one transaction).
 
-    from analysis.features.tables import feature_tables
-    from analysis.features.weights import decoder_neighbors, final_norm_map, logit_effects
+    Under torchrun each rank reads a contiguous share of the contexts; rank 0 merges every rank's accumulators
+    (analysis.features.distributed), finishes and writes; the other ranks write nothing and return None.
+    """
+    from sae.training import init_distributed
+
+    dist_ctx = init_distributed()
+    try:
+        return _analyze(ws, req, lm, progress, dist_ctx)
+    finally:
+        if dist_ctx.world > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _analyze(ws, req: AnalyzeRequest, lm, progress: bool, dist_ctx) -> AnalyzeOutcome | None:
     from sae.device import require_memory
     from sae.dictionaries import arch_of
-    from store import session
-    from store.features import has_vocab, write_feature_stats, write_vocab
 
     t0 = time.perf_counter()
-    site = open_site(ws, req, lm)
-    sae, model = site.sae, site.model
-    device = sae.W_dec.device
-    d_sae = sae.cfg.d_sae
+    site = open_site_ranked(ws, req, lm, dist_ctx)
+    sae = site.sae
     cfg = StatsConfig(n_examples=req.examples, n_quantiles=req.quantiles, skip_first=SKIP_FIRST)
-    require_memory(stats_memory(d_sae, cfg), f"--examples {req.examples} and --quantiles {req.quantiles} for "
-                   f"{d_sae:,} features", device)
-    stats = FeatureStatsAccumulator(d_sae, cfg, device=device)
+    require_memory(stats_memory(sae.cfg.d_sae, cfg), f"--examples {req.examples} and --quantiles "
+                   f"{req.quantiles} for {sae.cfg.d_sae:,} features", sae.W_dec.device)
+    stats = FeatureStatsAccumulator(sae.cfg.d_sae, cfg, device=sae.W_dec.device)
     mp = mp_accumulator(sae) if arch_of(sae).has_pursuit_steps else None
+    _read_share(site, req, stats, mp, dist_ctx, progress)
+    if dist_ctx.world > 1:
+        from analysis.features.distributed import merge_into_rank0
+
+        merge_into_rank0(stats, mp)
+        if dist_ctx.rank != 0:
+            return None
+    result = stats.finish()
+    del stats  # the firing log (the largest part of the accumulators) is not needed any more
+    source = _write_results(ws, req, site, cfg, result, mp)
+    return AnalyzeOutcome(req.dictionary, site.corpus.name, result.n_tokens, source,
+                          time.perf_counter() - t0, int((result.count > 0).sum()), sae.cfg.d_sae, site.note)
+
+
+def _read_share(site: Site, req: AnalyzeRequest, stats: FeatureStatsAccumulator, mp, dist_ctx,
+                progress: bool) -> None:
+    """Encode this rank's share of the contexts and feed the accumulators."""
+    from tqdm.auto import tqdm
+
+    from analysis.features.distributed import share
+
     n_ctx, ctx = site.token_ids.shape
-    bar = tqdm(total=n_ctx * ctx, unit="tok", unit_scale=True, desc=f"analyse {req.dictionary}",
-               disable=not progress)
+    batch = contexts_per_batch(req.batch, ctx, site.sae.cfg.d_sae)
+    contexts = share(n_ctx, dist_ctx.rank, dist_ctx.world, batch)
+    bar = tqdm(total=len(contexts) * ctx, unit="tok", unit_scale=True, desc=f"analyse {req.dictionary}",
+               disable=not progress or dist_ctx.rank != 0)
+    stats.ctx_len = ctx  # also on a rank whose share is empty, so merged logs agree on token ids
     with torch.no_grad():
-        for ids, _, acts in site_batches(site, req.batch):
-            analyse_batch(sae, stats, mp, ids, acts)
+        for ids, _, acts in site_batches(site, batch, contexts):
+            analyse_batch(site.sae, stats, mp, ids, acts)
             bar.update(len(ids) * ctx)
             crash_point("analyze.batch")
     bar.close()
-    result = stats.finish()
+
+
+def _write_results(ws, req: AnalyzeRequest, site: Site, cfg: StatsConfig, result, mp) -> str:
+    """The weight statistics, then every table in one transaction; returns where the activations came from."""
+    from analysis.features.tables import feature_tables
+    from analysis.features.weights import decoder_neighbors, final_norm_map, logit_effects
+    from store import session
+    from store.features import has_vocab, write_feature_stats, write_vocab
+
+    sae, model = site.sae, site.model
     W_dec = sae.W_dec.detach().float()
     directions = residual_directions(sae, model, site.row.hook)
     logits = (logit_effects(directions, model.W_U.detach(), final_norm_map(model), top=10)
@@ -272,14 +352,13 @@ def analyze_dictionary(ws, req: AnalyzeRequest, lm=None, progress: bool = True) 
                             mp=mp.finish() if mp is not None else None)
     source = f"cache {site.cache.name}" if site.cache is not None else f"{site.row.model} forward"
     config = {"examples": req.examples, "quantiles": req.quantiles, "skip_first": SKIP_FIRST,
-              "window": cfg.window, "source": source}
+              "window": cfg.window, "source": source, "cooccurrence": result.cooc_ids is not None}
     with session(ws.db_path) as con:
         if need_vocab:
             write_vocab(con, site.row.model, vocab)
         write_feature_stats(con, req.dictionary, site.corpus.name, tables, n_tokens=result.n_tokens,
                             model=site.row.model, config=config, corpus_fingerprint=site.fingerprint)
-    return AnalyzeOutcome(req.dictionary, site.corpus.name, result.n_tokens, source,
-                          time.perf_counter() - t0, int((result.count > 0).sum()), d_sae, site.note)
+    return source
 
 
 def search_codes(ws, req: AnalyzeRequest, regex: str, limit: int = 20, lm=None, progress: bool = True):

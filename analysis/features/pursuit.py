@@ -78,8 +78,13 @@ class MPStepAccumulator:
             self._add_sparse(keys)
 
     def _add_sparse(self, keys: Tensor) -> None:
+        self.add_counts(keys, torch.ones_like(keys))
+
+    def add_counts(self, keys: Tensor, counts: Tensor) -> None:
+        """Add `counts` to the sparse pairs `keys` (child * d_sae + parent), e.g. another rank's; prunes as
+        `update` does when the pairs outgrow max_pairs."""
         all_keys = torch.cat([self.keys, keys])
-        all_counts = torch.cat([self.counts, torch.ones_like(keys)])
+        all_counts = torch.cat([self.counts, counts])
         sorted_keys, order = torch.sort(all_keys)
         self.keys, inverse = torch.unique_consecutive(sorted_keys, return_inverse=True)
         self.counts = torch.zeros_like(self.keys).index_add_(0, inverse, all_counts[order])

@@ -1,29 +1,28 @@
 """One streaming pass over a corpus' feature activations: everything a feature page shows about its firings.
 
-Memory is fixed by (d_sae, config), never by corpus size:
-  sums, counts, max                d_sae * 24 B
-  fine histogram                   d_sae * n_fine * 8 B           (n_fine = 514 by default: 19 MB at 4608)
-  top-N examples                   d_sae * N * (4W + 32) B         (W = 2 * window + 1)
-  quantile samples                 d_sae * 2QS * ceil(c N) * (4W + 32) B  (S = band_cells, c = cell_capacity:
-                                                                   369 MB at d_sae 4608, defaults)
-  co-occurrence                    d_sae^2 * 4 B                   (skipped above cooc_max_d_sae)
+The pass keeps running moments and a fine histogram per feature, and logs every firing (16 bytes each,
+analysis.features.firing_log); what needs the final max or all of a token's firings is drawn from the log at the
+end. Memory (d_sae = 65,536, 200k tokens at L0 = 32 in brackets):
+  sums, counts, max                d_sae * 20 B                                     (1.3 MB)
+  fine histogram                   d_sae * n_fine * 8 B (n_fine = 514 by default)   (270 MB)
+  firing log                       16 B per firing: tokens * L0 * 16 B              (100 MB)
+  at the end, examples             d_sae * (1 + Q) * N * 16 B of slots, plus W * 4 B per filled slot for its window
+                                   (230 MB + 4 B * W per example actually stored: every firing of a rare feature)
+  at the end, co-occurrence        ~40 B per pair key of one block, at most PAIR_CHUNK keys (~300 MB)
+Nothing grows as d_sae^2, nor as d_sae x slots x window; the log grows with the corpus (at 16 B per firing,
+the compact form of what exact co-occurrence must see: every firing, not every pair).
 
-How each statistic stays exact in one pass:
+How each statistic stays exact:
 - count, density, mean, max: running sums (float64) and a running max.
 - histogram: counts on a fixed fine log grid (analysis.features.streaming.LogGrid); each feature's final bins are runs
   of whole fine bins over its own non-zero range, so no count is ever split or estimated.
-- top-N: a merge of the running top-N with each batch's candidates that beat the current N-th value.
-- quantile bands: band b of a feature holds activations in (b/Q, (b+1)/Q] x its final max, unknown
-  mid-stream. Samples are kept per cell of a fixed per-feature grid that only ever merges whole cells, and
-  assigned to bands at the end; each band's sample is exactly its firings with the smallest hash keys (keys
-  do not depend on activations, so the sample is uniform within the band). A band can hold fewer than N
-  when a cell straddling its edge is much denser than the band (analysis.features.bands has the details).
-- windows: the feature's activations on the W tokens around a kept firing are gathered when it is kept,
-  since the activations are gone after `update` returns.
+- top-N and quantile bands (band b holds activations in (b/Q, (b+1)/Q] x the final max): selected from the log
+  once the max is known, the band sample being the band's firings with the smallest hash keys, a uniform sample
+  (analysis.features.examples); the windows of the kept examples are read back from the log.
+- co-occurrence: counted from the log, sparsely, block by block (analysis.features.cooccurrence).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,9 +30,14 @@ import torch
 from torch import Tensor
 
 from analysis.features.cooccurrence import CooccurrenceCounter
-from analysis.features.bands import BandSampler
-from analysis.features.slots import Candidates, SlotTable
-from analysis.features.streaming import LogGrid, find_firings, token_hash, value_score
+from analysis.features.examples import ExampleArrays, select_examples
+from analysis.features.firing_log import FiringLog
+from analysis.features.streaming import LogGrid, find_firings
+
+__all__ = ["ExampleArrays", "FeatureStats", "FeatureStatsAccumulator", "StatsConfig"]
+
+REBIN_BLOCK = 8192
+"""Features rebinned at a time at the end (the temporaries of a block are ~n_fine * 24 B per feature)."""
 
 
 @dataclass(frozen=True)
@@ -43,11 +47,10 @@ class StatsConfig:
     n_quantiles: int = 10
     """Number of activation bands, each a 1/Q slice of the feature's max activation."""
     band_cells: int = 4
-    """Cells per band on the finest sampling grid (see analysis.features.bands); more cells make fuller
-    band samples when densities vary sharply, at proportional memory."""
+    """Unused: band samples are now drawn exactly from the firing log at the end (no sampling grid); kept so
+    that callers and saved configs that set it stay valid."""
     cell_capacity: float = 0.5
-    """Samples each cell holds, as a fraction of n_examples. Memory of the band samples is
-    d_sae * 2 * n_quantiles * band_cells * ceil(cell_capacity * n_examples) slots."""
+    """Unused, as band_cells."""
     window: int = 8
     """Tokens of context stored on each side of an example (the window is shifted inside the context)."""
     hist_bins: int = 40
@@ -60,8 +63,9 @@ class StatsConfig:
     """Nearest features by decoder cosine."""
     n_cooc: int = 10
     """Co-firing features kept per feature, ranked by Jaccard index."""
-    cooc_max_d_sae: int = 8192
-    """Largest d_sae for which co-occurrence is counted (its matrix needs d_sae^2 * 4 bytes)."""
+    cooc_max_d_sae: int | None = None
+    """None (the default): co-occurrence is counted at every width. A number: leave it out on purpose above
+    that d_sae (the analysis records whether it was counted)."""
     skip_first: int = 0
     """Positions at the start of each context left out of every statistic (1 drops a BOS token)."""
     seed: int = 0
@@ -76,17 +80,8 @@ class StatsConfig:
         if self.window < 0 or self.skip_first < 0 or self.n_neighbors < 0 or self.n_cooc < 0:
             raise ValueError("window, skip_first, n_neighbors and n_cooc must be non-negative")
 
-
-@dataclass
-class ExampleArrays:
-    """Stored examples, shape [d_sae, *slots]; a slot is empty where context_id == -1."""
-
-    activation: np.ndarray
-    context_id: np.ndarray
-    position: np.ndarray
-    window_start: np.ndarray
-    window: np.ndarray
-    """[d_sae, *slots, W] activations of the feature on the window's tokens; NaN past the context's end."""
+    def counts_cooccurrence(self, d_sae: int) -> bool:
+        return self.cooc_max_d_sae is None or d_sae <= self.cooc_max_d_sae
 
 
 @dataclass
@@ -109,7 +104,7 @@ class FeatureStats:
     quantiles: ExampleArrays
     """Slots [n_quantiles, n_examples]; band b covers (b/Q, (b+1)/Q] x max_act."""
     cooc_ids: np.ndarray | None
-    """[d_sae, n_cooc] co-firing features (-1 pads), None where d_sae > cooc_max_d_sae."""
+    """[d_sae, n_cooc] co-firing features (-1 pads); None where StatsConfig.cooc_max_d_sae left it out."""
     cooc_jaccard: np.ndarray | None
 
 
@@ -119,17 +114,17 @@ class FeatureStatsAccumulator:
     def __init__(self, d_sae: int, cfg: StatsConfig = StatsConfig(), device: str | torch.device = "cpu"):
         self.d_sae, self.cfg, self.device = d_sae, cfg, torch.device(device)
         self.n_tokens = 0
+        self.ctx_len: int | None = None
         self.count = torch.zeros(d_sae, dtype=torch.long, device=self.device)
         self.total = torch.zeros(d_sae, dtype=torch.float64, device=self.device)
         self.max = torch.zeros(d_sae, dtype=torch.float32, device=self.device)
         self.grid = LogGrid(*cfg.hist_range, cfg.hist_per_decade)
         self.hist = torch.zeros(d_sae * self.grid.n_bins, dtype=torch.long, device=self.device)
-        width = 2 * cfg.window + 1
-        self.top = SlotTable(d_sae, cfg.n_examples, width, score_bits=31, device=self.device)
-        cell_cap = max(1, math.ceil(cfg.n_examples * cfg.cell_capacity))
-        self.bands = BandSampler(d_sae, cfg.n_quantiles, cfg.band_cells, cell_cap, width, cfg.seed,
-                                 self.device)
-        self.cooc = CooccurrenceCounter(d_sae, self.device) if d_sae <= cfg.cooc_max_d_sae else None
+        self.log = FiringLog(d_sae)
+        """Firings at the positions the statistics count."""
+        self.edge_log = FiringLog(d_sae)
+        """Firings at the first skip_first positions: windows show them, nothing else counts them."""
+        self.cooc = CooccurrenceCounter(d_sae, log=self.log) if cfg.counts_cooccurrence(d_sae) else None
 
     @torch.no_grad()
     def update(self, acts: Tensor, context_ids: Tensor) -> None:
@@ -138,20 +133,20 @@ class FeatureStatsAccumulator:
         if d_sae != self.d_sae or context_ids.shape != (n_ctx,):
             raise ValueError(f"expected acts [n_ctx, ctx_len, {self.d_sae}] and context_ids [n_ctx], "
                              f"got {tuple(acts.shape)} and {tuple(context_ids.shape)}")
-        flat = acts.to(self.device, torch.float32).reshape(n_ctx * ctx_len, d_sae).contiguous()  # (token, feature)
-        self.n_tokens += n_ctx * max(ctx_len - self.cfg.skip_first, 0)
-        fired = find_firings(flat, ctx_len, self.cfg.skip_first)
-        token, feature, value = fired.token, fired.feature, fired.value
-        position = token % ctx_len
-        ctx = context_ids.to(self.device).long()[token // ctx_len]
-        self._update_moments(feature, value)
-        windows = _window_fetcher(flat, token, feature, ctx_len, self.cfg.window)
-        self._update_top(feature, value, ctx, position, windows)
-        positions = torch.arange(ctx_len, device=self.device)
-        token_h = token_hash(context_ids.to(self.device).long()[:, None], positions[None, :], self.cfg.seed)
-        self.bands.update(feature, value, ctx, position, token_h.view(-1)[token], self.max, windows)
-        if self.cooc is not None:
-            self.cooc.update(token, feature)
+        if self.ctx_len not in (None, ctx_len):
+            raise ValueError(f"every batch must have contexts of {self.ctx_len} tokens, got {ctx_len}")
+        self.ctx_len = ctx_len
+        skip = min(self.cfg.skip_first, ctx_len)
+        acts = acts.to(self.device, torch.float32)
+        flat = acts.reshape(n_ctx * ctx_len, d_sae).contiguous()  # (token, feature)
+        self.n_tokens += n_ctx * (ctx_len - skip)
+        fired = find_firings(flat, ctx_len, skip)
+        self._update_moments(fired.feature, fired.value)
+        first_token = context_ids.to(self.device).long() * ctx_len  # global id of each context's position 0
+        self.log.append(first_token[fired.token // ctx_len] + fired.token % ctx_len, fired.feature, fired.value)
+        if skip:
+            edge = find_firings(acts[:, :skip].reshape(n_ctx * skip, d_sae).contiguous(), skip, 0)
+            self.edge_log.append(first_token[edge.token // skip] + edge.token % skip, edge.feature, edge.value)
 
     def _update_moments(self, feature: Tensor, value: Tensor) -> None:
         self.count.index_add_(0, feature, torch.ones_like(feature))
@@ -160,55 +155,24 @@ class FeatureStatsAccumulator:
         fine = self.grid.index(value)
         self.hist.index_add_(0, feature * self.grid.n_bins + fine, torch.ones_like(fine))
 
-    def _update_top(self, feature: Tensor, value: Tensor, ctx: Tensor, position: Tensor, windows) -> None:
-        score = value_score(value)
-        beats = score < self.top.worst[feature]  # most firings fail this once the table has filled
-        idx = beats.nonzero(as_tuple=True)[0]
-        self.top.merge(Candidates(group=feature[idx], score=score[idx], value=value[idx],
-                                  context_id=ctx[idx], position=position[idx],
-                                  windows=lambda j: windows(idx[j])))
-
     def finish(self) -> FeatureStats:
         cfg = self.cfg
         count = self.count.cpu().numpy()
         n = max(self.n_tokens, 1)
         mean = np.where(count > 0, self.total.cpu().numpy() / np.maximum(count, 1), 0.0)
-        lo, hi, hist_count = self.grid.rebin(self.hist.view(self.d_sae, -1).cpu().numpy(), cfg.hist_bins)
-        cooc_ids = cooc_jac = None
-        if self.cooc is not None:
-            ids, jac = self.cooc.top_jaccard(self.count, cfg.n_cooc)
-            cooc_ids, cooc_jac = ids.numpy(), jac.numpy()
+        lo, hi, hist_count = self._histograms()
+        max_act = self.max.cpu().numpy()
+        top, quantiles = select_examples(self.log.arrays(), self.edge_log.arrays(), max_act, cfg.n_examples,
+                                         cfg.n_quantiles, cfg.window, self.ctx_len, cfg.seed)
+        cooc_ids, cooc_jac = self.cooc.top_jaccard(count, cfg.n_cooc) if self.cooc is not None else (None, None)
         return FeatureStats(
-            n_tokens=self.n_tokens, count=count, density=count / n, mean_act=mean,
-            max_act=self.max.cpu().numpy(), hist_lo=lo, hist_hi=hi, hist_count=hist_count,
-            top=_arrays(self.top.ordered()),
-            quantiles=_arrays(self.bands.finish(self.max, cfg.n_examples)),
+            n_tokens=self.n_tokens, count=count, density=count / n, mean_act=mean, max_act=max_act,
+            hist_lo=lo, hist_hi=hi, hist_count=hist_count, top=top, quantiles=quantiles,
             cooc_ids=cooc_ids, cooc_jaccard=cooc_jac)
 
-
-def _window_fetcher(flat: Tensor, token: Tensor, feature: Tensor, ctx_len: int, half: int):
-    """Gather the feature's activations on the 2*half+1 tokens around chosen firings.
-
-    The window is shifted to stay inside the context (so an example near the start still shows
-    2*half+1 tokens); where the context is shorter than that, the tail is NaN.
-    """
-    width = 2 * half + 1
-    offsets = torch.arange(width, device=flat.device)
-
-    def fetch(idx: Tensor) -> tuple[Tensor, Tensor]:
-        tok, feat = token[idx], feature[idx]
-        pos = tok % ctx_len
-        start = (pos - half).clamp(min=0).clamp(max=max(ctx_len - width, 0))
-        cols = start[:, None] + offsets[None, :]  # [m, W] positions in the context
-        inside = cols < ctx_len
-        rows = (tok - pos)[:, None] + cols.clamp(max=ctx_len - 1)
-        vals = flat.view(-1).take(rows * flat.shape[1] + feat[:, None])  # 1-D take: faster than 2-D indexing
-        return start, torch.where(inside, vals, torch.full_like(vals, math.nan))
-
-    return fetch
-
-
-def _arrays(fields: dict[str, Tensor]) -> ExampleArrays:
-    f = {name: t.cpu().numpy() for name, t in fields.items()}
-    return ExampleArrays(activation=f["value"], context_id=f["context_id"], position=f["position"],
-                         window_start=f["window_start"], window=f["window"])
+    def _histograms(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The fine counts rebinned per feature, a block of features at a time (bounded temporaries)."""
+        fine = self.hist.view(self.d_sae, -1)
+        parts = [self.grid.rebin(fine[i:i + REBIN_BLOCK].cpu().numpy(), self.cfg.hist_bins)
+                 for i in range(0, self.d_sae, REBIN_BLOCK)]
+        return tuple(np.concatenate(p) for p in zip(*parts))

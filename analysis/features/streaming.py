@@ -15,8 +15,6 @@ from torch import Tensor
 KEY_BITS = 40
 """Sampling keys are 40-bit integers: collisions within one (feature, band) are rare enough to ignore."""
 
-INT64_MAX = torch.iinfo(torch.int64).max
-
 _MASK32 = 0xFFFFFFFF
 _MIX = 0x45D9F3B  # < 2**27, so a 32-bit value times it never overflows int64
 
@@ -77,12 +75,6 @@ def find_firings(flat: Tensor, ctx_len: int, skip_first: int) -> Firings:
     feature, row = j % d_sae, j // d_sae  # row among the kept positions
     token = row if skip_first == 0 else row // kept_len * ctx_len + row % kept_len + skip_first
     return Firings(token, feature, flat.view(-1).take(token * d_sae + feature))
-
-
-def value_score(values: Tensor) -> Tensor:
-    """int64 score that sorts positive float32 activations in descending order (bit patterns are monotone)."""
-    bits = values.float().contiguous().view(torch.int32).long()
-    return 0x7FFFFFFF - bits
 
 
 def rank_within_groups(group: Tensor, score: Tensor, score_bits: int) -> tuple[Tensor, Tensor]:

@@ -73,24 +73,34 @@ def _examples(ex: ExampleArrays, kind: str, corpus: str) -> pa.Table:
     idx = np.nonzero(ex.context_id >= 0)
     feature, rank = idx[0], idx[-1]
     band = idx[1] if len(idx) == 3 else None
-    windows = ex.window[idx]  # [M, W], NaN only past the end of a short context
-    lengths = (~np.isnan(windows)).sum(axis=1)
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
-    token_acts = pa.ListArray.from_arrays(pa.array(offsets), pa.array(windows[~np.isnan(windows)],
-                                                                       pa.float32()))
     n = len(feature)
     return pa.table({
         "feature": pa.array(feature, pa.int32()),
-        "kind": pa.array([kind] * n, pa.string()),
+        "kind": _repeat(kind, n),
         "band": pa.array(band, pa.int16()) if band is not None else pa.nulls(n, pa.int16()),
         "rank": pa.array(rank, pa.int16()),
-        "corpus": pa.array([corpus] * n, pa.string()),
+        "corpus": _repeat(corpus, n),
         "context_id": pa.array(ex.context_id[idx], pa.int32()),
         "position": pa.array(ex.position[idx], pa.int32()),
         "activation": pa.array(ex.activation[idx], pa.float32()),
         "window_start": pa.array(ex.window_start[idx], pa.int32()),
-        "token_acts": token_acts,
+        "token_acts": _token_acts(ex.windows),
     })
+
+
+def _repeat(text: str, n: int) -> pa.Array:
+    """One string n times, without a Python list of n references (millions of rows at 65k features)."""
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int8)), pa.array([text])).cast(pa.string())
+
+
+def _token_acts(windows: np.ndarray) -> pa.Array:
+    """[M, W] windows as lists, dropping the NaN tail of windows in contexts shorter than W."""
+    nan = np.isnan(windows)
+    if not nan.any():  # the usual case: fixed-size lists over the windows' own buffer, no copy
+        offsets = np.arange(len(windows) + 1, dtype=np.int32) * windows.shape[1]
+        return pa.ListArray.from_arrays(pa.array(offsets), pa.array(windows.reshape(-1), pa.float32()))
+    offsets = np.concatenate([[0], np.cumsum((~nan).sum(axis=1))]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(windows[~nan], pa.float32()))
 
 
 def _ranked(kind: str, ids, scores) -> pa.Table:

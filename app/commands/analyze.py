@@ -31,7 +31,9 @@ def analyze_cmd(
 
     Density, mean/max activation, histogram, top and quantile-band examples, promoted/suppressed tokens,
     decoder neighbours, co-occurring features, and for MP dictionaries the pursuit steps and parents. Reads the
-    activation cache when one covers the corpus, else runs the model up to the dictionary's hook.
+    activation cache when one covers the corpus, else runs the model up to the dictionary's hook. Under
+    `torchrun --nproc_per_node N -m app.cli analyze ...` each process reads a share of the contexts and the
+    first one writes the merged results.
     """
     from analysis.features.analyze import AnalyzeRequest, analyze_dictionary
 
@@ -39,6 +41,8 @@ def analyze_cmd(
                          batch=batch, device=device)
     req.check()
     out = analyze_dictionary(existing_workspace(ws), req, progress=not quiet())
+    if out is None:  # a torchrun rank other than 0: rank 0 wrote and reports
+        return
     if out.note:
         err_console.print(f"note: {out.note}", markup=False, highlight=False, soft_wrap=True)
     console.print(Text.assemble((out.dictionary, "bold"), f" analysed on {out.n_tokens:,} tokens of {out.corpus} "

@@ -32,7 +32,7 @@ def _train(tmp_path: Path, launcher: list[str], arch: str, name: str) -> dict:
     return load_file(tmp_path / name / "dictionaries" / name / "sae_weights.safetensors")
 
 
-@pytest.mark.parametrize("arch", ["relu", "topk"])
+@pytest.mark.parametrize("arch", ["relu", "topk", "mp", "codebook"])
 def test_two_gloo_processes_equal_one_process(tmp_path, arch):
     single = _train(tmp_path, [sys.executable], arch, "single")
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]

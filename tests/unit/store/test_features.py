@@ -121,6 +121,17 @@ def test_failure_midway_keeps_previous_results(con, monkeypatch):
     assert con.execute("SELECT n_tokens FROM analyses WHERE dictionary = 'd'").fetchone()[0] == 24
 
 
+def test_large_tables_go_in_as_sorted_feature_ranges(con, monkeypatch):
+    monkeypatch.setattr(features_mod, "WRITE_ROWS", 3)  # 14 example rows: several ranges, one feature may span two
+    tables = make_tables(n_features=7)
+    tables["feature_examples"] = tables["feature_examples"].take(list(range(13, -1, -1)))  # arrives unsorted
+    write_feature_stats(con, "d", "c", tables, n_tokens=24)
+    stored = con.execute("SELECT feature, kind FROM feature_examples WHERE dictionary = 'd' ORDER BY rowid").fetchall()
+    assert sorted(stored) == sorted((r["feature"], r["kind"]) for r in tables["feature_examples"].to_pylist())
+    assert [f for f, _ in stored] == sorted(f for f, _ in stored)  # physically in feature order
+    assert feature_card(con, "d", 6).top_examples[0].tokens == [VOCAB[t] for t in CONTEXTS[0][:4]]
+
+
 def test_bad_table_fails_whole_write(con):
     write_feature_stats(con, "d", "c", make_tables(), n_tokens=24)
     bad = make_tables(scale=5.0)
