@@ -4,7 +4,14 @@ from __future__ import annotations
 import sys
 
 from app.commands import (  # noqa: F401  (each command module registers its commands on `app`)
-    analyze, data, demo, dicts, heads, report, steer, ui,
+    analyze,
+    data,
+    demo,
+    dicts,
+    heads,
+    report,
+    steer,
+    ui,
 )
 from app.commands.common import app, err_console
 

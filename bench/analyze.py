@@ -40,8 +40,8 @@ def main() -> None:
 
     import torch
 
-    from analysis.features.stats import FeatureStatsAccumulator, StatsConfig
     from analysis.features.analyze import analyse_batch, mp_accumulator
+    from analysis.features.stats import FeatureStatsAccumulator, StatsConfig
     from sae.activations import capture
     from sae.corpus import tokenize_source
     from sae.dictionaries import DictSpec, arch_of, build_training_sae, load_dictionary

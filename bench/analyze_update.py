@@ -34,7 +34,6 @@ def main() -> None:
     args = parser.parse_args()
     n_batches = 12 if args.quick else args.batches
 
-    import numpy as np
     import torch
 
     from analysis.features.stats import FeatureStatsAccumulator, StatsConfig

@@ -19,10 +19,10 @@ import torch
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from store.errors import InputError
-from store.paths import confined, staging_file, sweep_staging, write_durable
-from store.faults import crash_point
 from sae.models import stop_layer
+from store.errors import InputError
+from store.faults import crash_point
+from store.paths import confined, staging_file, sweep_staging, write_durable
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1

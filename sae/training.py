@@ -264,7 +264,8 @@ def asdict_spec(spec) -> dict:
 # ---------------------------------------------------------------------------------------------- torchrun
 # Data parallel: every rank reads the same seeded stream and trains on its own slice of each global batch;
 # gradients are averaged as backward produces them (before clipping), so the update equals the
-# single-process update on the whole batch, exactly so for per-row losses (relu, topk's main loss, mp). Rank 0 is the source of truth for non-gradient state
+# single-process update on the whole batch, exactly so for per-row losses (relu, topk's main loss, mp).
+# Rank 0 is the source of truth for non-gradient state
 # (e.g. codebook dead-code resets, firing thresholds): its parameters and buffers are broadcast every step.
 
 @dataclass(frozen=True)

@@ -24,8 +24,16 @@ import duckdb
 from store.db import borrow, transaction
 from store.errors import InputError
 from store.faults import crash_point
-from store.paths import (check_output_folder, confined, mark_output, refuse_symlinks, staging_dir, swap_folder,
-                         sweep_staging, write_durable)
+from store.paths import (
+    check_output_folder,
+    confined,
+    mark_output,
+    refuse_symlinks,
+    staging_dir,
+    swap_folder,
+    sweep_staging,
+    write_durable,
+)
 from store.workspace import KINDS, Workspace
 
 FORMAT = "sparsescope-workspace"

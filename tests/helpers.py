@@ -141,9 +141,11 @@ _SHORTCODE = re.compile(r":[\w+\-/]+:")
 _MATH = re.compile(r"(?<!\\)\$")
 _DIRECTIVE = re.compile(r"(?<![\\:]):[A-Za-z]")
 HOSTILE = ("![x](http://evil.example/p.png)", "[click](https://evil.example/login)", "<img src=x onerror=alert(1)>",
-           "**bold** _it_ `code` ~~s~~ $x^2$ :red[red] :material/home: :smile:", "see www.evil.example or me@evil.example",
+           "**bold** _it_ `code` ~~s~~ $x^2$ :red[red] :material/home: :smile:",
+           "see www.evil.example or me@evil.example",
            "# heading\n- item\n1. item\n> quote\n===", "a | b\n--- | ---\n[^1] &amp; \\[x]")
-"""Strings that Markdown would turn into an image, links, HTML, formatting, icons, blocks: a UI must show them as text."""
+"""Strings that Markdown would turn into an image, links, HTML, formatting, icons, blocks: a UI must show them as
+text."""
 
 
 def rendered_markdown(source: str) -> tuple[str, set[str]]:

@@ -10,8 +10,8 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 
-from analysis.features.stats import ExampleArrays, FeatureStats
 from analysis.features.pursuit import MPStats
+from analysis.features.stats import ExampleArrays, FeatureStats
 
 Pair = tuple[np.ndarray, np.ndarray]
 

@@ -24,8 +24,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from analysis.heads.scan import kv_group
 from analysis.heads.prompt import check_head, prompt_tokens, token_strings
+from analysis.heads.scan import kv_group
 from store.errors import InputError
 
 _HOOK_Z = re.compile(r"^blocks\.(\d+)\.attn\.hook_z$")

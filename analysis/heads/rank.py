@@ -14,9 +14,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from analysis.heads.scan import kv_group
 from analysis.heads.ablation import head_mean
 from analysis.heads.prompt import prompt_tokens, token_strings
+from analysis.heads.scan import kv_group
 from sae.models import check_text
 from store.errors import InputError
 

@@ -20,8 +20,16 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from analysis.heads.scores import (SCORES, context_peaks, induction_random_sum, match_masks, pattern_counts,
-                                   pattern_sums, positional_weights, repeated_random_tokens)
+from analysis.heads.scores import (
+    SCORES,
+    context_peaks,
+    induction_random_sum,
+    match_masks,
+    pattern_counts,
+    pattern_sums,
+    positional_weights,
+    repeated_random_tokens,
+)
 from store.errors import InputError
 from store.faults import crash_point
 

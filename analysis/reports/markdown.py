@@ -105,7 +105,10 @@ def _feature_md(entry: FeatureEntry, report: Report, images: dict[str, dict] | N
         lines += _table(["band", "act", "context"], [[str(e.band), num(e.activation, ".3g"), example_md(e)]
                                                      for e in c.quantile_examples], "rr")
     n = max(len(c.promoted), len(c.suppressed))
-    cell = (lambda rs, i, f: f(rs[i]) if i < len(rs) else "")
+
+    def cell(rs, i, f):
+        return f(rs[i]) if i < len(rs) else ""
+
     lines += _table(["promoted", "logit", "suppressed", "logit"], [
         [cell(c.promoted, i, _token), cell(c.promoted, i, lambda r: num(r.value, "+.3f")),
          cell(c.suppressed, i, _token), cell(c.suppressed, i, lambda r: num(r.value, "+.3f"))]

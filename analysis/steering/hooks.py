@@ -15,8 +15,8 @@ from torch import Tensor
 
 from analysis.steering.config import Intervention, SteerConfig
 from analysis.steering.targets import CodeTarget, DirectionTarget, SteerDictionary
-from store.errors import InputError
 from sae.models import check_hook, hook_output_dim, stop_layer
+from store.errors import InputError
 
 
 @dataclass(frozen=True)

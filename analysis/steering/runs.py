@@ -10,11 +10,11 @@ from dataclasses import asdict
 import duckdb
 
 from analysis.dictionaries import open_dictionary
-from analysis.steering.lab import SteerConfig, SteerResult
 from analysis.steering.hooks import Numbers
+from analysis.steering.lab import SteerConfig, SteerResult
 from analysis.steering.targets import SteerDictionary
-from store.errors import InputError
 from store import steering as repo
+from store.errors import InputError
 from store.workspace import Workspace
 
 

@@ -7,8 +7,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from app.commands.common import (DeviceOpt, ForceOpt, WorkspaceOpt, app, console, existing_workspace, quiet,
-                                 workspace)
+from app.commands.common import DeviceOpt, ForceOpt, WorkspaceOpt, app, console, existing_workspace, quiet, workspace
 
 ModelOpt = Annotated[str, typer.Option(help="Model name.")]
 PromptOpt = Annotated[str, typer.Option(help="Text to run the model on.")]
@@ -29,8 +28,8 @@ def heads_cmd(
 ):
     """Score every attention head on a corpus (previous-token, induction, duplicate, first-token, self,
     entropy, distance) and store the scores, top-attending contexts and mean head outputs (a rerun replaces)."""
-    from analysis.heads.scan import HeadScanConfig, scan_heads
     from analysis.heads.run import load_scan_input, save_scan
+    from analysis.heads.scan import HeadScanConfig, scan_heads
     from sae.models import load_model
     from store import InputError, session
 

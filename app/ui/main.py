@@ -1,6 +1,7 @@
 """The SparseScope web UI: a router over the pages in PAGES. Served by `sparsescope ui`.
 
-To add a page, write app/ui/views/NAME.py (widgets only; data comes through app/ui/data/, which holds every st.cache_*) and add a
+To add a page, write app/ui/views/NAME.py (widgets only; data comes through app/ui/data/, which holds every
+st.cache_*) and add a
 PageSpec line to PAGES. Every page is reachable at /URL_PATH, with its inputs in the query string
 (e.g. /feature?dict=NAME&feature=ID).
 """

@@ -28,16 +28,6 @@ saelens_names=(...), default_k=... or default_sparsity=..., ...)`; then add it t
 does).
 """
 # The registry first: it imports every architecture file, and each of them imports it back.
-from sae.dictionaries.registry import (
-    ARCHITECTURES,
-    Architecture,
-    arch_of,
-    architecture,
-    feature_activations,
-    lookup,
-    register,
-    unregister,
-)
 from sae.dictionaries.batchtopk import SparseBatchTopKTrainingSAE, SparseBatchTopKTrainingSAEConfig
 from sae.dictionaries.codebook import (
     CodebookSAE,
@@ -50,13 +40,23 @@ from sae.dictionaries.codebook import (
 )
 from sae.dictionaries.factory import DictSpec, build_training_sae, check_options, geometric_median, init_from_sample
 from sae.dictionaries.mp import (
-    STOP_REASONS,
     MPSAE,
+    STOP_REASONS,
     MPSAEConfig,
     MPSteps,
     MPTrainingSAE,
     MPTrainingSAEConfig,
     mp_encode_steps,
+)
+from sae.dictionaries.registry import (
+    ARCHITECTURES,
+    Architecture,
+    arch_of,
+    architecture,
+    feature_activations,
+    lookup,
+    register,
+    unregister,
 )
 from sae.dictionaries.step import StepOutput, train_step
 from sae.dictionaries.storage import load_dictionary, save_dictionary

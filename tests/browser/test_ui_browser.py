@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from tests.helpers import free_port, wait_healthy
 
 pytestmark = pytest.mark.browser

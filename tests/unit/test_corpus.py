@@ -4,9 +4,9 @@ import pytest
 
 from analysis.corpora import add_corpus, ensure_corpus
 from sae.corpus import builtin_documents, chunk, tokenize_source
-from store.errors import InputError
 from sae.models import tiny_tokenizer
 from store.corpora import context_text, context_tokens, get_corpus
+from store.errors import InputError
 
 
 def test_chunk_with_bos_prefixes_every_context_and_drops_short_tail():

@@ -103,8 +103,8 @@ def ranking(model_name: str, prompt: str, target: str):
 
 @st.cache_data(show_spinner="reading the dictionary...", max_entries=256)
 def _head_weights(model_name: str, name: str, stamp: int, feature: int) -> tuple[list[float], int]:
-    from analysis.heads.scan import n_kv_heads
     from analysis.heads.dfa import feature_head_weights
+    from analysis.heads.scan import n_kv_heads
 
     lm = cache.model(model_name)
     return feature_head_weights(cache.dictionary(name, stamp), lm.cfg.n_heads, feature), n_kv_heads(lm)

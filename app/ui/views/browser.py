@@ -4,9 +4,17 @@ import streamlit as st
 
 from app.ui.data import cache
 from app.ui.main import HERE
+from app.ui.widgets.common import (
+    analysed_names,
+    asked_dictionary,
+    feature_link,
+    feature_url,
+    int_param,
+    md_escape,
+    show_error,
+    visible,
+)
 from app.ui.widgets.report import report_download_button
-from app.ui.widgets.common import (analysed_names, asked_dictionary, feature_link, feature_url, int_param, md_escape,
-                                   show_error, visible)
 from store.errors import InputError
 from store.queries import ORDER_COLUMNS
 

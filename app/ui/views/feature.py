@@ -4,9 +4,19 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app.ui.data import cache
+from app.ui.widgets.common import (
+    analysed_names,
+    asked_feature_of,
+    example_html,
+    md_escape,
+    num,
+    page_link,
+    pct,
+    ranked_links,
+    text_html,
+    visible,
+)
 from app.ui.widgets.report import report_download_button
-from app.ui.widgets.common import (analysed_names, asked_feature_of, example_html, md_escape, num, page_link, pct,
-                                   ranked_links, text_html, visible)
 
 analysed = cache.fetch(cache.analysed)
 names = analysed_names(analysed)

@@ -7,10 +7,16 @@ from analysis.heads.prompt import top_sources
 from analysis.heads.scores import SCORES
 from app.ui.data import cache
 from app.ui.data import heads as heads_cache
-from app.ui.widgets.report import heads_report_button
-from app.ui.widgets.heads import (COMPACT_AFTER, context_html, pattern_figure, ranking_figure, score_grid_figure,
-                                  top_sources_rows)
 from app.ui.widgets.common import int_param, md_escape, show_error
+from app.ui.widgets.heads import (
+    COMPACT_AFTER,
+    context_html,
+    pattern_figure,
+    ranking_figure,
+    score_grid_figure,
+    top_sources_rows,
+)
+from app.ui.widgets.report import heads_report_button
 from store.errors import InputError
 
 SAMPLE = "The cat sat on the mat. The cat sat on the"

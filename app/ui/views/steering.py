@@ -3,13 +3,13 @@ the measures, a strength sweep, and the stored runs with a re-run button each.""
 import plotly.graph_objects as go
 import streamlit as st
 
-from analysis.steering.lab import Intervention, SteerConfig, Trigger
 from analysis.steering.config import MODES, POSITIONS
+from analysis.steering.lab import Intervention, SteerConfig, Trigger
 from analysis.steering.runs import dictionary_names, parse_stored
 from app.ui.data import cache
 from app.ui.data import steering as sc
-from app.ui.widgets.report import steering_report_button
 from app.ui.widgets.common import asked_feature_of, md_escape, num, pct, show_error
+from app.ui.widgets.report import steering_report_button
 from store.errors import InputError
 
 BAD_INPUT = (InputError, ValueError)
@@ -157,7 +157,8 @@ for stored in runs:
     cols = st.columns([1, 7, 2, 1])
     cols[0].markdown(f"**#{stored.id}**")
     cols[1].caption(md_escape(f"{what} \u00b7 seed {cfg.get('seed')} \u00b7 \u201c{cfg.get('prompt', '')[:80]}\u201d"))
-    cols[2].caption(f"KL {stored.measures.get('kl_mean', 0):.4f} \u00b7 ppl {stored.measures.get('perplexity_steered', 0):.1f}")
+    cols[2].caption(f"KL {stored.measures.get('kl_mean', 0):.4f} \u00b7 "
+                    f"ppl {stored.measures.get('perplexity_steered', 0):.1f}")
     if cols[3].button("Re-run", key=f"rerun-{stored.id}"):
         st.session_state["steer_rerun"] = stored.id
         st.rerun()

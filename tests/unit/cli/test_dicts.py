@@ -5,11 +5,11 @@ import torch
 from sae_lens import SAE
 from sae_lens.saes.standard_sae import StandardSAE, StandardSAEConfig
 from safetensors.torch import save_file
-from tests.factories import sparse_activations
-from tests.helpers import error_line, run_cli
 
 from store import connect
 from store.dictionaries import get_dictionary, get_metrics, list_dictionaries
+from tests.factories import sparse_activations
+from tests.helpers import error_line, run_cli
 
 FAST = ["--d-sae", "64", "--k", "4", "--tokens", "1024", "--batch", "256", "--lr", "0.01"]
 

@@ -2,6 +2,7 @@
 import json
 
 import pytest
+
 from tests.helpers import error_line, run_cli
 
 

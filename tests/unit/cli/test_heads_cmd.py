@@ -1,8 +1,8 @@
 """`sparsescope heads` and the per-head commands: happy paths on tiny-random, and one error line for bad input."""
 import pyarrow.parquet as pq
 import pytest
-from tests.helpers import run_cli
 
+from tests.helpers import run_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

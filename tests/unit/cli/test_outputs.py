@@ -3,11 +3,11 @@ each one `error:` line, exit 2, nothing written; odd but honest workspace paths 
 from __future__ import annotations
 
 import pytest
-from tests.helpers import error_line, run_cli
-from tests.exports import CASES, hostile, make_workspace, snapshot, table_rows
 
 from store import Workspace
 from store.paths import MARKER
+from tests.exports import CASES, hostile, make_workspace, snapshot, table_rows
+from tests.helpers import error_line, run_cli
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from app.commands import ui as cmd_ui
 from app.cli import main
+from app.commands import ui as cmd_ui
 from tests.helpers import free_port, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -18,8 +18,8 @@ from sae.dictionaries import (
     MPTrainingSAE,
     MPTrainingSAEConfig,
     mp_encode_steps,
+    pursuit,
 )
-from sae.dictionaries import pursuit
 
 D_IN, D_SAE, K = 32, 256, 12
 

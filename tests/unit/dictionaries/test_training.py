@@ -7,9 +7,9 @@ import torch
 
 import sae.training as training
 from sae.dictionaries import DictSpec
-from store.errors import InputError
 from sae.sources import FileSource
 from sae.training import TrainConfig, check_resumable, load_checkpoint, save_checkpoint, train
+from store.errors import InputError
 from tests.factories import sparse_activations, train_config
 
 D_IN = 16  # sparse_activations' default width

@@ -5,8 +5,8 @@ import torch
 from typer.testing import CliRunner
 
 from analysis.activations import build_cache
-from analysis.features.analyze import AnalyzeRequest, analyze_dictionary, search_codes
 from analysis.corpora import add_corpus
+from analysis.features.analyze import AnalyzeRequest, analyze_dictionary, search_codes
 from analysis.training import TrainRequest, train_dictionary
 from sae.activation_reader import ActivationReader
 from sae.dictionaries import load_dictionary

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from analysis.features.codes import code_search
-from analysis.features.stats import FeatureStatsAccumulator, StatsConfig
 from analysis.features.pursuit import MPStatsConfig, MPStepAccumulator
+from analysis.features.stats import FeatureStatsAccumulator, StatsConfig
 from analysis.features.streaming import hash_keys
 from analysis.features.weights import decoder_neighbors, final_norm_map, logit_effects
 

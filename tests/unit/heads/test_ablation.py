@@ -2,13 +2,12 @@
 import numpy as np
 import pytest
 import torch
-from tests.factories import seeded_tiny
 
 from analysis.heads.ablation import ablate_head, mean_head_outputs, means_array
 from analysis.heads.prompt import head_pattern, top_sources
 from analysis.heads.rank import rank_heads
 from store.errors import InputError
-
+from tests.factories import seeded_tiny
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -2,12 +2,17 @@
 import numpy as np
 import pytest
 import torch
-from tests.factories import dict_spec, seeded_tiny
 
-from analysis.heads.dfa import (dictionary_layer, feature_dfa, feature_head_weights, feature_heads_table,
-                                head_attribution, is_attention_hook)
+from analysis.heads.dfa import (
+    dictionary_layer,
+    feature_dfa,
+    feature_head_weights,
+    feature_heads_table,
+    head_attribution,
+    is_attention_hook,
+)
 from store.errors import InputError
-
+from tests.factories import dict_spec, seeded_tiny
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

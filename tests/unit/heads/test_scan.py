@@ -6,11 +6,20 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from analysis.heads.scan import HeadScanConfig, kv_group, scan_heads
 from analysis.heads.run import save_scan, scan_tables
+from analysis.heads.scan import HeadScanConfig, kv_group, scan_heads
 from analysis.heads.scores import induction_random_sum, match_masks, pattern_counts, pattern_sums
-from store.heads import (export_head_stats, feature_heads, get_head_run, head_examples, head_means, head_scores,
-                         save_feature_heads, score_grid, top_heads)
+from store.heads import (
+    export_head_stats,
+    feature_heads,
+    get_head_run,
+    head_examples,
+    head_means,
+    head_scores,
+    save_feature_heads,
+    score_grid,
+    top_heads,
+)
 from tests.factories import seeded_tiny
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -4,8 +4,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from tests.helpers import run_cli
-from tests.factories import HOSTILE_LABEL, build_report_store
 
 from analysis.reports import Selection, collect_report, import_report, render_markdown, write_report
 from analysis.reports.json_io import SCHEMA, SCHEMA_VERSION, report_to_dict
@@ -13,6 +11,8 @@ from analysis.reports.markdown import example_md, md
 from analysis.reports.neuronpedia import batch_cards, export_neuronpedia
 from store import InputError, Workspace, connect, session
 from store.queries import Example, feature_card
+from tests.factories import HOSTILE_LABEL, build_report_store
+from tests.helpers import run_cli
 
 LABELS_SQL = "SELECT feature, label, notes FROM feature_labels WHERE dictionary = ? ORDER BY feature"
 

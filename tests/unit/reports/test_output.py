@@ -3,14 +3,15 @@ or export folder only when SparseScope wrote it."""
 from __future__ import annotations
 
 import pytest
-from tests.helpers import killed_staging
-from tests.factories import build_report_store
 
 import analysis.reports as reports
 from analysis.reports import Selection, collect_report, write_report
 from analysis.reports.neuronpedia import export_neuronpedia
 from store import InputError, connect
 from store.paths import MARKER
+from tests.factories import build_report_store
+from tests.helpers import killed_staging
+
 
 @pytest.fixture(scope="module")
 def store():

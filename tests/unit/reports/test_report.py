@@ -5,14 +5,14 @@ import json
 import re
 
 import pytest
-from tests.helpers import run_cli
-from tests.factories import HOSTILE_LABEL, build_report_store
 
 from analysis.reports import Selection, check_format, collect_report, render_html, write_report
 from analysis.reports import output as output_mod
 from analysis.reports.collect import ReportConfig, select_features
 from analysis.reports.html import json_for_script
 from store import InputError, Workspace, connect, session
+from tests.factories import HOSTILE_LABEL, build_report_store
+from tests.helpers import run_cli
 
 TEN = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
 # A resource reference is markup or CSS that makes a browser fetch: src=, href=, srcset=, url(...), @import.

@@ -8,8 +8,18 @@ import pytest
 import store.features as features_mod
 from store import InputError, connect
 from store.features import write_feature_stats, write_vocab
-from store.queries import (Summary, count_features, feature_card, feature_summaries, features_page,
-                           random_feature, search_by_label, search_by_logit_token, search_by_top_token, set_label)
+from store.queries import (
+    Summary,
+    count_features,
+    feature_card,
+    feature_summaries,
+    features_page,
+    random_feature,
+    search_by_label,
+    search_by_logit_token,
+    search_by_top_token,
+    set_label,
+)
 from tests.factories import synthetic_feature_tables
 
 VOCAB = ["<bos>", " the", " cat", " sat", " on", " mat", " dog", "The", " ran", "."]

@@ -8,13 +8,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-from tests.helpers import killed_staging
-from tests.exports import CASES, hostile, make_workspace, snapshot
 
-from store import InputError, Workspace, session
-from store import portability
+from store import InputError, Workspace, portability, session
 from store.paths import MARKER
 from store.portability import export_db, import_db, user_tables
+from tests.exports import CASES, hostile, make_workspace, snapshot
+from tests.helpers import killed_staging
+
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory) -> Path:

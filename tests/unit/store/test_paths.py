@@ -5,11 +5,20 @@ from __future__ import annotations
 import os
 
 import pytest
-from tests.helpers import dead_pid, killed_staging
 
 from store import InputError, paths
-from store.paths import (MARKER, check_output_file, check_output_folder, confined, refuse_symlinks, staging_dir,
-                         swap_folder, sweep_staging, write_durable)
+from store.paths import (
+    MARKER,
+    check_output_file,
+    check_output_folder,
+    confined,
+    refuse_symlinks,
+    staging_dir,
+    swap_folder,
+    sweep_staging,
+    write_durable,
+)
+from tests.helpers import dead_pid, killed_staging
 
 
 @pytest.mark.parametrize("name", ["../x", "..", ".", "", "a/b", "/etc", ".hidden", "a\\b", "x" * 129, "a b", None])

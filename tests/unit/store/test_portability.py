@@ -5,13 +5,14 @@ import json
 import shutil
 
 import pytest
-from tests.helpers import run_cli
-from tests.exports import make_workspace, table_rows
-from tests.factories import REPORT_DICTIONARIES
 
 from store import InputError, Workspace, session
 from store import dictionaries as dict_repo
 from store.portability import export_db, import_db, sql_string_literal, user_tables
+from tests.exports import make_workspace, table_rows
+from tests.factories import REPORT_DICTIONARIES
+from tests.helpers import run_cli
+
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):

@@ -11,7 +11,7 @@ def test_matching_histogram_and_unmatched_features_of_each_side(ui_ws):
     assert not at.exception and not at.error
     assert [m.value for m in at.metric[:2]] == ["hungarian", "384"]
     assert at.get("plotly_chart")
-    left, right = at.dataframe[0].value, at.dataframe[1].value
+    left = at.dataframe[0].value
     assert "features of topk-demo" in texts(at) and "features of mp-demo" in texts(at)
     # random dictionaries: nothing matches at 0.7; at cos >= 0 almost everything does
     assert len(left) == 384 and (left["partner cos"] < 0.7).all()

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from tests.helpers import free_port, wait_healthy
 
 pytestmark = pytest.mark.browser
@@ -25,8 +26,8 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 def _add_head_scan(ws: Path) -> None:
     import torch
 
-    from analysis.heads.scan import HeadScanConfig, scan_heads
     from analysis.heads.run import save_scan
+    from analysis.heads.scan import HeadScanConfig, scan_heads
     from sae.models import load_model
     from store import session
     from store.corpora import context_tokens

@@ -9,7 +9,8 @@ from store.queries import set_label
 from tests.helpers import HOSTILE, assert_literal, rendered_markdown
 from tests.ui_store import demo_workspace, open_page
 
-PARAM = "![x](http://evil.example/p.png) [login](https://evil.example) <img src=x> **b** :smile: :red[r] www.evil.example"
+PARAM = ("![x](http://evil.example/p.png) [login](https://evil.example) <img src=x> **b** :smile: :red[r] "
+         "www.evil.example")
 DANGER = {"image", "link_open", "html_inline", "html_block", "bare_link", "shortcode", "math", "directive"}
 MARKDOWN = ("markdown", "caption", "error", "info", "warning", "success", "title", "header", "subheader")
 

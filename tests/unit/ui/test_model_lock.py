@@ -89,7 +89,8 @@ def test_every_forward_pass_of_the_ui_takes_the_model_lock(ui_ws, monkeypatch):
 
     monkeypatch.setattr(cache, "using_model", recording)
     _inspect(ui_ws)
-    for fn, args in ((heads_data.pattern, (MODEL, TEXT, 0, 1)), (heads_data.ablation, (MODEL, TEXT, 0, 1, "zero", None)),
+    for fn, args in ((heads_data.pattern, (MODEL, TEXT, 0, 1)),
+                     (heads_data.ablation, (MODEL, TEXT, 0, 1, "zero", None)),
                      (heads_data.ranking, (MODEL, TEXT, ""))):
         fn.clear()
         fn(*args)

@@ -10,7 +10,6 @@ from app.ui.data import cache
 from store.workspace import READ_ONLY_ENV, Workspace
 from tests.ui_store import open_page, texts
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
