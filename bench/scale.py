@@ -5,24 +5,26 @@ size and feature-page latency, in one run.
 
 Setup (kept in the workspace, reused by later runs): an activation cache of the built-in corpus at the hook,
 and a TopK dictionary trained for a few steps on it. Then, on one CPU thread:
-  encode    the dictionary's bare encode of the analysed tokens, read from the cache (encode_seconds)
-  analysis  `sparsescope analyze` on the same tokens, from the cache, in a child process whose peak RSS is
-            read from the kernel (ru_maxrss); it writes into a copy of the store made before any analysis,
-            so store_mb is one analysis' store
+  encode    the dictionary's bare encode of the analysed tokens, read from the cache, timed before and after the
+            analysis (encode_seconds is the mean: the machine may be shared, so the two bracket its load)
+  analysis  `sparsescope analyze` on the same tokens, from the cache, in a child process; its peak RSS is the
+            kernel's high-water mark of that process (VmHWM: ru_maxrss would also count the parent, whose
+            memory a child inherits across fork and exec); it writes into a compacted copy of the store without
+            feature results, so store_mb is one analysis' store
   page      feature_card (the feature page's queries) for random live features on the store opened read-only
 Prints one JSON line: {"bench": "scale", "features", "tokens", "seconds", "encode_seconds", "forward_seconds",
-"peak_rss_gb", "store_mb", "cooccurrence", "feature_page_p95_ms", "load_avg", "ok"}; ok: co-occurrence
-stored, peak_rss_gb < 4, seconds <= 1.5 x encode_seconds + forward_seconds, store_mb < 1500,
-feature_page_p95_ms < 100. Full: SmolLM2-135M at blocks.6.hook_resid_post, 200k tokens, 65,536 features; --quick:
-the tiny random model, 8k tokens, 16,384 features (under a minute once its workspace exists; at that size the
-d_sae^2 decoder-neighbour search outweighs encoding 8k tokens, so its time target is not expected to hold).
+"peak_rss_gb", "store_mb", "cooccurrence", "feature_page_p95_ms", "phases", "cpu_ratio", "load_avg", "ok"}; ok:
+co-occurrence stored, peak_rss_gb < 4, seconds <= 1.5 x encode_seconds + forward_seconds, store_mb < 1500,
+feature_page_p95_ms < 100 (cpu_ratio, the same ratio in CPU seconds, is less sensitive to other processes).
+Full: SmolLM2-135M at blocks.6.hook_resid_post, 200k tokens, 65,536 features; --quick: the tiny random model, 8k
+tokens, 16,384 features (under a minute once its workspace exists; at that size the d_sae^2 decoder-neighbour
+search outweighs encoding 8k tokens, so its time target is not expected to hold).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -108,8 +110,8 @@ def _results_free_copy(db: Path, dst: Path) -> None:
     scratch.unlink()
 
 
-def encode_seconds(args) -> float:
-    """The bare encode of the analysed contexts (as many at a time as the analysis), timed alone."""
+def encode_seconds(args) -> tuple[float, float]:
+    """(wall, CPU) seconds of the bare encode of the analysed contexts (as many at a time as the analysis)."""
     import torch
 
     from analysis.dictionaries import open_dictionary
@@ -125,15 +127,15 @@ def encode_seconds(args) -> float:
     reader = ActivationReader(cache.path)
     n_contexts = -(-args.tokens // reader.manifest.ctx)
     batch = contexts_per_batch(AnalyzeRequest(dictionary_name(args)).batch, reader.manifest.ctx, sae.cfg.d_sae)
-    total = 0.0
+    wall = cpu = 0.0
     with torch.no_grad():
         for _, acts in reader.contexts(n_contexts):
             for chunk in acts.split(batch):
                 x = chunk.reshape(-1, chunk.shape[-1]).float()
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 sae.encode(x)
-                total += time.perf_counter() - t
-    return total
+                wall, cpu = wall + time.perf_counter() - t, cpu + time.process_time() - c
+    return wall, cpu
 
 
 def child(args) -> None:
@@ -145,14 +147,14 @@ def child(args) -> None:
     from store import Workspace
 
     phases = _time_phases()
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     out = analyze_dictionary(Workspace.resolve(args.workspace),
                              AnalyzeRequest(dictionary_name(args), tokens=args.tokens), progress=False)
-    seconds = time.perf_counter() - t
+    seconds, cpu = time.perf_counter() - t, time.process_time() - c
     phases["pass"] = seconds - sum(phases.values())
-    print(json.dumps({"seconds": seconds, "n_tokens": out.n_tokens, "source": out.source,
-                      "phases": {k: round(v, 1) for k, v in phases.items()},
-                      "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+    hwm = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM:"))
+    print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "n_tokens": out.n_tokens, "source": out.source,
+                      "phases": {k: round(v, 1) for k, v in phases.items()}, "peak_rss_kb": int(hwm.split()[1])}))
 
 
 def _time_phases() -> dict[str, float]:
@@ -195,7 +197,6 @@ def run_analysis(args, base: Path) -> dict:
     if done.returncode != 0:
         raise SystemExit(f"analysis failed:\n{done.stderr[-3000:]}")
     out = json.loads(done.stdout.strip().splitlines()[-1])
-    out["children_maxrss_kb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     out["store_mb"] = ws.db_path.stat().st_size / 2 ** 20
     return out
 
@@ -233,14 +234,18 @@ def main() -> None:
 
     torch.set_num_threads(1)
     base = setup(args)
-    encode_s = encode_seconds(args)
+    before = encode_seconds(args)
     analysis = run_analysis(args, base)
+    after = encode_seconds(args)
+    encode_s, encode_cpu = (before[0] + after[0]) / 2, (before[1] + after[1]) / 2
     p95, cooc = page_p95_ms(args, args.pages)
     forward_s = 0.0 if analysis["source"].startswith("cache") else float("nan")
-    peak_gb = analysis["maxrss_kb"] / 2 ** 20
+    peak_gb = analysis["peak_rss_kb"] / 2 ** 20
     line = {"bench": "scale", "features": args.d_sae, "tokens": args.tokens, "analysed_tokens": analysis["n_tokens"],
             "seconds": round(analysis["seconds"], 1), "encode_seconds": round(encode_s, 1),
+            "encode_seconds_before_after": [round(before[0], 1), round(after[0], 1)],
             "forward_seconds": forward_s, "ratio": round(analysis["seconds"] / encode_s, 3),
+            "cpu_ratio": round(analysis["cpu_seconds"] / encode_cpu, 3),
             "peak_rss_gb": round(peak_gb, 2), "store_mb": round(analysis["store_mb"], 1),
             "base_store_mb": round(base.stat().st_size / 2 ** 20, 1), "cooccurrence": cooc,
             "feature_page_p95_ms": round(p95, 1), "phases": analysis["phases"],
