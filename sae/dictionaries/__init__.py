@@ -28,6 +28,18 @@ saelens_names=(...), default_k=... or default_sparsity=..., ...)`; then add it t
 does).
 """
 # The registry first: it imports every architecture file, and each of them imports it back.
+# isort: off
+from sae.dictionaries.registry import (
+    ARCHITECTURES,
+    Architecture,
+    arch_of,
+    architecture,
+    feature_activations,
+    lookup,
+    register,
+    unregister,
+)
+# isort: on
 from sae.dictionaries.batchtopk import SparseBatchTopKTrainingSAE, SparseBatchTopKTrainingSAEConfig
 from sae.dictionaries.codebook import (
     CodebookSAE,
@@ -47,16 +59,6 @@ from sae.dictionaries.mp import (
     MPTrainingSAE,
     MPTrainingSAEConfig,
     mp_encode_steps,
-)
-from sae.dictionaries.registry import (
-    ARCHITECTURES,
-    Architecture,
-    arch_of,
-    architecture,
-    feature_activations,
-    lookup,
-    register,
-    unregister,
 )
 from sae.dictionaries.step import StepOutput, train_step
 from sae.dictionaries.storage import load_dictionary, save_dictionary

@@ -64,7 +64,7 @@ def server(tmp_path_factory, browser):
               f"dictionary table {first_view - up:.2f} s after that (target {FIRST_VIEW_TARGET_S} s; "
               f"bench/ui_first_view.py compares it with a bare Streamlit page); load average "
               f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-        yield url, page, first_view - up
+        yield url, page, first_view - up, ws
     finally:
         page.close()
         os.killpg(proc.pid, signal.SIGTERM)
@@ -85,7 +85,7 @@ def _settled(page) -> None:
 
 
 def test_home_shows_the_workspace(server):
-    url, page, first_view_s = server
+    url, page, first_view_s, _ = server
     _settled(page)
     assert page.get_by_test_id("stMetricValue").first.inner_text() == "1"
     assert page.locator(".js-plotly-plot").count() == 0  # the chart waits on its own tab
@@ -102,7 +102,7 @@ def test_home_shows_the_workspace(server):
 
 
 def test_feature_page_deep_link(server):
-    url, page, _ = server
+    url, page, _, _ = server
     page.goto(f"{url}/feature?dict=mp-demo&feature=2")
     page.get_by_text("Top activating contexts").wait_for(timeout=120_000)
     _settled(page)
@@ -118,7 +118,7 @@ def test_feature_page_deep_link(server):
 
 
 def test_bad_feature_id_is_one_error_line(server):
-    url, page, _ = server
+    url, page, _, _ = server
     page.goto(f"{url}/feature?dict=mp-demo&feature=abc")
     page.get_by_text("feature must be a whole number").wait_for(timeout=60_000)
     assert page.locator("[data-testid='stException']").count() == 0
@@ -126,7 +126,7 @@ def test_bad_feature_id_is_one_error_line(server):
 
 
 def test_prompt_inspector_highlights_tokens(server):
-    url, page, _ = server
+    url, page, _, _ = server
     page.goto(f"{url}/inspector")
     page.get_by_text("Features on token").wait_for(timeout=120_000)
     _settled(page)
@@ -140,7 +140,7 @@ def test_prompt_inspector_highlights_tokens(server):
 
 
 def test_browser_and_compare_pages(server):
-    url, page, _ = server
+    url, page, _, _ = server
     page.goto(f"{url}/browser?dict=topk-demo")
     page.get_by_text("select a row to open it").wait_for(timeout=60_000)
     _settled(page)
@@ -161,7 +161,7 @@ def test_a_hostile_query_parameter_is_shown_as_text(server):
     """Streamlit's own renderer (not a model of it): no image, no link, no icon, the characters as typed."""
     from urllib.parse import quote
 
-    url, page, _ = server
+    url, page, _, _ = server
     for path in ("browser?dict=", "steering?dict=", "compare?a="):
         page.goto(f"{url}/{path}{quote(HOSTILE_PARAM)}")
         alert = page.get_by_test_id("stAlert")
@@ -173,3 +173,35 @@ def test_a_hostile_query_parameter_is_shown_as_text(server):
         assert page.locator("img[src*='evil'], a[href*='evil'], a[href^='mailto']").count() == 0
         assert alert.first.locator("img, a, strong, em, code, .katex, [data-testid='stIconMaterial']").count() == 0
     _shot(page, "hostile-param")
+
+
+def test_pages_keep_serving_while_a_long_job_runs(server):
+    """An activation cache of 400k tokens is built beside the running UI: a feature page renders while the job
+    runs, and the job finishes with exit 0 and its cache in the store (jobs hold the store only briefly)."""
+    from store import session
+
+    url, page, _, ws = server
+    job = subprocess.Popen([sys.executable, "-m", "app.cli", "activations", "--model", "tiny-random", "--hook",
+                            "blocks.0.hook_resid_post", "--corpus", "builtin", "--tokens", "400000", "-w", str(ws)],
+                           cwd=ROOT, env=os.environ | {"SPARSESCOPE_QUIET": "1", "PYTHONPATH": str(ROOT)},
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while job.poll() is None and time.monotonic() < deadline and \
+                not any((ws / "activations").glob("*builtin*/shard_*.safetensors")):
+            time.sleep(0.2)  # until the job runs the model (its first shard is on disk)
+        assert job.poll() is None, job.communicate()
+        page.goto(f"{url}/feature?dict=mp-demo&feature=3")
+        page.get_by_text("Top activating contexts").wait_for(timeout=120_000)
+        page.locator("span.tok").nth(10).wait_for(timeout=60_000)
+        served_during_job = job.poll() is None
+        _shot(page, "feature-during-job")
+        _, err = job.communicate(timeout=900)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    assert job.returncode == 0, err
+    assert served_during_job  # the page was read while the job was still writing its cache
+    with session(ws.db_path, read_only=True) as con:
+        rows = con.execute("SELECT n_tokens, complete FROM activation_caches WHERE corpus = 'builtin'").fetchall()
+    assert rows and rows[0][1] and rows[0][0] >= 400_000 * 0.9
