@@ -191,9 +191,9 @@ def test_pages_keep_serving_while_a_long_job_runs(server):
                 not any((ws / "activations").glob("*builtin*/shard_*.safetensors")):
             time.sleep(0.2)  # until the job runs the model (its first shard is on disk)
         assert job.poll() is None, job.communicate()
-        page.goto(f"{url}/feature?dict=mp-demo&feature=3")
+        page.goto(f"{url}/feature?dict=mp-demo&feature=2")
         page.get_by_text("Top activating contexts").wait_for(timeout=120_000)
-        page.locator("span.tok").nth(10).wait_for(timeout=60_000)
+        page.locator("h2", has_text="feature #2").filter(has_text="pursuit atom").wait_for(timeout=120_000)
         served_during_job = job.poll() is None
         _shot(page, "feature-during-job")
         _, err = job.communicate(timeout=900)
@@ -202,6 +202,6 @@ def test_pages_keep_serving_while_a_long_job_runs(server):
             job.kill()
     assert job.returncode == 0, err
     assert served_during_job  # the page was read while the job was still writing its cache
-    with session(ws.db_path, read_only=True) as con:
+    with session(ws / "sparsescope.duckdb", read_only=True) as con:
         rows = con.execute("SELECT n_tokens, complete FROM activation_caches WHERE corpus = 'builtin'").fetchall()
     assert rows and rows[0][1] and rows[0][0] >= 400_000 * 0.9
