@@ -226,6 +226,11 @@ def page_p95_ms(args, n: int) -> tuple[float, bool]:
     return float(np.percentile(np.array(times) * 1000, 95)), bool(config.get("cooccurrence")) and n_cooc > 0
 
 
+def _note(text: str) -> None:
+    """Progress on stderr (a full run takes tens of minutes); stdout carries the JSON line only."""
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
 def main() -> None:
     args = parse()
     if args.child:
@@ -235,8 +240,11 @@ def main() -> None:
     torch.set_num_threads(1)
     base = setup(args)
     before = encode_seconds(args)
+    _note(f"bare encode: {before[0]:.1f} s")
     analysis = run_analysis(args, base)
+    _note(f"analysis: {analysis['seconds']:.1f} s")
     after = encode_seconds(args)
+    _note(f"bare encode again: {after[0]:.1f} s")
     encode_s, encode_cpu = (before[0] + after[0]) / 2, (before[1] + after[1]) / 2
     p95, cooc = page_p95_ms(args, args.pages)
     forward_s = 0.0 if analysis["source"].startswith("cache") else float("nan")

@@ -73,19 +73,20 @@ def select_examples(kept: LogArrays, edge: LogArrays, max_act: np.ndarray, n: in
     d_sae = len(max_act)
     ctx_len = ctx_len or 1  # None: nothing was fed, the log is empty
     order = kept.by_feature()  # (feature, token): ties below go to the earlier token
-    feature, token, value = kept.feature[order].astype(np.int64), kept.token[order], kept.value[order]
-    top, top_rank = smallest_per_group(feature, _value_score(value), n)
-    band = band_index(value, max_act[feature], n_bands)
-    keys = sample_keys(token, feature, ctx_len, seed)
+    picks = LogArrays(kept.token[order], kept.feature[order], kept.value[order])
+    feature = picks.feature  # int32, like every per-firing array below but the keys: the log's size matters here
+    top, top_rank = smallest_per_group(feature, _value_score(picks.value), n)
+    band = band_index(picks.value, max_act[feature], n_bands).astype(np.int32)
+    keys = sample_keys(picks.token, feature, ctx_len, seed)
     picked = [smallest_per_group(feature[in_band], keys[in_band], n) + (in_band,)
               for in_band in (np.flatnonzero(band == b) for b in range(n_bands))]
+    del keys
     # C order of [d_sae, Q, n] slots: by feature, then band, then rank
     sample = np.concatenate([in_band[i] for i, _, in_band in picked])
     sample_rank = np.concatenate([r for _, r, _ in picked])
-    by_slot = stable_argsort((feature[sample] * n_bands + band[sample]) * n + sample_rank)
+    by_slot = stable_argsort((feature[sample].astype(np.int64) * n_bands + band[sample]) * n + sample_rank)
     sample, sample_rank = sample[by_slot], sample_rank[by_slot]
     windows = WindowReader(kept, edge, ctx_len, half)
-    picks = LogArrays(token, kept.feature[order], value)
     return (_fill(picks, top, (feature[top], top_rank), (d_sae, n), windows),
             _fill(picks, sample, (feature[sample], band[sample], sample_rank), (d_sae, n_bands, n), windows))
 
