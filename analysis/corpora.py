@@ -39,10 +39,24 @@ def add_corpus(con: duckdb.DuckDBPyConnection, name: str, source: str, model: st
 
 def build_corpus(con: duckdb.DuckDBPyConnection, name: str, source: str, model: str, tokens: int | None = None,
                  ctx: int = DEFAULT_CTX, replace: bool = False, force: bool = False,
-                 ws: Workspace | None = None) -> CorpusBuild:
+                 ws: Workspace | None = None, contexts=None) -> CorpusBuild:
     """add_corpus; replacing a corpus that results are built on (activation caches, feature analyses, head
     scans) needs `force`, which deletes them with the old text in one transaction, then removes the deleted
-    caches' folders that lie in the activations folder of the workspace `ws`."""
+    caches' folders that lie in the activations folder of the workspace `ws`. `contexts`: the source already
+    tokenised by `tokenize_corpus` (so a caller can tokenise without holding the store); checked again here."""
+    check_corpus_request(con, name, source, tokens, ctx, replace, force)
+    if contexts is None:
+        contexts = tokenize_corpus(source, model, ctx, tokens)
+    corpus = Corpus(name=name, model=model, source=source, ctx=ctx, bos=prepends_bos(model),
+                    n_contexts=len(contexts.token_ids), n_tokens=contexts.n_tokens)
+    deleted = save_corpus(con, corpus, contexts.token_ids, contexts.texts, replace=replace, force=force)
+    removed, kept = _remove_cache_folders(deleted, ws)
+    return CorpusBuild(get_corpus(con, name), deleted, removed, kept)
+
+
+def check_corpus_request(con: duckdb.DuckDBPyConnection, name: str, source: str, tokens: int | None, ctx: int,
+                         replace: bool = False, force: bool = False) -> None:
+    """InputError when `corpus add` with these options would be refused (checked before and after tokenising)."""
     if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise InputError(f"corpus name {name!r} must be letters, digits, '-', '_' or '.'")
     if tokens is not None and tokens <= 0:
@@ -59,13 +73,11 @@ def build_corpus(con: duckdb.DuckDBPyConnection, name: str, source: str, model: 
             raise dependants_error(name, found)
     if source not in ("builtin",) and not source.startswith("hf:") and not Path(source).expanduser().exists():
         raise InputError(f"corpus source {source!r} is not 'builtin', 'hf:DATASET' or an existing path")
-    bos = prepends_bos(model)
-    contexts = tokenize_source(load_tokenizer(model), source, ctx, bos, tokens or MAX_TOKENS)
-    corpus = Corpus(name=name, model=model, source=source, ctx=ctx, bos=bos,
-                    n_contexts=len(contexts.token_ids), n_tokens=contexts.n_tokens)
-    deleted = save_corpus(con, corpus, contexts.token_ids, contexts.texts, replace=replace, force=force)
-    removed, kept = _remove_cache_folders(deleted, ws)
-    return CorpusBuild(get_corpus(con, name), deleted, removed, kept)
+
+
+def tokenize_corpus(source: str, model: str, ctx: int, tokens: int | None):
+    """The source's contexts for `model` (no store needed: the slow part of adding a corpus)."""
+    return tokenize_source(load_tokenizer(model), source, ctx, prepends_bos(model), tokens or MAX_TOKENS)
 
 
 def _remove_cache_folders(deleted: Dependants, ws: Workspace | None) -> tuple[list[Path], list[Path]]:

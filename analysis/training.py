@@ -23,11 +23,11 @@ from sae.training import TrainConfig, check_checkpoint, dist_context, load_check
 from store import dictionaries as repo
 from store.db import borrow, transaction
 from store.errors import InputError
-from store.locks import Reservation, release, reserve
+from store.locks import DICTIONARY_LOCK, Reservation, release, reserve_dictionary
 from store.workspace import Workspace
 
 CHECKPOINT = "checkpoint.safetensors"
-LOCK = ".lock"
+LOCK = DICTIONARY_LOCK
 """WORKSPACE/checkpoints/NAME/.lock: held (flock) by the process training NAME, from planning to the end."""
 
 
@@ -132,7 +132,7 @@ def _claim(ws: Workspace, con, name: str, resume: bool) -> tuple[Path, Reservati
     it is free and no stale checkpoint is in the way: (checkpoint path, reservation)."""
     checkpoint = ws.named("checkpoints", name) / CHECKPOINT
     check_new_name(ws, con, name, allow_folder=resume or checkpoint.exists())  # a checkpoint: say --resume
-    hold = reserve(ws.named("checkpoints", name) / LOCK, f"dictionary {name!r}")
+    hold = reserve_dictionary(ws, name)
     try:
         if resume:
             load_checkpoint(checkpoint)  # missing or truncated: fail before anything else happens
@@ -258,7 +258,7 @@ def _named_early(ws: Workspace, req: TrainRequest) -> Iterator[None]:
     _check_options(req)
     if req.name is not None:
         repo.check_name(req.name)  # before it names a folder
-    hold = reserve(ws.named("checkpoints", req.name) / LOCK, f"dictionary {req.name!r}") if req.name else None
+    hold = reserve_dictionary(ws, req.name) if req.name else None
     try:
         yield
     finally:

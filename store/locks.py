@@ -23,6 +23,9 @@ except ImportError:  # Windows: no advisory locks; reservations are then best ef
 
 _held: dict[str, "Reservation"] = {}
 
+DICTIONARY_LOCK = ".lock"
+"""A dictionary name in training is reserved by WORKSPACE/checkpoints/NAME/.lock."""
+
 
 class Reservation:
     def __init__(self, path: Path, fd: int | None):
@@ -92,3 +95,10 @@ def release(path: str | Path, remove: bool = False) -> None:
     held = _held.get(str(Path(path).absolute()))
     if held is not None:
         held.release(remove=remove)
+
+
+def reserve_dictionary(ws, name: str) -> Reservation:
+    """Reserve dictionary `name` of workspace `ws` for training (InputError naming the holder if taken; also
+    for a name no folder may have). Cheap: `train` takes it before it imports torch, so a second run of a name
+    in training is refused at once."""
+    return reserve(ws.named("checkpoints", name) / DICTIONARY_LOCK, f"dictionary {name!r}")

@@ -49,13 +49,16 @@ def corpus_add(
     ws: WorkspaceOpt = None,
 ):
     """Tokenise a text source into fixed-length contexts and keep them in the store."""
-    from analysis.corpora import build_corpus
+    from analysis.corpora import build_corpus, check_corpus_request, tokenize_corpus
     from store import session
 
     space = workspace(ws)
+    with session(space.db_path) as con:  # refused options are refused before the (long) tokenising
+        check_corpus_request(con, name, source, tokens, ctx, replace, force)
+    contexts = tokenize_corpus(source, model, ctx, tokens)  # without the store: other jobs may write meanwhile
     with session(space.db_path) as con:
         built = build_corpus(con, name, source, model, tokens=tokens, ctx=ctx, replace=replace, force=force,
-                             ws=space)
+                             ws=space, contexts=contexts)
     corpus = built.corpus
     if built.deleted:
         console.print(f"deleted what was built on the old text of {corpus.name}: {built.deleted.describe()}",

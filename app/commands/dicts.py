@@ -78,18 +78,37 @@ def train_cmd(
 
     Data parallel on N processes: torchrun --nproc_per_node N -m app.cli train ...
     """
-    from analysis.training import TrainRequest, train_in_workspace
+    space = workspace(ws)
+    # The name is reserved before torch is imported (seconds on a busy machine), so a second run of a name in
+    # training is refused at once; the engine reserves it again (the same reservation) and keeps it to the end.
+    hold = _reserve_early(space, name)
+    try:
+        from analysis.training import TrainRequest, train_in_workspace
 
-    request = TrainRequest(arch=arch, activations=activations, model=model, hook=hook, corpus=corpus,
-                           name=name, d_in=d_in, d_sae=d_sae, k=k, l1=l1, tokens=tokens, batch=batch, lr=lr,
-                           seed=seed, device=device, resume=resume, checkpoint_every=checkpoint_every)
-    result = train_in_workspace(workspace(ws), request, progress=not quiet())
+        request = TrainRequest(arch=arch, activations=activations, model=model, hook=hook, corpus=corpus,
+                               name=name, d_in=d_in, d_sae=d_sae, k=k, l1=l1, tokens=tokens, batch=batch, lr=lr,
+                               seed=seed, device=device, resume=resume, checkpoint_every=checkpoint_every)
+        result = train_in_workspace(space, request, progress=not quiet())
+    finally:
+        if hold is not None:
+            hold.release(remove=True)  # the lock file (and the folder, when the run left nothing in it)
     if result is None:  # a torchrun rank other than 0
         return
     row, metrics = result
     console.print(Text.assemble("dictionary ", (row.name, "bold"), f" ({row.arch}, d_in={row.d_in}, "
                                 f"d_sae={row.d_sae}{f', k={row.k}' if row.k else ''}) saved to {row.path}"))
     console.print(summary(metrics))
+
+
+def _reserve_early(space, name: str | None):
+    """Rank 0 (or a plain run) reserves a given --name; other torchrun ranks and default names do not."""
+    import os
+
+    from store.locks import reserve_dictionary
+
+    if name is None or os.environ.get("RANK", "0") != "0":
+        return None
+    return reserve_dictionary(space, name)
 
 
 def _fmt(value, spec: str) -> str:

@@ -73,3 +73,24 @@ def test_export_and_import_db_let_go_while_they_copy(copies, monkeypatch, capsys
     code, _, err = run_cli(monkeypatch, capsys, "import-db", str(tmp_path / "out"), "-w", str(other.root))
     assert code in (0, None), err
     assert copies.seen == [True, True, True]  # import, export (one dictionary), import-db (one dictionary)
+
+
+def test_corpus_add_lets_go_while_it_tokenises(monkeypatch, capsys, tmp_path):
+    import analysis.corpora
+
+    ws = Workspace.resolve(tmp_path / "ws")
+    src = tmp_path / "t.txt"
+    src.write_text("".join(f"Line {i} of the corpus.\n" for i in range(300)))
+    original, seen = analysis.corpora.tokenize_source, []
+
+    def tokenize_source(*args, **kwargs):
+        seen.append(_free(ws.db_path))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(analysis.corpora, "tokenize_source", tokenize_source)
+    code, _, err = run_cli(monkeypatch, capsys, "corpus", "add", "t", "--source", str(src), "--model",
+                           "tiny-random", "--ctx", "16", "-w", str(ws.root))
+    assert code in (0, None), err
+    assert seen == [True] and ws.db_path.exists()
+    with session(ws.db_path) as con:
+        assert con.execute("SELECT n_contexts FROM corpora WHERE name = 't'").fetchone()[0] > 0
