@@ -170,3 +170,19 @@ def write_vocab(con: duckdb.DuckDBPyConnection, model: str, tokens: Sequence[str
 
 def has_vocab(con: duckdb.DuckDBPyConnection, model: str) -> bool:
     return con.execute("SELECT count(*) > 0 FROM vocab WHERE model = ?", [model]).fetchone()[0]
+
+
+def feature_quality(con: duckdb.DuckDBPyConnection, dictionary: str) -> dict[str, float | int | None]:
+    """How browsable a dictionary's analysed features are: `features` (rows), `never_fired` (share with no firing
+    in the analysis), `one_token` (share of the features with at least two top examples whose top examples all
+    fire on one and the same token: often a token detector rather than a concept) and `with_top` (how many
+    features that share is of). Shares are None when there is nothing to take them of."""
+    n, never = con.execute("SELECT count(*), count(*) FILTER (WHERE count = 0) FROM features WHERE dictionary = ?",
+                           [dictionary]).fetchone()
+    with_top, one = con.execute(
+        "SELECT count(*), count(*) FILTER (WHERE tokens = 1) FROM ("
+        "  SELECT feature, count(DISTINCT token_id) AS tokens, count(*) AS n FROM feature_examples"
+        "  WHERE dictionary = ? AND kind = 'top' AND token_id IS NOT NULL GROUP BY feature) WHERE n >= 2",
+        [dictionary]).fetchone()
+    return {"features": n, "never_fired": never / n if n else None, "with_top": with_top,
+            "one_token": one / with_top if with_top else None}

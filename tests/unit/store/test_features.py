@@ -209,3 +209,17 @@ def test_hostile_text_is_stored_literally(con):
     assert rows(con, "features", "d") == N_FEATURES
     write_feature_stats(con, evil, "c", make_tables(), n_tokens=24)  # a hostile dictionary name too
     assert feature_card(con, evil, 1).count == 10
+
+
+def test_feature_quality_counts_never_fired_and_one_token_features(con):
+    from store.features import feature_quality
+
+    # features 0-3: 0 never fires; 1's top examples all fire on token 2; 2's on tokens 2 and 6; 3 has one example
+    con.executemany("INSERT INTO features VALUES ('q', ?, ?, 0, 0, 0, NULL, NULL)",
+                    [[0, 0], [1, 5], [2, 5], [3, 1]])
+    tops = [(1, 0, 2), (1, 1, 2), (1, 2, 2), (2, 0, 2), (2, 1, 6), (3, 0, 6)]
+    con.executemany("INSERT INTO feature_examples VALUES ('q', ?, 'top', NULL, ?, 'c', 0, 1, 1.0, 0, [1.0], ?)",
+                    [list(t) for t in tops])
+    con.execute("INSERT INTO feature_examples VALUES ('q', 2, 'quantile', 0, 0, 'c', 0, 1, 1.0, 0, [1.0], 2)")
+    assert feature_quality(con, "q") == {"features": 4, "never_fired": 0.25, "with_top": 2, "one_token": 0.5}
+    assert feature_quality(con, "nothing") == {"features": 0, "never_fired": None, "with_top": 0, "one_token": None}
