@@ -306,3 +306,17 @@ def _report_heads(con, n_features: int) -> None:
                                      "weight": pa.array(weights.reshape(-1), pa.float32())}))
     con.execute("INSERT INTO feature_heads SELECT 'attn-demo', feature, head, weight FROM _heads")
     con.unregister("_heads")
+
+
+def kill_training_at(monkeypatch, step: int) -> None:
+    """Make training raise KeyboardInterrupt (as Ctrl+C would) when it reaches `step`, before that step runs;
+    `monkeypatch.undo()` lets the next run train normally."""
+    import sae.dictionaries as dictionaries
+    from sae.dictionaries.step import train_step
+
+    def killed(sae, batch, optimizer, at, total_steps):
+        if at == step:
+            raise KeyboardInterrupt
+        return train_step(sae, batch, optimizer, at, total_steps)
+
+    monkeypatch.setattr(dictionaries, "train_step", killed)

@@ -12,7 +12,7 @@ from sae.dictionaries import DictSpec, build_training_sae
 from sae.sources import FileSource
 from sae.training import check_checkpoint, load_checkpoint, train
 from store.errors import InputError
-from tests.factories import sparse_activations, train_config
+from tests.factories import kill_training_at, sparse_activations, train_config
 
 D_IN = 16
 
@@ -70,15 +70,7 @@ def test_resume_is_bit_identical(source, tmp_path, monkeypatch):
     spec = DictSpec(config.arch, D_IN, config.d_sae, k=config.k)
     straight = train(spec, config, source, progress=False)
     path = tmp_path / "c.safetensors"
-    import sae.dictionaries as dictionaries
-    from sae.dictionaries.step import train_step
-
-    def killed_at_6(sae, batch, optimizer, step, total_steps):
-        if step == 6:
-            raise KeyboardInterrupt
-        return train_step(sae, batch, optimizer, step, total_steps)
-
-    monkeypatch.setattr(dictionaries, "train_step", killed_at_6)
+    kill_training_at(monkeypatch, 6)
     with pytest.raises(KeyboardInterrupt):
         train(spec, config, source, checkpoint=path, progress=False)
     monkeypatch.undo()

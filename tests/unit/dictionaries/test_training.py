@@ -10,7 +10,7 @@ from sae.dictionaries import DictSpec
 from sae.sources import FileSource
 from sae.training import TrainConfig, check_resumable, load_checkpoint, save_checkpoint, train
 from store.errors import InputError
-from tests.factories import sparse_activations, train_config
+from tests.factories import kill_training_at, sparse_activations, train_config
 
 D_IN = 16  # sparse_activations' default width
 
@@ -57,15 +57,7 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(source, tmp_path, monke
     config = train_config(arch=arch, tokens=256 * 12, checkpoint_every=5)
     straight = train(_spec(config), config, source, progress=False)
     checkpoint = tmp_path / "ckpt" / "checkpoint.pt"
-    import sae.dictionaries as dictionaries
-    from sae.dictionaries.step import train_step
-
-    def killed_at_7(sae, batch, optimizer, step, total_steps):
-        if step == 7:
-            raise KeyboardInterrupt
-        return train_step(sae, batch, optimizer, step, total_steps)
-
-    monkeypatch.setattr(dictionaries, "train_step", killed_at_7)
+    kill_training_at(monkeypatch, 7)
     with pytest.raises(KeyboardInterrupt):
         train(_spec(config), config, source, checkpoint=checkpoint, progress=False)
     monkeypatch.undo()

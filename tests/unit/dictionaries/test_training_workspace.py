@@ -12,7 +12,7 @@ from sae.sources import FileSource
 from sae.training import train
 from store import InputError
 from store.dictionaries import get_log, get_metrics, get_run, list_dictionaries
-from tests.factories import sparse_activations, train_config
+from tests.factories import kill_training_at, sparse_activations, train_config
 
 HOOK = "blocks.0.hook_resid_post"
 FAST = dict(d_sae=128, k=4, tokens=1024, batch=256, lr=1e-2)
@@ -54,15 +54,7 @@ def test_resume_through_the_workspace(con, ws, tmp_path, monkeypatch):
     path = tmp_path / "a.npy"
     np.save(path, sparse_activations(2000))
     req = TrainRequest(arch="topk", activations=str(path), name="r", checkpoint_every=2, **FAST)
-    import sae.dictionaries as dictionaries
-    from sae.dictionaries.step import train_step
-
-    def killed_at_3(sae, batch, optimizer, step, total_steps):
-        if step == 3:
-            raise KeyboardInterrupt
-        return train_step(sae, batch, optimizer, step, total_steps)
-
-    monkeypatch.setattr(dictionaries, "train_step", killed_at_3)
+    kill_training_at(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         train_dictionary(ws, con, req, progress=False)
     monkeypatch.undo()
