@@ -31,3 +31,21 @@ def test_demo_reanalyses_what_was_analysed_on_other_text(tmp_path, monkeypatch):
     monkeypatch.setattr(analysis.features.analyze, "analyze_dictionary", fake_analyze)
     demo._analyses(ws, lm=None, tokens=10_000)
     assert analysed == ["demo-mp", "demo-codebook"]
+
+
+def test_demo_trains_each_dictionary_for_passes_over_its_cache(tmp_path, monkeypatch):
+    import analysis.training
+    from app.commands import demo
+
+    ws = Workspace.resolve(tmp_path / "ws")
+    asked = []
+
+    def fake_train(space, request, lm=None, progress=True, evals=None):
+        asked.append((request.name, request.tokens))
+        return None, {"fvu": 0.1, "l0": 8.0}
+
+    monkeypatch.setattr(analysis.training, "train_in_workspace", fake_train)
+    demo._dictionaries(ws, None, "cache", 204_800)  # the demo's cache: several passes each
+    demo._dictionaries(ws, None, "cache", 16_384)  # a small cache: never fewer tokens than min_tokens
+    assert asked == [("demo-topk", 1_024_000), ("demo-mp", 614_400), ("demo-codebook", 614_400),
+                     ("demo-topk", 300_000), ("demo-mp", 49_152), ("demo-codebook", 49_152)]
