@@ -11,6 +11,8 @@ Stores
     feature_table(name, columns)          one analysis result table in the store's column types
     synthetic_feature_tables(n, ...)      every result table of one dictionary, random unless set
     build_report_store(con, ...)          a demo-shaped store: four dictionaries, labels, head scores, steering
+    planted_examples(ids, tokens, ...)    feature_examples of features that fire exactly on one token each
+    planted_dictionary(con, ...)          an analysed dictionary of such features on the report store's corpus
 
 tests/ui_store.py builds the UI tests' workspace from real tiny-model activations (typed by feature_table).
 """
@@ -306,6 +308,51 @@ def _report_heads(con, n_features: int) -> None:
                                      "weight": pa.array(weights.reshape(-1), pa.float32())}))
     con.execute("INSERT INTO feature_heads SELECT 'attn-demo', feature, head, weight FROM _heads")
     con.unregister("_heads")
+
+
+# ------------------------------------------------------------------------------------------- planted features
+
+def planted_examples(ids: np.ndarray, tokens: Sequence[int], n_examples: int = 30, window: int = 17, seed: int = 0,
+                     corpus: str = REPORT_CORPUS) -> pa.Table:
+    """feature_examples in which feature f fires exactly on token tokens[f] of the contexts `ids` (n_contexts,
+    ctx_len), nowhere else: up to n_examples windows around its occurrences at positions >= 1 (the first half top
+    examples, the rest spread over bands 9..0), with the activation on every occurrence inside the window.
+    tokens[f] < 0: no examples (a dead feature)."""
+    rng = np.random.default_rng(seed)
+    cols = {name: [] for name in RESULT_SCHEMAS["feature_examples"].names}
+    half = window // 2
+    for feature, token in enumerate(tokens):
+        ctx, pos = np.nonzero(ids == token) if token >= 0 else (np.zeros(0, int), np.zeros(0, int))
+        ctx, pos = ctx[pos >= 1], pos[pos >= 1]
+        for rank, i in enumerate(rng.permutation(len(ctx))[:n_examples]):
+            start = int(max(0, min(pos[i] - half, ids.shape[1] - window)))
+            act = float(1.0 + rng.random())
+            top = rank < n_examples // 2
+            values = dict(feature=feature, kind="top" if top else "quantile", band=None if top else 9 - rank % 10,
+                          rank=rank if top else rank // 10, corpus=corpus, context_id=int(ctx[i]),
+                          position=int(pos[i]), activation=act, window_start=start,
+                          token_acts=np.where(ids[ctx[i], start:start + window] == token, act, 0.0).tolist())
+            for name, value in values.items():
+                cols[name].append(value)
+    return feature_table("feature_examples", cols)
+
+
+def planted_dictionary(con, name: str = "planted", n_features: int = 24, dead: Sequence[int] = (0,),
+                       seed: int = 0) -> dict[int, int]:
+    """Analyse a dictionary `name` on the report store's corpus (build_report_store first) whose live feature f
+    fires exactly on token id 1 + f % (vocabulary - 1); the features in `dead` never fire. Returns feature ->
+    token id of the live ones. Labels are left alone."""
+    from store.features import write_feature_stats
+
+    rows = con.execute("SELECT token_ids FROM contexts WHERE corpus = ? ORDER BY context_id",
+                       [REPORT_CORPUS]).fetchall()
+    ids = np.array([r[0] for r in rows], np.int64)
+    tokens = [-1 if f in dead else 1 + f % (len(REPORT_VOCAB) - 1) for f in range(n_features)]
+    tables = synthetic_feature_tables(n_features, seed=seed, dead_every=0,
+                                      columns={"features": {"count": [0 if t < 0 else 100 for t in tokens]}})
+    tables["feature_examples"] = planted_examples(ids, tokens, seed=seed)
+    write_feature_stats(con, name, REPORT_CORPUS, tables, n_tokens=int(ids.size))
+    return {f: t for f, t in enumerate(tokens) if t >= 0}
 
 
 def kill_training_at(monkeypatch, step: int) -> None:
