@@ -13,6 +13,8 @@ Stores
     build_report_store(con, ...)          a demo-shaped store: four dictionaries, labels, head scores, steering
     planted_examples(ids, tokens, ...)    feature_examples of features that fire exactly on one token each
     planted_dictionary(con, ...)          an analysed dictionary of such features on the report store's corpus
+    token_windows(ids, acts, ...)         analysis.explain Windows from hand-written token ids and activations
+    explained_workspace(root)             a workspace whose store holds the report store and a planted dictionary
 
 tests/ui_store.py builds the UI tests' workspace from real tiny-model activations (typed by feature_table).
 """
@@ -353,6 +355,40 @@ def planted_dictionary(con, name: str = "planted", n_features: int = 24, dead: S
     tables["feature_examples"] = planted_examples(ids, tokens, seed=seed)
     write_feature_stats(con, name, REPORT_CORPUS, tables, n_tokens=int(ids.size))
     return {f: t for f, t in enumerate(tokens) if t >= 0}
+
+
+def token_windows(ids: Sequence[Sequence[int]], acts: Sequence[Sequence[float]] | None = None,
+                  before: Sequence[int] | None = None, context_ids: Sequence[int] | None = None,
+                  starts: Sequence[int] | None = None):
+    """analysis.explain Windows, one per list of token ids: activations `acts` (zeros when None), window w from
+    context context_ids[w] (default 1000 + w) at position starts[w] (default 1), the token before it before[w]
+    (default -1, a context's start)."""
+    from analysis.explain.evidence import Windows
+
+    n = len(ids)
+    acts = acts if acts is not None else [[0.0] * len(w) for w in ids]
+    before = before if before is not None else [-1] * n
+    flat = np.array([t for w in ids for t in w], np.int64)
+    prev = np.array([p for w, b in zip(ids, before) for p in [b, *w[:-1]]], np.int64)
+    return Windows(flat, prev, np.array([a for w in acts for a in w], np.float32),
+                   np.concatenate([[0], np.cumsum([len(w) for w in ids])]).astype(np.int64),
+                   np.asarray(context_ids if context_ids is not None else range(1000, 1000 + n), np.int64),
+                   np.asarray(starts if starts is not None else [1] * n, np.int64), np.full(n, -1, np.int64))
+
+
+def explained_workspace(root: Path) -> Path:
+    """A workspace folder at `root` whose store holds build_report_store (48 features) and planted_dictionary
+    ("planted", 24 features, feature 0 dead), nothing explained yet."""
+    from store import connect
+
+    root.mkdir(parents=True, exist_ok=True)
+    con = connect(root / "sparsescope.duckdb")
+    try:
+        build_report_store(con)
+        planted_dictionary(con)
+    finally:
+        con.close()
+    return root
 
 
 def kill_training_at(monkeypatch, step: int) -> None:

@@ -189,7 +189,12 @@ def read_windows(con: duckdb.DuckDBPyConnection, dictionary: str,
     features = sorted(int(f) for f in features)
     if not features:
         return np.zeros(0, np.int64), Windows.empty()
-    table = con.sql(_EXAMPLES, params=[dictionary, features[0], features[-1], features]).to_arrow_table()
+    # Arrow straight from a relation; on a cursor, since the connection may hold a result a fetchone() left open
+    cursor = con.cursor()
+    try:
+        table = cursor.sql(_EXAMPLES, params=[dictionary, features[0], features[-1], features]).to_arrow_table()
+    finally:
+        cursor.close()
     n_acts = pc.list_value_length(table["token_acts"]).to_numpy(zero_copy_only=False).astype(np.int64)
     n_ids = pc.list_value_length(table["ids"]).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
     length = np.minimum(n_acts, n_ids)  # a window cut short by its context's end keeps the tokens it has
