@@ -12,17 +12,20 @@ from app.commands.common import WorkspaceOpt, app, console, err_console, existin
 
 
 def registry_help() -> dict[str, str]:
-    """Help of --explainer and --scorer from the registry (analysis/explain/registry.py)."""
+    """Help of --explainer, --scorer and --batch from the registry (analysis/explain/registry.py) and the engine."""
     from analysis.explain.registry import DEFAULT_EXPLAINER, DEFAULT_SCORERS, EXPLAINERS, SCORERS
+    from analysis.explain.run import BATCH
 
     return {"explainer": "; ".join(f"{n}: {e.description}" for n, e in EXPLAINERS.items())
             + f" (default {DEFAULT_EXPLAINER}).",
             "scorer": "Comma-separated; " + "; ".join(f"{n}: {s.description}" for n, s in SCORERS.items())
-            + f" (default {','.join(DEFAULT_SCORERS)})."}
+            + f" (default {','.join(DEFAULT_SCORERS)}).",
+            "batch": f"Features read, explained, scored and written together; a killed run keeps every finished "
+                     f"batch (default {BATCH})."}
 
 
 class ExplainCommand(TyperCommand):
-    """`explain`, whose --explainer and --scorer help is read from the registry only when it is shown (keeps
+    """`explain`, whose --explainer, --scorer and --batch help is read from the registry only when it is shown (keeps
     `sparsescope --help` free of numpy and DuckDB)."""
 
     def format_help(self, ctx, formatter) -> None:
@@ -48,6 +51,8 @@ def explain_cmd(
                                                   show_default=False)] = None,
     seed: Annotated[int, typer.Option(help="Seed of --sample, the non-activating examples and the baseline.")] = 0,
     force: Annotated[bool, typer.Option("--force", help="Explain and score again features done before.")] = False,
+    batch: Annotated[Optional[int], typer.Option(help="(From the registry: ExplainCommand.)",
+                                                 show_default=False)] = None,
     ws: WorkspaceOpt = None,
 ):
     """Explain features in words, score each explanation on held-out examples beside a baseline (another
@@ -60,7 +65,7 @@ def explain_cmd(
     scorers = tuple(s.strip() for s in scorer.split(",")) if scorer is not None else DEFAULT_SCORERS
     req = ExplainRequest(dictionary, features=parse_features(features) if features is not None else None,
                          explainer=explainer or DEFAULT_EXPLAINER, scorers=scorers, sample=sample, seed=seed,
-                         force=force)
+                         force=force, **({"batch": batch} if batch is not None else {}))
     req.check()
     result = run_explain(existing_workspace(ws).db_path, req, progress=not quiet())
     _print_result(result)

@@ -37,6 +37,7 @@ def test_explain_prints_a_summary_and_a_rerun_skips(monkeypatch, capsys, explain
     (("planted", "--features", "3-x"), "--features takes feature ids and ranges such as 1,5,9-20"),
     (("planted", "--features", "3", "--all"), "give either --features or --all, not both"),
     (("planted", "--sample", "0"), "--sample must be at least 1"),
+    (("planted", "--batch", "0"), "--batch must be at least 1"),
     (("nope",), "unknown dictionary 'nope'"),
     (("raw",), "dictionary 'raw' has not been analysed yet; run `sparsescope analyze raw` first"),
 ])
