@@ -8,6 +8,7 @@ from app.commands import (  # noqa: F401  (each command module registers its com
     data,
     demo,
     dicts,
+    explain,
     heads,
     report,
     steer,

@@ -11,6 +11,10 @@ Stores
     feature_table(name, columns)          one analysis result table in the store's column types
     synthetic_feature_tables(n, ...)      every result table of one dictionary, random unless set
     build_report_store(con, ...)          a demo-shaped store: four dictionaries, labels, head scores, steering
+    planted_examples(ids, tokens, ...)    feature_examples of features that fire exactly on one token each
+    planted_dictionary(con, ...)          an analysed dictionary of such features on the report store's corpus
+    token_windows(ids, acts, ...)         analysis.explain Windows from hand-written token ids and activations
+    explained_workspace(root)             a workspace whose store holds the report store and a planted dictionary
 
 tests/ui_store.py builds the UI tests' workspace from real tiny-model activations (typed by feature_table).
 """
@@ -306,6 +310,85 @@ def _report_heads(con, n_features: int) -> None:
                                      "weight": pa.array(weights.reshape(-1), pa.float32())}))
     con.execute("INSERT INTO feature_heads SELECT 'attn-demo', feature, head, weight FROM _heads")
     con.unregister("_heads")
+
+
+# ------------------------------------------------------------------------------------------- planted features
+
+def planted_examples(ids: np.ndarray, tokens: Sequence[int], n_examples: int = 30, window: int = 17, seed: int = 0,
+                     corpus: str = REPORT_CORPUS) -> pa.Table:
+    """feature_examples in which feature f fires exactly on token tokens[f] of the contexts `ids` (n_contexts,
+    ctx_len), nowhere else: up to n_examples windows around its occurrences at positions >= 1 (the first half top
+    examples, the rest spread over bands 9..0), with the activation on every occurrence inside the window.
+    tokens[f] < 0: no examples (a dead feature)."""
+    rng = np.random.default_rng(seed)
+    cols = {name: [] for name in RESULT_SCHEMAS["feature_examples"].names}
+    half = window // 2
+    for feature, token in enumerate(tokens):
+        ctx, pos = np.nonzero(ids == token) if token >= 0 else (np.zeros(0, int), np.zeros(0, int))
+        ctx, pos = ctx[pos >= 1], pos[pos >= 1]
+        for rank, i in enumerate(rng.permutation(len(ctx))[:n_examples]):
+            start = int(max(0, min(pos[i] - half, ids.shape[1] - window)))
+            act = float(1.0 + rng.random())
+            top = rank < n_examples // 2
+            values = dict(feature=feature, kind="top" if top else "quantile", band=None if top else 9 - rank % 10,
+                          rank=rank if top else rank // 10, corpus=corpus, context_id=int(ctx[i]),
+                          position=int(pos[i]), activation=act, window_start=start,
+                          token_acts=np.where(ids[ctx[i], start:start + window] == token, act, 0.0).tolist())
+            for name, value in values.items():
+                cols[name].append(value)
+    return feature_table("feature_examples", cols)
+
+
+def planted_dictionary(con, name: str = "planted", n_features: int = 24, dead: Sequence[int] = (0,),
+                       seed: int = 0) -> dict[int, int]:
+    """Analyse a dictionary `name` on the report store's corpus (build_report_store first) whose live feature f
+    fires exactly on token id 1 + f % (vocabulary - 1); the features in `dead` never fire. Returns feature ->
+    token id of the live ones. Labels are left alone."""
+    from store.features import write_feature_stats
+
+    rows = con.execute("SELECT token_ids FROM contexts WHERE corpus = ? ORDER BY context_id",
+                       [REPORT_CORPUS]).fetchall()
+    ids = np.array([r[0] for r in rows], np.int64)
+    tokens = [-1 if f in dead else 1 + f % (len(REPORT_VOCAB) - 1) for f in range(n_features)]
+    tables = synthetic_feature_tables(n_features, seed=seed, dead_every=0,
+                                      columns={"features": {"count": [0 if t < 0 else 100 for t in tokens]}})
+    tables["feature_examples"] = planted_examples(ids, tokens, seed=seed)
+    write_feature_stats(con, name, REPORT_CORPUS, tables, n_tokens=int(ids.size))
+    return {f: t for f, t in enumerate(tokens) if t >= 0}
+
+
+def token_windows(ids: Sequence[Sequence[int]], acts: Sequence[Sequence[float]] | None = None,
+                  before: Sequence[int] | None = None, context_ids: Sequence[int] | None = None,
+                  starts: Sequence[int] | None = None):
+    """analysis.explain Windows, one per list of token ids: activations `acts` (zeros when None), window w from
+    context context_ids[w] (default 1000 + w) at position starts[w] (default 1), the token before it before[w]
+    (default -1, a context's start)."""
+    from analysis.explain.evidence import Windows
+
+    n = len(ids)
+    acts = acts if acts is not None else [[0.0] * len(w) for w in ids]
+    before = before if before is not None else [-1] * n
+    flat = np.array([t for w in ids for t in w], np.int64)
+    prev = np.array([p for w, b in zip(ids, before) for p in [b, *w[:-1]]], np.int64)
+    return Windows(flat, prev, np.array([a for w in acts for a in w], np.float32),
+                   np.concatenate([[0], np.cumsum([len(w) for w in ids])]).astype(np.int64),
+                   np.asarray(context_ids if context_ids is not None else range(1000, 1000 + n), np.int64),
+                   np.asarray(starts if starts is not None else [1] * n, np.int64), np.full(n, -1, np.int64))
+
+
+def explained_workspace(root: Path) -> Path:
+    """A workspace folder at `root` whose store holds build_report_store (48 features) and planted_dictionary
+    ("planted", 24 features, feature 0 dead), nothing explained yet."""
+    from store import connect
+
+    root.mkdir(parents=True, exist_ok=True)
+    con = connect(root / "sparsescope.duckdb")
+    try:
+        build_report_store(con)
+        planted_dictionary(con)
+    finally:
+        con.close()
+    return root
 
 
 def kill_training_at(monkeypatch, step: int) -> None:
