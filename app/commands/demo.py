@@ -149,7 +149,8 @@ def _dictionaries(space, lm, cache: str, cache_tokens: int) -> None:
         if not done:
             resume = (space.named("checkpoints", d.name) / CHECKPOINT).is_file()
             request = TrainRequest(arch=d.arch, activations=cache, name=d.name, d_sae=d.d_sae, k=d.k,
-                                   tokens=d.train_tokens(cache_tokens), batch=d.batch, lr=d.lr, resume=resume, checkpoint_every=50)
+                                   tokens=d.train_tokens(cache_tokens), batch=d.batch, lr=d.lr, resume=resume,
+                                   checkpoint_every=50)
             _, metrics = train_in_workspace(space, request, lm=lm, progress=not quiet(), evals=evals)
         verdict = ("meets", "") if metrics["fvu"] < FVU_TARGET and metrics["l0"] <= L0_TARGET else ("MISSES", "red")
         took = "reused" if done else f"{time.perf_counter() - t:.0f} s"
