@@ -12,11 +12,11 @@ Modules (public entry points; everything else is internal to the package):
     ranking      each group's n best entries of flat arrays (segmented selection without a full sort)
     cooccurrence CooccurrenceCounter: co-firing counts from the log (sparse, any d_sae), top partners by Jaccard
     distributed  torchrun: each rank's share of the contexts, its accumulators merged into rank 0 (exactly)
-    pursuit      MPStepAccumulator, MPStatsConfig: at which pursuit step each atom is chosen
-    codes        code_search: codebook codes that fire where a regular expression matches
+    pursuit      MPStepAccumulator, MPStatsConfig: at which pursuit step each atom is chosen; pursuit_traces
+    codes        code_search, search_tokens: codebook codes that fire where a regular expression matches
     weights      statistics of the weights alone: logit_effects, decoder_neighbors, final_norm_map
     tables       feature_tables: the accumulators' results as the Arrow tables `store.features` writes
-    inspector    inspect_prompt: a prompt read through every dictionary of a site (the UI's inspector)
+    inspector    inspect_prompt, trace_prompt: a prompt read through every dictionary of a site (the UI's inspector)
 """
 
 __all__ = ["analyze", "codes", "cooccurrence", "distributed", "examples", "firing_log", "inspector", "pursuit",

@@ -366,25 +366,16 @@ def search_codes(ws, req: AnalyzeRequest, regex: str, limit: int = 20, lm=None, 
     matches `regex`, over the request's contexts (the Codebook Features paper's code search)."""
     from tqdm.auto import tqdm
 
-    from analysis.features.codes import code_search
-    from sae.dictionaries import codebook_code_ids
+    from analysis.features.codes import check_regex, search_batches
 
-    try:
-        re.compile(regex)
-    except re.error as exc:
-        raise InputError(f"the regex {regex!r} does not compile: {exc}") from None
+    check_regex(regex)
     site = open_site(ws, req, lm, need_codes=True)
     vocab = vocab_texts(site.model.tokenizer, site.model.cfg.d_vocab)
-    texts: list[str] = []
-    codes: list[Tensor] = []
     n_ctx, ctx = site.token_ids.shape
     bar = tqdm(total=n_ctx * ctx, unit="tok", unit_scale=True, desc="code search", disable=not progress)
-    device = site.sae.W_dec.device
-    with torch.no_grad():
-        for ids, tokens, acts in site_batches(site, req.batch):
-            x = acts[:, SKIP_FIRST:].to(device, torch.float32).reshape(-1, acts.shape[-1])
-            codes.append(codebook_code_ids(site.sae, x).cpu())
-            texts.extend(vocab[t] for t in tokens[:, SKIP_FIRST:].reshape(-1).tolist())
-            bar.update(len(ids) * ctx)
-    bar.close()
-    return code_search(texts, torch.cat(codes), regex, limit=limit)
+    batches = ((tokens, acts) for _, tokens, acts in site_batches(site, req.batch))
+    try:
+        return search_batches(site.sae, batches, vocab, regex, limit=limit, skip_first=SKIP_FIRST,
+                              on_batch=lambda n: bar.update(n * ctx))
+    finally:
+        bar.close()

@@ -91,3 +91,11 @@ def inspect_prompt(model, hook: str, text: str, dictionaries: Mapping[str, objec
     readings = {name: read_dictionary(sae, acts, n_top) for name, sae in dictionaries.items()}
     has_bos = bool(model.cfg.default_prepend_bos) and token_ids[0].item() == model.tokenizer.bos_token_id
     return Inspection(model.cfg.model_name, hook, token_ids.tolist(), tokens, readings, truncated, has_bos)
+
+
+def trace_prompt(model, hook: str, text: str, sae) -> list:
+    """The pursuit trace (analysis.features.pursuit.PursuitTrace) of every token of `text` by MP dictionary `sae`."""
+    from analysis.features.pursuit import pursuit_traces
+
+    _, acts, _ = site_activations(model, hook, text)
+    return pursuit_traces(sae, acts)

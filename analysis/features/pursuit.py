@@ -1,4 +1,5 @@
-"""Matching-pursuit extras: at which pursuit step each atom is chosen, and which atoms come before it.
+"""Matching-pursuit extras: at which pursuit step each atom is chosen, which atoms come before it, and the
+pursuit of single tokens step by step (`pursuit_traces`, the prompt inspector's trace).
 
 An atom chosen at step t of an input has "parent candidates": the atoms chosen at earlier steps of the same
 input (in a hierarchy, a child is typically chosen after its parent, once the parent's part of the residual
@@ -18,6 +19,7 @@ import torch
 from torch import Tensor
 
 from analysis.features.streaming import rank_within_groups
+from store.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -125,3 +127,50 @@ class MPStepAccumulator:
             counts[child, rank.cpu().numpy()] = self.counts[entry].cpu().numpy()
         return MPStats(step_counts=self.steps.view(self.d_sae, self.k).cpu().numpy(),
                        parent_ids=ids, parent_counts=counts, parents_exact=self.exact)
+
+
+@dataclass(frozen=True)
+class PursuitTrace:
+    """One input's pursuit, step by step (steps that added nothing are left out)."""
+
+    atoms: list[int]
+    """Atom chosen at each step, in the order pursuit chose them (an atom may come back)."""
+    coeffs: list[float]
+    """Coefficient added at each step."""
+    residual_norms: list[float]
+    """||x - reconstruction|| after each step: the input less b_dec and the first s terms."""
+    input_norm: float
+    """||x - b_dec||: the residual before the first step."""
+    stop_reason: str
+    """Why the pursuit stopped (sae.dictionaries.STOP_REASONS)."""
+
+
+@torch.no_grad()
+def pursuit_traces(sae, acts: Tensor) -> list[PursuitTrace]:
+    """The pursuit of every row of acts [T, d_in] by an MP dictionary, as its encode runs it.
+
+    Atoms and coefficients are the encoder's own (mp_encode_steps); the residual norms are recomputed from
+    the decoder in float64, so they check the coefficients rather than repeat the encoder's arithmetic.
+    """
+    from sae.dictionaries import STOP_REASONS, arch_of, mp_encode_steps
+
+    arch = arch_of(sae)
+    if not arch.has_pursuit_steps:
+        raise InputError(f"the pursuit trace applies to MP (matching pursuit) dictionaries, not {arch.name}")
+    if acts.shape[-1] != sae.cfg.d_in:
+        raise InputError(f"the dictionary reads d_in={sae.cfg.d_in}, the hook gives d={acts.shape[-1]}")
+    x = acts.to(sae.W_dec.device, torch.float32)
+    steps = mp_encode_steps(sae, x)
+    sae_in = sae.process_sae_in(x).double()  # [T, d_in]: the input less b_dec, what pursuit starts from
+    W = sae.W_dec.detach().double()  # [d_sae, d_in]
+    traces = []
+    for row in range(x.shape[0]):
+        n = int(steps.n_steps[row])
+        ids, coeffs = steps.atom_ids[row, :n], steps.step_coeffs[row, :n]
+        used = ids >= 0
+        ids, coeffs = ids[used], coeffs[used]
+        partial = torch.cumsum(coeffs.double()[:, None] * W[ids], dim=0)  # [S, d_in] sum of the first s terms
+        norms = (sae_in[row] - partial).norm(dim=1)
+        traces.append(PursuitTrace(ids.tolist(), coeffs.double().tolist(), norms.tolist(),
+                                   float(sae_in[row].norm()), STOP_REASONS[int(steps.stop_reason[row])]))
+    return traces

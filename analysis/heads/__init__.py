@@ -10,7 +10,8 @@ Modules (public entry points):
     prompt     one head on one prompt: check_head, head_pattern, top_sources
     ablation   ablate_head, MODES (zero / mean), mean_head_outputs
     rank       rank_heads: every head ablated, ranked by the target logit change
+    patching   activation_patching: head outputs and residual positions patched from a clean into a corrupted prompt
     dfa        attention-output (hook_z) dictionaries: head_attribution, feature_dfa, feature_heads_table
 """
 
-__all__ = ["ablation", "dfa", "prompt", "rank", "run", "scan", "scores"]
+__all__ = ["ablation", "dfa", "patching", "prompt", "rank", "run", "scan", "scores"]

@@ -1,4 +1,5 @@
-"""Commands for attention heads: scores over a corpus, a head's pattern, ablation, ranking, Parquet export."""
+"""Commands for attention heads: scores over a corpus, a head's pattern, ablation, ranking, activation patching,
+Parquet export."""
 from __future__ import annotations
 
 from typing import Annotated, Optional
@@ -129,6 +130,39 @@ def head_rank_cmd(prompt: PromptOpt, model: ModelOpt = DEFAULT_MODEL,
     for e in result.effects[:top]:
         table.add_row(str(e.layer), str(e.head), str(e.kv_group), f"{e.logit_delta:+.4f}", f"{e.prob_ablated:.3f}")
     console.print(table)
+
+
+@app.command(name="patch")
+def patch_cmd(clean: Annotated[str, typer.Option(help="Clean prompt.", show_default=False)],
+              corrupted: Annotated[str, typer.Option(help="Corrupted prompt, of the same number of tokens.",
+                                                     show_default=False)],
+              answer: Annotated[str, typer.Option(help="Answer token of the clean prompt (one token, e.g. ' Mary').",
+                                                  show_default=False)],
+              wrong: Annotated[str, typer.Option(help="Answer token of the corrupted prompt.", show_default=False)],
+              model: ModelOpt = DEFAULT_MODEL, top: Annotated[int, typer.Option(help="Cells listed per heatmap.")] = 10,
+              device: DeviceOpt = None, ws: WorkspaceOpt = None):
+    """Activation patching: each head's output, and the residual stream at each layer and position, patched from
+    the clean run into the corrupted one; metric: logit(answer) - logit(wrong) at the last position, normalised
+    to clean = 1, corrupted = 0 (the heads page shows both as heatmaps)."""
+    import numpy as np
+
+    from analysis.heads.patching import activation_patching
+    from sae.models import load_model
+    from store import InputError
+
+    if top < 1:
+        raise InputError(f"--top must be at least 1 (got {top})")
+    result = activation_patching(load_model(model, device=device), clean, corrupted, answer, wrong)
+    console.print(f"logit difference {result.clean_diff:.4f} clean, {result.corrupted_diff:.4f} corrupted")
+    heads = Table("layer", "head", "patched metric", title="head outputs (hook_z, every position)")
+    for layer, head in zip(*np.unravel_index(np.argsort(-np.abs(result.heads), axis=None)[:top], result.heads.shape)):
+        heads.add_row(str(layer), str(head), f"{result.heads[layer, head]:+.4f}")
+    console.print(heads)
+    resid = Table("layer", "position", "clean / corrupted token", "patched metric", title="residual stream")
+    for layer, pos in zip(*np.unravel_index(np.argsort(-np.abs(result.resid), axis=None)[:top], result.resid.shape)):
+        resid.add_row(str(layer), str(pos), f"{result.clean_tokens[pos]!r} / {result.corrupted_tokens[pos]!r}",
+                      f"{result.resid[layer, pos]:+.4f}")
+    console.print(resid)
 
 
 @app.command(name="heads-export")

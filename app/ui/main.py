@@ -34,6 +34,7 @@ PAGES: list[PageSpec] = [
     PageSpec("views/compare.py", "Compare", "compare", ":material/compare_arrows:"),
     PageSpec("views/steering.py", "Steering", "steering", ":material/tune:"),
     PageSpec("views/heads.py", "Attention heads", "heads", ":material/grid_view:"),
+    PageSpec("views/codes.py", "Code search", "codes", ":material/manage_search:"),
 ]
 
 

@@ -1,6 +1,7 @@
 """The UI's data layer: the only modules with st.cache_*; every store and analysis call a page makes goes here.
 
     cache      what several pages share (dictionaries, feature cards, search, the model) and `writing()`
-    heads      the Heads page's calls            steering   the Steering page's calls
+    heads      the Heads page's calls (patching too)   steering   the Steering page's calls
+    inspector  the inspector's pursuit trace             codes      the Code search page's calls
     readers    read-only access to the store, one DuckDB instance shared by every read, held briefly
 """

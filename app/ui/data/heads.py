@@ -117,3 +117,12 @@ def feature_head_weights(model_name: str, name: str, path: str,
     if not stamp or not model_name:  # no weights on disk, or no model to tell the head count
         return None, None
     return cache.compute(_head_weights, model_name, name, stamp, feature)
+
+
+@st.cache_data(show_spinner="patching every head and residual position...", max_entries=32)
+def patching(model_name: str, clean: str, corrupted: str, answer: str, wrong: str):
+    """analysis.heads.patching.activation_patching on the shared model (held for every forward pass)."""
+    from analysis.heads.patching import activation_patching
+
+    with cache.using_model(model_name) as lm:
+        return activation_patching(lm, clean, corrupted, answer, wrong)

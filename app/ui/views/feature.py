@@ -114,6 +114,12 @@ if page.has_codes:
              f"{num(page.metrics.get('code_perplexity'))}.")
     st.caption("A code's activation on this page is its cosine similarity to the LayerNorm'd input where it is "
                "chosen (what the encoder ranks codes by); the output weighs every chosen code alike.")
+    force, search = st.columns(2)
+    with force:  # clamp with a positive value switches the code into the chosen set at every position
+        page_link("steering", "Force this code in steering", ":material/bolt:", dict=name, feature=feature,
+                  mode="clamp")
+    with search:
+        page_link("codes", "Search this codebook's codes by regex", ":material/manage_search:", dict=name)
 
 st.subheader("Label")
 with st.form(f"label-{name}-{feature}"):

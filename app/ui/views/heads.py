@@ -1,4 +1,5 @@
-"""Heads page (/heads?model=M&corpus=C&score=S&layer=L&head=H&prompt=TEXT): head scores, patterns, ablation."""
+"""Heads page (/heads?model=M&corpus=C&score=S&layer=L&head=H&prompt=TEXT&clean=..&corrupted=..&answer=A&wrong=B):
+head scores, patterns, ablation, ranking and activation patching."""
 import pandas as pd
 import streamlit as st
 
@@ -16,6 +17,8 @@ from app.ui.widgets.heads import (
     score_grid_figure,
     top_sources_rows,
 )
+from app.ui.widgets.patching import KEYS as PATCH_KEYS
+from app.ui.widgets.patching import patching_inputs, show_patching
 from app.ui.widgets.report import heads_report_button
 from store.errors import InputError
 
@@ -78,8 +81,8 @@ if not prompt.strip():
     st.error("the prompt is empty")
     st.stop()
 st.query_params["prompt"] = prompt
-tab_pattern, tab_contexts, tab_ablate, tab_rank = st.tabs(
-    ["Pattern", "Top contexts", "Ablation", "Which heads matter"])
+tab_pattern, tab_contexts, tab_ablate, tab_rank, tab_patch = st.tabs(
+    ["Pattern", "Top contexts", "Ablation", "Which heads matter", "Activation patching"])
 
 with tab_pattern:
     result = cache.compute(heads_cache.pattern, run.model, prompt, layer, head)
@@ -133,3 +136,11 @@ with tab_rank:
         st.dataframe(pd.DataFrame([{"layer": e.layer, "head": e.head, "KV group": e.kv_group,
                                     "logit change": e.logit_delta, "p ablated": e.prob_ablated}
                                    for e in ranked.effects[:25]]), hide_index=True, width="stretch")
+
+with tab_patch:  # last: bad input here stops the page with one st.error, after every other tab is drawn
+    inputs, run_now = patching_inputs(params)
+    if run_now:
+        show_patching(cache.compute(heads_cache.patching, run.model, *(inputs[k] for k in PATCH_KEYS)))
+    else:
+        st.caption("a clean and a corrupted prompt of the same length, the answer the clean prompt should get and "
+                   "the one the corrupted prompt gets; Patch runs a forward pass per head and per layer x position")

@@ -1,5 +1,5 @@
-"""Steering page (/steering?dict=NAME&feature=ID): default and steered text side by side as they are generated,
-the measures, a strength sweep, and the stored runs with a re-run button each."""
+"""Steering page (/steering?dict=NAME&feature=ID&mode=MODE): default and steered text side by side as they are
+generated, the measures, a strength sweep, and the stored runs with a re-run button each."""
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -19,14 +19,17 @@ if not names:
     st.info("No dictionary yet: train one with `sparsescope train` (or run `sparsescope demo`).")
     st.stop()
 asked, asked_feature = asked_feature_of(names, known_as="known")
+asked_mode = st.query_params.get("mode")
+if asked_mode is not None and asked_mode not in MODES:
+    show_error(InputError(f"unknown mode {asked_mode!r} (choose from {', '.join(MODES)})"))
 
 st.title("Steering")
 top = st.columns([3, 1, 2])
 name = top[0].selectbox("dictionary", names, index=names.index(asked) if asked else 0)
 feature = int(top[1].number_input("feature", min_value=0, value=asked_feature or 0, step=1,
                                   key=f"steer-feature-{name}-{asked_feature}"))
-st.query_params.update({"dict": name, "feature": str(feature)})
-mode = top[2].segmented_control("mode", MODES, default="add", required=True)
+mode = top[2].segmented_control("mode", MODES, default=asked_mode or "add", required=True)
+st.query_params.update({"dict": name, "feature": str(feature), "mode": mode})
 prompt = st.text_area("prompt", "Tell me about your weekend.", max_chars=4000)
 row = st.columns(4)
 strength = row[0].slider("strength (x the feature's max activation)", -20.0, 20.0, 4.0, 0.5)

@@ -47,6 +47,14 @@ def test_head_pattern_ablate_and_rank(monkeypatch, capsys, ws):
     assert "target" in out and "logit change" in out
 
 
+def test_patch_lists_the_strongest_cells(monkeypatch, capsys, ws):
+    code, out, err = run_cli(monkeypatch, capsys, "patch", "--clean", "abcXdef", "--corrupted", "abcYdef",
+                             "--answer", "g", "--wrong", "h", "--model", "tiny-random", "--top", "3")
+    assert code == 0, err
+    assert "logit difference" in out and "head outputs" in out and "residual stream" in out
+    assert "'X' / 'Y'" in out and "+1.0000" in out  # the changed token entering layer 0 restores the clean run
+
+
 @pytest.mark.parametrize("args, needle", [
     (["head-pattern", "--layer", "2", "--head", "0", "--prompt", "hi"], "layer 2 is out of range"),
     (["head-pattern", "--layer", "0", "--head", "7", "--prompt", "hi"], "head 7 is out of range"),
@@ -54,6 +62,9 @@ def test_head_pattern_ablate_and_rank(monkeypatch, capsys, ws):
     (["head-pattern", "--layer", "0", "--head", "0", "--prompt", "x" * 300], "beyond the model's context"),
     (["head-ablate", "--layer", "0", "--head", "0", "--prompt", "hi", "--mode", "half"], "unknown ablation mode"),
     (["head-rank", "--prompt", "hi", "--target", "two words"], "exactly one token"),
+    (["patch", "--clean", "abc", "--corrupted", "abcd", "--answer", "g", "--wrong", "h"],
+     "the clean prompt has 4, the corrupted prompt 5"),
+    (["patch", "--clean", "abc", "--corrupted", "abd", "--answer", "gg", "--wrong", "h"], "is 2 tokens"),
     (["heads", "--tokens", "0"], "must be positive"),
     (["heads", "--corpus", "nope"], "unknown corpus 'nope'"),
     (["heads-export", "x.parquet"], "no head scores stored yet"),

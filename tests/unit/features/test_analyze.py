@@ -7,10 +7,12 @@ from typer.testing import CliRunner
 from analysis.activations import build_cache
 from analysis.corpora import add_corpus
 from analysis.features.analyze import AnalyzeRequest, analyze_dictionary, search_codes
+from analysis.features.codes import search_tokens
 from analysis.training import TrainRequest, train_dictionary
 from sae.activation_reader import ActivationReader
 from sae.dictionaries import load_dictionary
 from store import InputError, session
+from store.corpora import context_tokens
 from store.queries import feature_card
 
 HOOK = "blocks.0.hook_resid_post"
@@ -137,6 +139,19 @@ def test_codebook_analysis_and_code_search(space, tiny_model):
                            lm=tiny_model, progress=False)
     assert matches and all(0 <= m.precision <= 1 and 0 < m.recall <= 1 for m in matches)
     assert [m.precision for m in matches] == sorted((m.precision for m in matches), reverse=True)
+    # the UI's path (the model run on the contexts' token ids) ranks the same codes as the CLI's (the cache)
+    with session(ws.db_path, read_only=True) as con:
+        token_ids = torch.tensor(context_tokens(con, "t", 0, N_CTX))
+    assert search_tokens(tiny_model, sae, HOOK, token_ids, r"\d", limit=5, batch=7) == matches
+
+
+def test_search_tokens_refuses_bad_regexes_and_other_architectures(space, tiny_model):
+    ws, _ = space
+    _, topk = _brute_force(ws, space[1], "tk")
+    with pytest.raises(InputError, match="does not compile"):
+        search_tokens(tiny_model, topk, HOOK, torch.zeros(1, 4, dtype=torch.long), "(unclosed")
+    with pytest.raises(InputError, match="needs a codebook dictionary, not topk"):
+        search_tokens(tiny_model, topk, HOOK, torch.zeros(1, 4, dtype=torch.long), "a")
 
 
 def _results(ws):
