@@ -153,6 +153,7 @@ WITH docs AS (
            e.explainer, e.text, coalesce(l.label, '') AS label,
            lower(coalesce(e.text, '')) AS et, lower(coalesce(l.label, '') || ' ' || coalesce(l.notes, '')) AS lt
     FROM explanations e FULL OUTER JOIN feature_labels l ON l.dictionary = e.dictionary AND l.feature = e.feature
+    WHERE {dictionary}::VARCHAR IS NULL OR coalesce(e.dictionary, l.dictionary) = {dictionary}
 ), hits AS (
     SELECT dictionary, feature, explainer, text, label, {matched} AS matched, {in_label} AS in_label,
            {whole} AS whole
@@ -172,18 +173,19 @@ def _search_sql(n: int) -> str:
         in_label=" + ".join(f"contains(lt, ${i})::INTEGER" for i in range(1, n + 1)),
         whole=" + ".join(f"coalesce(regexp_matches(lt || ' ' || et, '\\b' || regexp_escape(${i}) || '\\b'), false)"
                          "::INTEGER" for i in range(1, n + 1)),
-        any=" OR ".join(either), n_words=f"${n + 1}", limit=f"${n + 2}")
+        any=" OR ".join(either), n_words=f"${n + 1}", limit=f"${n + 2}", dictionary=f"${n + 3}")
 
 
 def search_explanations(con: duckdb.DuckDBPyConnection, words: str | Sequence[str],
-                        limit: int = 50) -> list[SearchResult]:
-    """Features of every dictionary whose label, notes or explanation contain the query's words (case ignored,
-    taken literally), best first: more words found first; among equals, words in the user's label before words
-    only in an explanation, whole words before parts of words. One row per feature (its best explanation)."""
+                        limit: int = 50, dictionary: str | None = None) -> list[SearchResult]:
+    """Features of every dictionary (or of `dictionary` only) whose label, notes or explanation contain the
+    query's words (case ignored, taken literally), best first: more words found first; among equals, words in the
+    user's label before words only in an explanation, whole words before parts of words. One row per feature (its
+    best explanation)."""
     if isinstance(words, str):
         words = words.split()
     unique = list(dict.fromkeys(w.lower() for w in words if w.strip()))[:MAX_WORDS]
     if not unique or limit <= 0:
         return []
-    rows = con.execute(_search_sql(len(unique)), [*unique, len(unique), int(limit)]).fetchall()
+    rows = con.execute(_search_sql(len(unique)), [*unique, len(unique), int(limit), dictionary]).fetchall()
     return [SearchResult(d, f, float(s), label, text, explainer) for d, f, s, label, text, explainer in rows]
