@@ -1,4 +1,5 @@
-"""Explanations of features and their scores: writing a batch, reading them back, searching them by words.
+"""Explanations of features and their scores: writing a batch, reading them back (for reports too), importing
+them from a report, searching them by words.
 
 `sparsescope explain` writes a batch of features per short transaction (`write_batch`), so a killed run keeps
 every finished batch and a rerun skips them (`done_features`). A user's label lives in `feature_labels` and is
@@ -136,6 +137,62 @@ def score_summary(con: duckdb.DuckDBPyConnection, dictionary: str, explainer: st
         "AND (?::INTEGER[] IS NULL OR feature IN (SELECT unnest(?::INTEGER[])))",
         [dictionary, explainer, scorer, metric, _ints(features), _ints(features)]).fetchone()
     return ScoreSummary(*row)
+
+
+@dataclass(frozen=True)
+class Explained:
+    """One explanation of a feature with every score of it: what reports and exports show."""
+
+    feature: int
+    explainer: str
+    text: str
+    scores: tuple[ScoreRow, ...] = ()
+    """By scorer, then metric."""
+
+
+def explanations_of(con: duckdb.DuckDBPyConnection, dictionary: str,
+                    features: Sequence[int]) -> dict[int, list[Explained]]:
+    """feature -> its explanations (by explainer) with their scores, for many features in two queries; features
+    without an explanation are left out."""
+    ids = _ints(features) or []
+    if not ids:
+        return {}
+    scores: dict[tuple[int, str], list[ScoreRow]] = {}
+    for feature, explainer, *rest in con.execute(
+            "SELECT feature, explainer, scorer, metric, value, baseline, n_examples FROM explanation_scores "
+            "WHERE dictionary = ? AND feature IN (SELECT unnest(?::INTEGER[])) ORDER BY feature, explainer, scorer, "
+            "metric", [dictionary, ids]).fetchall():
+        scores.setdefault((feature, explainer), []).append(ScoreRow(feature, *rest))
+    out: dict[int, list[Explained]] = {}
+    for row in get_explanations(con, dictionary, features=ids):
+        out.setdefault(row.feature, []).append(
+            Explained(row.feature, row.explainer, row.text, tuple(scores.get((row.feature, row.explainer), ()))))
+    return out
+
+
+def import_explanations(con: duckdb.DuckDBPyConnection, dictionary: str, items: Sequence[Explained]) -> int:
+    """Put explanations from elsewhere (a report) in, in one transaction: each replaces the same explainer's
+    explanation of its feature and all of that explanation's scores; every other explanation stays. They come as
+    text only (no rule), as a report carries them. Returns how many were written."""
+    rows = pa.Table.from_pylist([{"feature": e.feature, "explainer": e.explainer, "text": e.text, "rule": None}
+                                 for e in items], schema=_EXPLANATIONS)
+    score_rows = pa.Table.from_pylist([{**vars(s), "explainer": e.explainer} for e in items for s in e.scores],
+                                      schema=_SCORES.append(pa.field("explainer", pa.string())))
+    with transaction(con):
+        con.register("_explanations", rows)
+        con.register("_scores", score_rows)
+        try:
+            con.execute("DELETE FROM explanation_scores s WHERE dictionary = ? AND EXISTS (SELECT 1 FROM _explanations "
+                        "e WHERE e.feature = s.feature AND e.explainer = s.explainer)", [dictionary])
+            con.execute("INSERT OR REPLACE INTO explanations (dictionary, feature, explainer, text, rule, created) "
+                        "SELECT ?, feature, explainer, text, NULL, current_timestamp FROM _explanations", [dictionary])
+            con.execute("INSERT INTO explanation_scores (dictionary, feature, explainer, scorer, metric, value, "
+                        "baseline, n_examples) SELECT ?, feature, explainer, scorer, metric, value, baseline, "
+                        "n_examples FROM _scores", [dictionary])
+        finally:
+            con.unregister("_explanations")
+            con.unregister("_scores")
+    return len(items)
 
 
 def _ints(values: Sequence[int] | None) -> list[int] | None:
