@@ -1,4 +1,5 @@
-"""Explanations of features and their scores: writing a batch, reading them back, searching them by words.
+"""Explanations of features and their scores: writing a batch, reading them back (for reports too), importing
+them from a report, searching them by words.
 
 `sparsescope explain` writes a batch of features per short transaction (`write_batch`), so a killed run keeps
 every finished batch and a rerun skips them (`done_features`). A user's label lives in `feature_labels` and is
@@ -138,6 +139,62 @@ def score_summary(con: duckdb.DuckDBPyConnection, dictionary: str, explainer: st
     return ScoreSummary(*row)
 
 
+@dataclass(frozen=True)
+class Explained:
+    """One explanation of a feature with every score of it: what reports and exports show."""
+
+    feature: int
+    explainer: str
+    text: str
+    scores: tuple[ScoreRow, ...] = ()
+    """By scorer, then metric."""
+
+
+def explanations_of(con: duckdb.DuckDBPyConnection, dictionary: str,
+                    features: Sequence[int]) -> dict[int, list[Explained]]:
+    """feature -> its explanations (by explainer) with their scores, for many features in two queries; features
+    without an explanation are left out."""
+    ids = _ints(features) or []
+    if not ids:
+        return {}
+    scores: dict[tuple[int, str], list[ScoreRow]] = {}
+    for feature, explainer, *rest in con.execute(
+            "SELECT feature, explainer, scorer, metric, value, baseline, n_examples FROM explanation_scores "
+            "WHERE dictionary = ? AND feature IN (SELECT unnest(?::INTEGER[])) ORDER BY feature, explainer, scorer, "
+            "metric", [dictionary, ids]).fetchall():
+        scores.setdefault((feature, explainer), []).append(ScoreRow(feature, *rest))
+    out: dict[int, list[Explained]] = {}
+    for row in get_explanations(con, dictionary, features=ids):
+        out.setdefault(row.feature, []).append(
+            Explained(row.feature, row.explainer, row.text, tuple(scores.get((row.feature, row.explainer), ()))))
+    return out
+
+
+def import_explanations(con: duckdb.DuckDBPyConnection, dictionary: str, items: Sequence[Explained]) -> int:
+    """Put explanations from elsewhere (a report) in, in one transaction: each replaces the same explainer's
+    explanation of its feature and all of that explanation's scores; every other explanation stays. They come as
+    text only (no rule), as a report carries them. Returns how many were written."""
+    rows = pa.Table.from_pylist([{"feature": e.feature, "explainer": e.explainer, "text": e.text, "rule": None}
+                                 for e in items], schema=_EXPLANATIONS)
+    score_rows = pa.Table.from_pylist([{**vars(s), "explainer": e.explainer} for e in items for s in e.scores],
+                                      schema=_SCORES.append(pa.field("explainer", pa.string())))
+    with transaction(con):
+        con.register("_explanations", rows)
+        con.register("_scores", score_rows)
+        try:
+            con.execute("DELETE FROM explanation_scores s WHERE dictionary = ? AND EXISTS (SELECT 1 FROM _explanations "
+                        "e WHERE e.feature = s.feature AND e.explainer = s.explainer)", [dictionary])
+            con.execute("INSERT OR REPLACE INTO explanations (dictionary, feature, explainer, text, rule, created) "
+                        "SELECT ?, feature, explainer, text, NULL, current_timestamp FROM _explanations", [dictionary])
+            con.execute("INSERT INTO explanation_scores (dictionary, feature, explainer, scorer, metric, value, "
+                        "baseline, n_examples) SELECT ?, feature, explainer, scorer, metric, value, baseline, "
+                        "n_examples FROM _scores", [dictionary])
+        finally:
+            con.unregister("_explanations")
+            con.unregister("_scores")
+    return len(items)
+
+
 def _ints(values: Sequence[int] | None) -> list[int] | None:
     return None if values is None else [int(v) for v in values]
 
@@ -153,6 +210,7 @@ WITH docs AS (
            e.explainer, e.text, coalesce(l.label, '') AS label,
            lower(coalesce(e.text, '')) AS et, lower(coalesce(l.label, '') || ' ' || coalesce(l.notes, '')) AS lt
     FROM explanations e FULL OUTER JOIN feature_labels l ON l.dictionary = e.dictionary AND l.feature = e.feature
+    WHERE {dictionary}::VARCHAR IS NULL OR coalesce(e.dictionary, l.dictionary) = {dictionary}
 ), hits AS (
     SELECT dictionary, feature, explainer, text, label, {matched} AS matched, {in_label} AS in_label,
            {whole} AS whole
@@ -172,18 +230,19 @@ def _search_sql(n: int) -> str:
         in_label=" + ".join(f"contains(lt, ${i})::INTEGER" for i in range(1, n + 1)),
         whole=" + ".join(f"coalesce(regexp_matches(lt || ' ' || et, '\\b' || regexp_escape(${i}) || '\\b'), false)"
                          "::INTEGER" for i in range(1, n + 1)),
-        any=" OR ".join(either), n_words=f"${n + 1}", limit=f"${n + 2}")
+        any=" OR ".join(either), n_words=f"${n + 1}", limit=f"${n + 2}", dictionary=f"${n + 3}")
 
 
 def search_explanations(con: duckdb.DuckDBPyConnection, words: str | Sequence[str],
-                        limit: int = 50) -> list[SearchResult]:
-    """Features of every dictionary whose label, notes or explanation contain the query's words (case ignored,
-    taken literally), best first: more words found first; among equals, words in the user's label before words
-    only in an explanation, whole words before parts of words. One row per feature (its best explanation)."""
+                        limit: int = 50, dictionary: str | None = None) -> list[SearchResult]:
+    """Features of every dictionary (or of `dictionary` only) whose label, notes or explanation contain the
+    query's words (case ignored, taken literally), best first: more words found first; among equals, words in the
+    user's label before words only in an explanation, whole words before parts of words. One row per feature (its
+    best explanation)."""
     if isinstance(words, str):
         words = words.split()
     unique = list(dict.fromkeys(w.lower() for w in words if w.strip()))[:MAX_WORDS]
     if not unique or limit <= 0:
         return []
-    rows = con.execute(_search_sql(len(unique)), [*unique, len(unique), int(limit)]).fetchall()
+    rows = con.execute(_search_sql(len(unique)), [*unique, len(unique), int(limit), dictionary]).fetchall()
     return [SearchResult(d, f, float(s), label, text, explainer) for d, f, s, label, text, explainer in rows]

@@ -5,7 +5,8 @@
 
 `collect.py` gathers the Report from the store; html.py / markdown.py / json_io.py render it; browser.py
 drives headless Chromium (PNG figures through kaleido, PDF printing); neuronpedia.py exports dashboards in
-the layout Neuronpedia uploads. The JSON schema is documented in SCHEMA.md.
+the layout Neuronpedia uploads, with the explanation records it imports. The JSON schema is documented in
+SCHEMA.md.
 """
 from __future__ import annotations
 

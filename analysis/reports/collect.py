@@ -13,6 +13,7 @@ import duckdb
 from analysis.reports.extras import HeadScores, SteeringRun, head_attribution, head_scores, steering_runs
 from store import dictionaries as dict_repo
 from store.errors import InputError
+from store.explanations import Explained, explanations_of
 from store.queries import FeatureCard, feature_card
 
 SortKey = Literal["density", "max_act", "label"]
@@ -94,6 +95,8 @@ class FeatureEntry:
     """(head, share of decoder norm) for attention-output dictionaries with head statistics."""
     steering: list[str] = field(default_factory=list)
     """Ids of the report's steering runs that target this feature."""
+    explanations: list[Explained] = field(default_factory=list)
+    """Its explanations in words (by explainer), each with its scores and their baselines."""
 
 
 @dataclass
@@ -191,10 +194,12 @@ def collect_report(con: duckdb.DuckDBPyConnection, dictionary: str, selection: S
     ids = select_features(con, dictionary, selection, cfg)
     runs = steering_runs(con, list(steering or []))
     heads_of = head_attribution(con, dictionary, ids)
+    explained = explanations_of(con, dictionary, ids)
     entries = []
     for feature in ids:
         entry = FeatureEntry(_trim(feature_card(con, dictionary, feature), cfg))
         entry.head_attribution = heads_of.get(feature, [])
+        entry.explanations = explained.get(feature, [])
         entry.steering = [r.run_id for r in runs if (dictionary, feature) in r.targets]
         entries.append(entry)
     return Report(dictionary=summary, features=entries, steering=runs,

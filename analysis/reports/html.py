@@ -33,6 +33,7 @@ mark.pk{outline:1.5px solid var(--accent)}.band{margin-top:6px;font-size:12px;fo
 ul.chips{list-style:none;padding:0;margin:0;display:flex;flex-wrap:wrap;gap:4px 12px}
 pre.gen{white-space:pre-wrap;background:#f6f7f9;padding:8px;border-radius:6px;margin:4px 0}
 .notes{white-space:pre-wrap;background:#fffbe6;padding:6px 10px;border-radius:6px}
+.expl{background:#f0f6ff;padding:4px 10px;border-radius:6px;margin:6px 0}.expl p{margin:4px 0}
 nav ol{columns:3 260px;padding-left:22px}.run{border-top:1px dashed var(--line);margin-top:10px}
 p.top{text-align:right;margin:6px 0 0;font-size:12px}
 @media print{body{max-width:none;padding:0}section.card{break-before:page}.modebar-container{display:none}

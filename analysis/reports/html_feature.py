@@ -1,7 +1,8 @@
-"""One feature's card in the HTML report: label, statistics, plots, examples, logits, neighbours, extras.
+"""One feature's card in the HTML report: label, explanations, statistics, plots, examples, logits, neighbours,
+extras.
 
-Every piece of text from the store goes through `esc` (html.escape with quotes): labels, notes, tokens and
-steering texts are user or model data and must show as text, never as markup.
+Every piece of text from the store goes through `esc` (html.escape with quotes): labels, notes, explanations,
+tokens and steering texts are user or model data and must show as text, never as markup.
 """
 from __future__ import annotations
 
@@ -121,6 +122,23 @@ def steering_html(run: SteeringRun, plot: Plot) -> str:
             f'</div>{plot(kl, f"run{run.run_id}-kl") if kl else ""}</div>')
 
 
+def explanations_html(entry: FeatureEntry) -> str:
+    """Each explanation (escaped) with a table of its scores beside their baselines."""
+    parts = []
+    for e in entry.explanations:
+        rows = "".join(f"<tr><td>{esc(s.scorer)}</td><td>{esc(s.metric)}</td><td class=\"num\">{fmt(s.value, '.3f')}"
+                       f"</td><td class=\"num\">{fmt(s.baseline, '.3f')}</td><td class=\"num\">{s.n_examples:,}</td>"
+                       "</tr>" for s in e.scores)
+        table = ('<table class="mini"><thead><tr><th>scorer</th><th>metric</th><th>score</th><th>baseline</th>'
+                 f'<th>examples</th></tr></thead><tbody>{rows}</tbody></table>') if rows else ""
+        parts.append(f'<div class="expl"><p><b>Explanation</b> <span class="muted">({esc(e.explainer)})</span>: '
+                     f'{esc(e.text)}</p>{table}</div>')
+    if not parts:
+        return ""
+    return "".join(parts) + ('<p class="muted">Scores on held-out examples; baseline: another feature\'s '
+                             'explanation scored the same way.</p>')
+
+
 def feature_html(entry: FeatureEntry, report: Report, plot: Plot) -> str:
     card, ids = entry.card, report.feature_ids
     label = esc(card.label) if card.label else '<span class="muted">unlabelled</span>'
@@ -133,6 +151,7 @@ def feature_html(entry: FeatureEntry, report: Report, plot: Plot) -> str:
         sides.append(_ranked_features("Likely parents (times followed)", card.mp_parents, ids, ",.0f"))
     runs = [r for r in report.steering if r.run_id in entry.steering]
     return (f'<section class="card" id="f-{card.feature}"><h2>Feature {card.feature}: {label}</h2>{notes}'
+            f'{explanations_html(entry)}'
             f'<div class="cols">{_stats(entry, report.dictionary.has_codes)}<div class="plots">{plots}</div></div>'
             f'{_examples(entry)}'
             f'<div class="cols">{_token_table("Promoted tokens (logit effect)", card.promoted)}'

@@ -1,8 +1,9 @@
 """The JSON report (schema "sparsescope-report", version 1; see SCHEMA.md) and importing its labels.
 
 `report_to_json` writes everything the HTML report shows as data; `import_report` reads such a file and
-restores the features' labels and notes into a dictionary of the same name (or the one named) in another
-workspace. Readers accept any version up to SCHEMA_VERSION; a file from a newer SparseScope is refused.
+restores the features' labels, notes and explanations (with their scores) into a dictionary of the same name (or
+the one named) in another workspace. Readers accept any version up to SCHEMA_VERSION; a file from a newer
+SparseScope is refused.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import duckdb
 from analysis.reports.collect import FeatureEntry, Report
 from store import dictionaries as dict_repo
 from store.errors import InputError
+from store.explanations import Explained, ScoreRow, import_explanations
 from store.portability import import_labels
 from store.queries import Example
 
@@ -58,6 +60,10 @@ def _feature(entry: FeatureEntry) -> dict:
         "mp_parents": [{"feature": r.id, "count": r.value} for r in c.mp_parents],
         "head_attribution": [{"head": h, "share": s} for h, s in entry.head_attribution],
         "steering_runs": list(entry.steering),
+        "explanations": [{"explainer": e.explainer, "text": e.text,
+                          "scores": [{"scorer": s.scorer, "metric": s.metric, "value": s.value,
+                                      "baseline": s.baseline, "n_examples": s.n_examples} for s in e.scores]}
+                         for e in entry.explanations],
     }
 
 
@@ -106,11 +112,50 @@ def _labels(data: dict) -> list[tuple[int, str, str]]:
     return rows
 
 
+def _number(value) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def _score(feature: int, item) -> ScoreRow:
+    if not isinstance(item, dict):
+        raise ValueError(item)
+    scorer, metric, n = item.get("scorer"), item.get("metric"), item.get("n_examples")
+    value, baseline = item.get("value"), item.get("baseline")
+    if not (isinstance(scorer, str) and scorer and isinstance(metric, str) and metric and _number(value)
+            and _number(baseline) and isinstance(n, int) and not isinstance(n, bool) and n >= 0):
+        raise ValueError(item)
+    return ScoreRow(feature, scorer, metric, value, baseline, n)
+
+
+def _explanations(data: dict) -> list[Explained]:
+    """The explanations of a report's features (reports written before they were exported have none)."""
+    rows, seen = [], set()
+    for item in data["features"]:
+        feature = item.get("feature")
+        for e in item.get("explanations") or []:
+            try:
+                explainer, text = e.get("explainer"), e.get("text")
+                if not (isinstance(explainer, str) and explainer and isinstance(text, str) and text.strip()):
+                    raise ValueError(e)
+                scores = tuple(_score(feature, s) for s in e.get("scores") or [])
+            except (AttributeError, ValueError):
+                raise InputError(f"malformed explanation of feature {feature} in report: {str(e)[:80]}") from None
+            if (feature, explainer) in seen or len({(s.scorer, s.metric) for s in scores}) < len(scores):
+                raise InputError(f"feature {feature} has explanation {explainer!r} or one of its scores twice in "
+                                 "the report")
+            seen.add((feature, explainer))
+            rows.append(Explained(feature, explainer, text, scores))
+    return rows
+
+
 def import_report(con: duckdb.DuckDBPyConnection, path: str | Path, dictionary: str | None = None) -> tuple[str, int]:
-    """Restore the labels and notes of a JSON report; returns (dictionary, number of features labelled).
+    """Restore the labels, notes and explanations of a JSON report; returns (dictionary, number of features
+    labelled or explained).
 
     The target dictionary (the report's own name unless `dictionary` is given) must exist in this workspace
-    with the same d_sae; nothing is written otherwise.
+    with the same d_sae; nothing is written otherwise. An explanation of the report replaces the same explainer's
+    explanation of that feature (with its scores); the workspace's other explanations stay, and a report without
+    explanations changes none.
     """
     data = read_report(path)
     target = dictionary or str(data["dictionary"].get("name") or "")
@@ -125,8 +170,13 @@ def import_report(con: duckdb.DuckDBPyConnection, path: str | Path, dictionary: 
     if d_sae is not None and theirs is not None and d_sae != theirs:
         raise InputError(f"the report's dictionary has d_sae={theirs} but {target!r} has d_sae={d_sae}")
     labels = _labels(data)
+    explanations = _explanations(data)
     if d_sae is not None:
-        outside = [f for f, _, _ in labels if not 0 <= f < d_sae]
+        outside = sorted({f for f, _, _ in labels if not 0 <= f < d_sae}
+                         | {e.feature for e in explanations if not 0 <= e.feature < d_sae})
         if outside:
             raise InputError(f"feature(s) outside 0..{d_sae - 1}: {', '.join(map(str, outside[:20]))}")
-    return target, import_labels(con, target, labels)
+    import_labels(con, target, labels)
+    if explanations:
+        import_explanations(con, target, explanations)
+    return target, len({f for f, _, _ in labels} | {e.feature for e in explanations})

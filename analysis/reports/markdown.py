@@ -85,12 +85,27 @@ def _run_md(run: SteeringRun, images: dict[str, dict] | None, folder: str) -> li
     return lines
 
 
+def explanations_md(entry: FeatureEntry) -> list[str]:
+    """Each explanation (escaped) and a table of its scores beside their baselines."""
+    lines = []
+    for e in entry.explanations:
+        lines += [f"**Explanation** ({md(e.explainer)}): {md(e.text)}", ""]
+        if e.scores:
+            lines += _table(["scorer", "metric", "score", "baseline", "examples"],
+                            [[md(s.scorer), md(s.metric), num(s.value, ".3f"), num(s.baseline, ".3f"),
+                              f"{s.n_examples:,}"] for s in e.scores], "--rrr")
+    if lines:
+        lines += ["_Scores on held-out examples; baseline: another feature's explanation scored the same way._", ""]
+    return lines
+
+
 def _feature_md(entry: FeatureEntry, report: Report, images: dict[str, dict] | None, folder: str) -> list[str]:
     c, ids = entry.card, report.feature_ids
     title = md(c.label) if c.label else "_unlabelled_"
     lines = [f'<a id="f-{c.feature}"></a>', "", f"## Feature {c.feature}: {title}", ""]
     if c.notes:
         lines += ["> " + md(c.notes), ""]
+    lines += explanations_md(entry)
     lines += _table(["density", "fires on", "mean act", "max act", "decoder norm", "max decoder cos"],
                     [[num(c.density, ".3%"), f"{c.count:,} / {c.n_tokens:,}", num(c.mean_act), num(c.max_act),
                       num(c.decoder_norm), num(c.max_decoder_cos, ".3f")]], "rrrrrr")

@@ -8,6 +8,9 @@ the fields). The folder we write:
     OUT/skipped_indexes.json   {"model_id", "layer", "sae_set", "log_sparsity": null, "skipped_indexes": [...]}
                                dead features (never fired), which Neuronpedia creates as dead
     OUT/batch-N.json           {"model_id", "layer", "sae_set", "features": [feature, ...]}
+    OUT/explanations/batch-N.jsonl.gz
+                               the features' explanations in words, one JSON object a line, gzipped: the layout of
+                               Neuronpedia's explanation exports and imports (features of batch N, none if none)
 
 Each feature, field by field (values rounded to 3 decimals, as SAEDashboard does):
     feature_index                  feature id
@@ -29,9 +32,22 @@ Each feature, field by field (values rounded to 3 decimals, as SAEDashboard does
                                    empty lists: SparseScope does not compute the full logit-effect histogram,
                                    neuron alignment or activation correlations (its co-occurrence is Jaccard,
                                    not Pearson, so it is not passed off as correlated_features)
+
+Each explanation line (Neuronpedia's Explanation record; its source id is LAYER-SAE_SET):
+    modelId, layer, index          the model, "LAYER-SAE_SET" and the feature id as a string
+    description                    the explanation's text, or the user's label
+    typeName                       how it was made: "sparsescope-EXPLAINER" (e.g. sparsescope-patterns), or
+                                   "sparsescope-label" for the user's own label (with its notes in `notes`)
+    explanationModelName           what made it: the explainer's name, or "user" for a label
+    notes                          the label's notes (null for explanations)
+    scores                         [{"explanationScoreTypeName": "sparsescope-SCORER-METRIC",
+                                     "explanationScoreModelName": "sparsescope-SCORER", "value",
+                                     "jsonDetails": JSON text of {"baseline", "n_examples"}}, ...]; metrics that
+                                   are undefined (null) are left out, as Neuronpedia's value is a number
 """
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import re
@@ -44,6 +60,7 @@ from analysis.reports.collect import ReportConfig, Selection, dictionary_summary
 from analysis.reports.extras import head_attribution
 from analysis.reports.output import folder_beside
 from store.errors import InputError
+from store.explanations import Explained, explanations_of
 from store.paths import check_output_folder
 from store.queries import Example, FeatureCard, Ranked
 
@@ -95,6 +112,29 @@ def feature_dashboard(card: FeatureCard, n_bands: int, corpus: dict, heads: list
         "decoder_weights_dist": _r(w for _, w in heads),
         "activations": _activations(card, n_bands),
     }
+
+
+def explanation_records(explained: list[Explained], label: tuple[str, str] | None, head: dict) -> list[dict]:
+    """A feature's explanations (and the user's label, first) as Neuronpedia Explanation records; `head` holds
+    modelId, layer (the source id) and index."""
+    out = []
+    if label is not None and label[0]:
+        out.append({**head, "description": label[0], "typeName": "sparsescope-label",
+                    "explanationModelName": "user", "notes": label[1] or None, "scores": []})
+    for e in explained:
+        scores = [{"explanationScoreTypeName": f"sparsescope-{s.scorer}-{s.metric}",
+                   "explanationScoreModelName": f"sparsescope-{s.scorer}", "value": s.value,
+                   "jsonDetails": json.dumps({"baseline": s.baseline, "n_examples": s.n_examples}, allow_nan=False)}
+                  for s in e.scores if s.value is not None and math.isfinite(s.value)]
+        out.append({**head, "description": e.text, "typeName": f"sparsescope-{e.explainer}",
+                    "explanationModelName": e.explainer, "notes": None, "scores": scores})
+    return out
+
+
+def _labels(con: duckdb.DuckDBPyConnection, dictionary: str, features: list[int]) -> dict[int, tuple[str, str]]:
+    rows = con.execute("SELECT feature, label, notes FROM feature_labels WHERE dictionary = ? AND feature IN "
+                       "(SELECT unnest(?::INTEGER[]))", [dictionary, features]).fetchall()
+    return {f: (label or "", notes or "") for f, label, notes in rows}
 
 
 _IN = "dictionary = ? AND feature IN (SELECT unnest(?::INTEGER[]))"
@@ -160,6 +200,7 @@ def export_neuronpedia(con: duckdb.DuckDBPyConnection, dictionary: str, out: Pat
     else:
         ids = [f for f, count in every if count > 0]
     head = {"model_id": summary.model, "layer": layer_of(summary.hook), "sae_set": dictionary}
+    source = f"{head['layer']}-{dictionary}"  # Neuronpedia's id of the dictionary: LAYER-SAE_SET
     corpus, n_bands = _corpus(con, summary.corpus), _n_bands(con, dictionary)
     vocab_model = con.execute("SELECT model FROM analyses WHERE dictionary = ?", [dictionary]).fetchone()[0]
     with folder_beside(out, force) as tmp:
@@ -174,9 +215,19 @@ def export_neuronpedia(con: duckdb.DuckDBPyConnection, dictionary: str, out: Pat
             cards = batch_cards(con, dictionary, vocab_model, summary.corpus, summary.n_tokens, chunk)
             dashboards = [feature_dashboard(cards[f], n_bands, corpus, heads.get(f, [])) for f in chunk]
             _write(tmp / f"batch-{n}.json", {**head, "features": dashboards})
+            explained, labels = explanations_of(con, dictionary, chunk), _labels(con, dictionary, chunk)
+            lines = [record for f in chunk for record in explanation_records(
+                explained.get(f, []), labels.get(f), {"modelId": summary.model, "layer": source, "index": str(f)})]
+            if lines:
+                (tmp / "explanations").mkdir(exist_ok=True)
+                _write_lines(tmp / "explanations" / f"batch-{n}.jsonl.gz", lines)
     return out, len(ids)
 
 
 def _write(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, ensure_ascii=False, allow_nan=False, default=str), encoding="utf-8")
 
+
+def _write_lines(path: Path, records: list[dict]) -> None:
+    text = "".join(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for r in records)
+    path.write_bytes(gzip.compress(text.encode("utf-8"), mtime=0))

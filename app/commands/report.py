@@ -82,13 +82,14 @@ def import_report_cmd(
                                                      "report's own).", show_default=False)] = None,
     ws: WorkspaceOpt = None,
 ):
-    """Restore the labels and notes of a JSON report into this workspace."""
+    """Restore the labels, notes and explanations of a JSON report into this workspace."""
     from analysis.reports import import_report
     from store import session
 
     with session(existing_workspace(ws).db_path) as con:
         name, n = import_report(con, file, dict_name)
-    console.print(f"restored labels and notes of {n} feature(s) into {name}")
+    console.print(f"restored labels, notes and explanations of {n} feature(s) into {name}", markup=False,
+                  highlight=False)
 
 
 @app.command(name="export-neuronpedia")

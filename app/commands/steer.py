@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from app.commands.common import DeviceOpt, WorkspaceOpt, app, console, existing_workspace, quiet, workspace
 
@@ -61,8 +62,18 @@ def _model_name(con, explicit: str | None, features: list[str], trigger: str | N
     return (require_dictionary(con, names[0]).model or DEFAULT_MODEL) if names else DEFAULT_MODEL
 
 
+def _config(opts: dict, model: str, interventions):
+    """A SteerConfig of `interventions` with the generation settings of the options."""
+    from analysis.steering.lab import SteerConfig
+
+    return SteerConfig(prompt=opts["prompt"] or "", interventions=tuple(interventions), model=model,
+                       chat=not opts["raw"], max_new_tokens=opts["max_new_tokens"], samples=opts["samples"],
+                       seed=opts["seed"], temperature=0.0 if opts["greedy"] else _number("--temperature", opts[
+                           "temperature"]), top_p=_number("--top-p", opts["top_p"]))
+
+
 def _build_config(opts: dict, model: str):
-    from analysis.steering.lab import Intervention, SteerConfig, Trigger
+    from analysis.steering.lab import Intervention, Trigger
 
     trigger = None
     if opts["trigger"]:
@@ -75,10 +86,7 @@ def _build_config(opts: dict, model: str):
         interventions.append(Intervention(direction=_direction(opts["direction"]), hook=opts["hook"], **common))
     if not interventions:
         raise _input_error("nothing to steer with: give --feature DICT:ID (or --direction with --hook)")
-    return SteerConfig(prompt=opts["prompt"] or "", interventions=tuple(interventions), model=model,
-                       chat=not opts["raw"], max_new_tokens=opts["max_new_tokens"], samples=opts["samples"],
-                       seed=opts["seed"], temperature=0.0 if opts["greedy"] else _number("--temperature", opts[
-                           "temperature"]), top_p=_number("--top-p", opts["top_p"]))
+    return _config(opts, model, interventions)
 
 
 def _plan(space, opts: dict):
@@ -105,7 +113,7 @@ def _plan(space, opts: dict):
 def _texts_table(default: list[str], steered: list[str]) -> Table:
     table = Table("#", "default", "steered", show_lines=True)
     for i, (d, s) in enumerate(zip(default, steered)):
-        table.add_row(str(i), d, s)
+        table.add_row(str(i), Text(d), Text(s))  # model text: never read as markup
     return table
 
 
@@ -123,7 +131,7 @@ def _measures_lines(result) -> list[str]:
     return lines + [f"note: {n}" for n in result.notes]
 
 
-def _run_one(space, model, config, numbers, dictionaries) -> None:
+def _run_one(space, model, config, numbers, dictionaries):
     from analysis.steering.lab import steer
     from analysis.steering.runs import record_run
     from store import session
@@ -137,6 +145,7 @@ def _run_one(space, model, config, numbers, dictionaries) -> None:
     console.print("\n".join(_measures_lines(result)), markup=False, highlight=False)
     console.print(f"stored as steering run {run_id} ({result.seconds:.1f} s); re-run it with "
                   f"`sparsescope steer --rerun {run_id}`", markup=False, highlight=False)
+    return result
 
 
 def _run_sweep(space, model, config, dictionaries, strengths: list[float]) -> None:
@@ -171,6 +180,72 @@ def _list_runs(space) -> None:
     console.print(table if runs else "no steering runs yet")
 
 
+def _plan_described(space, opts: dict):
+    """(proposal, config, dictionaries) of --describe; reads the store only."""
+    from analysis.steering.describe import interventions, propose
+    from analysis.steering.runs import load_dictionaries
+    from store import session
+    from store.errors import InputError
+
+    with session(space.db_path) as con:
+        proposal = propose(con, opts["describe"], opts["dictionary"], opts["top"],
+                           strength=_number("--strength", opts["strength"]))
+        try:
+            specs = interventions(proposal, opts["mode"], opts["positions"])
+            config = _config(opts, _model_name(con, opts["model"], [proposal.features[0].ref], None), specs)
+        except InputError:
+            raise
+        except ValueError as exc:  # a config's validation
+            raise _input_error(str(exc)) from None
+        dictionaries = load_dictionaries(con, config, space, opts["device"])
+    return proposal, config, dictionaries
+
+
+def _proposal_lines(proposal) -> list[Text]:
+    lines = [Text.assemble(("steering toward ", "bold"), (proposal.description, "bold"),
+                           f" (searched: {', '.join(proposal.words)}; {len(proposal.features)} feature(s) of "
+                           f"{proposal.dictionary})")]
+    for p in proposal.features:
+        lines.append(Text.assemble((p.ref, "bold"), f": strength {p.strength:.3g} x max activation "
+                                                    f"{p.max_act:.4g} = {p.amount:.4g} (match {p.match:.2f})"))
+        if p.label:
+            lines.append(Text.assemble("  label: ", (p.label, "italic")))
+        if p.explanation:
+            lines.append(Text(f"  explanation ({p.explainer}): {p.explanation}"))
+    return lines
+
+
+def _effect_line(effect) -> Text:
+    verdict = ("description met", "green") if effect.met else ("description not met", "red")
+    return Text.assemble(verdict, f": the selected features' mean activation on the continuation "
+                                  f"{effect.default_mean:.4g} unsteered -> {effect.steered_mean:.4g} steered")
+
+
+def _run_described(space, opts: dict) -> None:
+    from analysis.steering.describe import described_effect
+    from sae.models import load_model
+
+    proposal, config, dictionaries = _plan_described(space, opts)
+    for line in _proposal_lines(proposal):
+        console.print(line, soft_wrap=True)
+    lm = load_model(config.model, device=opts["device"])
+    result = _run_one(space, lm, config, None, dictionaries)
+    console.print(_effect_line(described_effect(result, proposal)), soft_wrap=True)
+
+
+def _describe_conflicts(opts: dict) -> None:
+    """--describe chooses the features itself; --dictionary and --top only go with it."""
+    if opts["describe"] is None:
+        if opts["dictionary"] is not None or opts["top"] is not None:
+            raise _input_error("--dictionary and --top go with --describe")
+        return
+    taken = [name for name, given in (("--feature", opts["feature"]), ("--direction", opts["direction"]),
+                                      ("--trigger", opts["trigger"]), ("--sweep", opts["sweep"]),
+                                      ("--rerun", opts["rerun"] is not None), ("--list", opts["list_"])) if given]
+    if taken:
+        raise _input_error(f"--describe picks the features itself; leave out {', '.join(taken)}")
+
+
 @app.command(name="steer")
 def steer_cmd(
     prompt: Annotated[Optional[str], typer.Option(help="Prompt (wrapped in the chat template unless --raw).")] = None,
@@ -196,12 +271,22 @@ def steer_cmd(
     sweep: Annotated[Optional[str], typer.Option(help="Comma-separated strengths, e.g. 0,2,4,8.")] = None,
     rerun: Annotated[Optional[int], typer.Option(help="Re-run stored run ID with its seed.")] = None,
     list_: Annotated[bool, typer.Option("--list", help="List the stored steering runs.")] = False,
+    describe: Annotated[Optional[str], typer.Option(help="Steer by words: the features whose explanations and "
+                                                         "labels best match this text, at --strength x their max "
+                                                         "activation scaled by how well each matched.",
+                                                    show_default=False)] = None,
+    dictionary: Annotated[Optional[str], typer.Option(help="--describe: look in this dictionary only (default: "
+                                                           "the best match's).", show_default=False)] = None,
+    top: Annotated[Optional[int], typer.Option(help="--describe: how many features to steer with (default 3).",
+                                               show_default=False)] = None,
     device: DeviceOpt = None,
     ws: WorkspaceOpt = None,
 ):
     """Generate default and steered text side by side, print the measures, store the run."""
+    _describe_conflicts(dict(locals()))
     # a stored run or a dictionary's feature can only come from an existing store: do not create one to look
-    space = existing_workspace(ws) if list_ or rerun is not None or feature or trigger else workspace(ws)
+    looks_up = list_ or rerun is not None or feature or trigger or describe is not None
+    space = existing_workspace(ws) if looks_up else workspace(ws)
     if list_:
         return _list_runs(space)
     strengths = [_number("--sweep", s) for s in sweep.split(",")] if sweep else None
@@ -209,6 +294,8 @@ def steer_cmd(
     from sae.models import load_model
 
     opts = dict(locals(), feature=feature or [], device=str(pick_device(device)))
+    if describe is not None:
+        return _run_described(space, opts)
     config, numbers, dictionaries = _plan(space, opts)
     lm = load_model(config.model, device=opts["device"])
     if strengths:

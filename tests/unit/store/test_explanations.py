@@ -63,6 +63,9 @@ def test_search_ranks_across_dictionaries_case_insensitively(con):
     assert [(h.dictionary, h.feature) for h in search_explanations(con, "paris", limit=2)] == [("b", 8), ("c", 4)]
     assert search_explanations(con, "  ") == [] and search_explanations(con, "zebra") == []
     assert search_explanations(con, "p_ris") == [] and search_explanations(con, "p.ris") == []  # taken literally
+    in_b = search_explanations(con, "PARIS london", dictionary="b")  # one dictionary: labels and explanations
+    assert [(h.dictionary, h.feature) for h in in_b] == [("b", 8), ("b", 7)]
+    assert search_explanations(con, "paris", dictionary="nope") == []
 
 
 def test_one_result_per_feature_with_its_best_explanation(con):
