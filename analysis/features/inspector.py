@@ -48,15 +48,15 @@ class Inspection:
     """True when the first token is a BOS the model prepended (an attention sink, not part of the text)."""
 
 
-def check_prompt(text: str) -> str:
+def check_prompt(text: str, what: str = "the prompt") -> str:
     """`text` if it is something to read: not blank, encodable, at most MAX_CHARS characters; else InputError."""
     from sae.models import check_text
 
     if not text.strip():
-        raise InputError("the prompt is empty: type some text")
-    check_text(text)
+        raise InputError(f"{what} is empty: type some text")
+    check_text(text, what)
     if len(text) > MAX_CHARS:
-        raise InputError(f"the prompt has {len(text):,} characters; at most {MAX_CHARS:,} are read")
+        raise InputError(f"{what} has {len(text):,} characters; at most {MAX_CHARS:,} are read")
     return text
 
 

@@ -104,9 +104,10 @@ def rank_features(feature_acts: np.ndarray, tokens: Sequence[str], first: int, t
 
 def search_text(model, text: str, dictionaries: Mapping[str, tuple[str, object]], top: int = N_TOP) -> TextSearch:
     """Run `model` once on `text` and rank every dictionary's features on it (name -> (hook, loaded dictionary))."""
-    from analysis.features.inspector import encode_rows, prompt_activations, starts_with_bos
+    from analysis.features.inspector import check_prompt, encode_rows, prompt_activations, starts_with_bos
 
     check_top(top)
+    check_prompt(text, "the text")
     if not dictionaries:
         raise InputError("no dictionary to search with")
     hooks = sorted({hook for hook, _ in dictionaries.values()})
@@ -201,7 +202,7 @@ def search_workspace(ws, text: str, model: str | None = None, names: Sequence[st
     from store.db import session
     from store.dictionaries import list_dictionaries
 
-    check_prompt(text)
+    check_prompt(text, "the text")
     check_top(top)
     with session(ws.db_path, read_only=True) as con:
         model, rows = pick_dictionaries(list_dictionaries(con), model, names, DEFAULT_MODEL)
