@@ -184,11 +184,12 @@ def pick_dictionaries(rows: Sequence, model: str | None = None, names: Sequence[
     return model, picked
 
 
-def read_notes(con, result: TextSearch) -> tuple[dict, set[str]]:
-    """(dictionary -> feature -> (label, density), analysed dictionaries) for what `result` lists."""
+def read_notes(con, features: Mapping[str, Sequence[int]]) -> tuple[dict, set[str]]:
+    """(dictionary -> feature -> (label, density), analysed dictionaries) for the features listed (dictionary ->
+    features, as TextSearch.features() gives them)."""
     from store import queries
 
-    notes = {name: queries.feature_notes(con, name, features) for name, features in result.features().items()}
+    notes = {name: queries.feature_notes(con, name, ids) for name, ids in features.items()}
     return notes, {name for name, _, _ in queries.analysed_dictionaries(con)}
 
 
@@ -214,5 +215,5 @@ def search_workspace(ws, text: str, model: str | None = None, names: Sequence[st
     lm = load_model(model, device=device)
     result = search_text(lm, text, saes, top)
     with session(ws.db_path, read_only=True) as con:
-        notes, analysed = read_notes(con, result)
+        notes, analysed = read_notes(con, result.features())
     return with_notes(result, notes, analysed)
