@@ -42,6 +42,9 @@ def test_every_dictionary_lists_its_strongest_features_as_links(ui_ws):
     hit = expected.groups[0].hits[0]
     strongest = max(hit.firings, key=lambda f: f.activation)
     assert f'title="{strongest.activation:.4g}"' in highlighted[0]
+    dictionary, feature = (part.split("=")[1] for part in got[0].split("&"))
+    followed = open_page("views/feature.py", dict=dictionary, feature=feature)  # where the first link leads
+    assert not followed.exception and not followed.error and f"#{feature}" in texts(followed)
 
 
 def test_the_form_puts_its_inputs_in_the_url(ui_ws):
@@ -75,6 +78,12 @@ def test_bad_input_is_one_error(ui_ws, params, message):
     assert not at.exception
     assert len(at.error) == 1 and message in at.error[0].value
     assert not at.get("page_link")
+
+
+def test_markdown_in_the_url_is_shown_as_text(ui_ws):
+    at = open_page(PAGE, text=HOSTILE[1], model=HOSTILE[0])
+    assert not at.exception and len(at.error) == 1
+    assert_literal(at.error[0].value, HOSTILE[0])
 
 
 def test_empty_text_submitted_from_the_form(ui_ws):
