@@ -284,3 +284,17 @@ def analysed_dictionaries(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str
     """(dictionary, corpus, n_tokens) of every dictionary whose analysis has finished."""
     return [tuple(r) for r in con.execute(
         "SELECT dictionary, corpus, n_tokens FROM analyses ORDER BY dictionary").fetchall()]
+
+
+_NOTES = """
+SELECT i.feature, l.label, f.density FROM (SELECT unnest(?::INTEGER[]) AS feature) i
+LEFT JOIN feature_labels l ON l.dictionary = ? AND l.feature = i.feature
+LEFT JOIN features f ON f.dictionary = ? AND f.feature = i.feature"""
+
+
+def feature_notes(con: duckdb.DuckDBPyConnection, dictionary: str,
+                  features: Sequence[int]) -> dict[int, tuple[str | None, float | None]]:
+    """feature -> (label or None, density or None) for each listed feature: its label whether or not the
+    dictionary is analysed now, its density when it is."""
+    rows = con.execute(_NOTES, [[int(f) for f in features], dictionary, dictionary]).fetchall()
+    return {r[0]: (r[1] or None, r[2]) for r in rows}

@@ -46,3 +46,13 @@ def ws(tmp_path):
     from store import Workspace
 
     return Workspace.resolve(tmp_path / "ws")
+
+
+@pytest.fixture
+def search_ws(ws):
+    """A workspace with tiny-random dictionaries on three hooks, one of them analysed and labelled
+    (tests/factories.py search_workspace)."""
+    from tests.factories import search_workspace
+
+    search_workspace(ws)
+    return ws

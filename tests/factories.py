@@ -15,6 +15,7 @@ Stores
     planted_dictionary(con, ...)          an analysed dictionary of such features on the report store's corpus
     token_windows(ids, acts, ...)         analysis.explain Windows from hand-written token ids and activations
     explained_workspace(root)             a workspace whose store holds the report store and a planted dictionary
+    search_workspace(ws)                  tiny-random dictionaries on three hooks (search by text), one analysed
 
 tests/ui_store.py builds the UI tests' workspace from real tiny-model activations (typed by feature_table).
 """
@@ -403,3 +404,40 @@ def kill_training_at(monkeypatch, step: int) -> None:
         return train_step(sae, batch, optimizer, at, total_steps)
 
     monkeypatch.setattr(dictionaries, "train_step", killed)
+
+
+# ------------------------------------------------------------------------------------------- search by text
+
+SEARCH_DICTIONARIES = (  # name, arch, hook, d_sae, k: every hook of tiny-random gives 64 numbers a token
+    ("res0-topk", "topk", "blocks.0.hook_resid_post", 128, 4),
+    ("res0-mp", "mp", "blocks.0.hook_resid_post", 96, 3),
+    ("res0-codebook", "codebook", "blocks.0.hook_resid_post", 64, 2),
+    ("z0-topk", "topk", "blocks.0.attn.hook_z", 128, 4),
+    ("res1-relu", "relu", "blocks.1.hook_resid_pre", 128, None),
+)
+SEARCH_ANALYSED = "res0-topk"
+"""The one dictionary of search_workspace with an analysis: density (f + 1) / 1000 and label "feature f"."""
+
+
+def search_workspace(ws) -> None:
+    """Save and record SEARCH_DICTIONARIES in workspace `ws` (weights from seed 0), analyse SEARCH_ANALYSED."""
+    import torch
+
+    from store import session
+    from store.dictionaries import DictionaryRow, add_dictionary
+    from store.features import write_feature_stats
+    from store.queries import set_label
+
+    torch.manual_seed(0)
+    with session(ws.db_path) as con:
+        for name, arch, hook, d_sae, k in SEARCH_DICTIONARIES:
+            folder = saved_dictionary(ws.dictionaries_dir / name, arch=arch, d_sae=d_sae, k=k, hook_name=hook)
+            add_dictionary(con, DictionaryRow(name, TINY_MODEL, hook, arch, TINY_D_MODEL, d_sae, k, str(folder)))
+        n = dict((d[0], d[3]) for d in SEARCH_DICTIONARIES)[SEARCH_ANALYSED]
+        ids = np.arange(n)
+        features = feature_table("features", dict(feature=ids, count=ids + 1, density=(ids + 1) / 1000,
+                                                  mean_act=np.ones(n), max_act=np.full(n, 2.0),
+                                                  decoder_norm=np.ones(n), max_decoder_cos=np.zeros(n)))
+        write_feature_stats(con, SEARCH_ANALYSED, "none", {"features": features}, n_tokens=1000, model=TINY_MODEL)
+        for feature in range(n):
+            set_label(con, SEARCH_ANALYSED, feature, f"feature {feature}")

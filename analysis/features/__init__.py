@@ -17,7 +17,8 @@ Modules (public entry points; everything else is internal to the package):
     weights      statistics of the weights alone: logit_effects, decoder_neighbors, final_norm_map
     tables       feature_tables: the accumulators' results as the Arrow tables `store.features` writes
     inspector    inspect_prompt, trace_prompt: a prompt read through every dictionary of a site (the UI's inspector)
+    search_text  search_workspace, search_text: the features that fire most on a text, in every dictionary of a model
 """
 
 __all__ = ["analyze", "codes", "cooccurrence", "distributed", "examples", "firing_log", "inspector", "pursuit",
-           "ranking", "stats", "streaming", "tables", "weights"]
+           "ranking", "search_text", "stats", "streaming", "tables", "weights"]

@@ -31,6 +31,7 @@ PAGES: list[PageSpec] = [
     PageSpec("views/browser.py", "Feature browser", "browser", ":material/table_rows:"),
     PageSpec("views/feature.py", "Feature", "feature", ":material/neurology:"),
     PageSpec("views/inspector.py", "Prompt inspector", "inspector", ":material/text_fields:"),
+    PageSpec("views/search.py", "Search by text", "search", ":material/manage_search:"),
     PageSpec("views/compare.py", "Compare", "compare", ":material/compare_arrows:"),
     PageSpec("views/steering.py", "Steering", "steering", ":material/tune:"),
     PageSpec("views/heads.py", "Attention heads", "heads", ":material/grid_view:"),

@@ -29,7 +29,7 @@ def probe(*args: str) -> subprocess.CompletedProcess:
 def test_help_does_not_import_torch():
     out = probe("--help")
     assert "Usage: sparsescope" in out.stdout
-    assert "export-db" in out.stdout
+    assert "export-db" in out.stdout and "search-text" in out.stdout
     assert out.stderr.strip().splitlines()[-1] == "exit=0 torch=False"
 
 
