@@ -17,7 +17,9 @@ def test_every_dictionary_is_listed_under_its_hook_with_labels(monkeypatch, caps
     top_feature = next(g for g in expected.groups if g.dictionary == SEARCH_ANALYSED).hits[0].feature
     with session(search_ws.db_path) as con:
         set_label(con, SEARCH_ANALYSED, top_feature, MARKUP_LABEL)
-    monkeypatch.setenv("COLUMNS", "250")
+    from app.commands.common import console
+
+    monkeypatch.setattr(console, "width", 250)  # the console may exist already (COLUMNS is read when it is made)
     code, out, err = run_cli(monkeypatch, capsys, "search-text", TEXT, "--top", "3", "-w", str(search_ws.root))
     assert code in (0, None) and not err, err
     lines = out.splitlines()
