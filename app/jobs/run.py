@@ -50,6 +50,7 @@ class _Cancel:
 
 def child_env(progress: Path) -> dict[str, str]:
     env = dict(os.environ)
+    env.pop("SPARSESCOPE_QUIET", None)  # the page shows the progress bars' records: a job always draws them
     env.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
                 "TQDM_MININTERVAL": "0.5", PROGRESS_ENV: str(progress)})
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
