@@ -130,7 +130,12 @@ def _args(form: list[Field], values: Mapping[str, Any]) -> list[str]:
                 raise InputError(f"{field.label} cannot be turned off")
             args.append(flag)
             continue
-        items = [v.strip() for v in str(value or "").split(",")] if field.kind == "list" else [str(value or "").strip()]
+        text = str(value if value is not None else "").strip()
+        if field.choices and text == str(field.default):
+            continue  # a choice left at the CLI's default: the command line stays what the user changed
+        if field.kind != "list" and field.default is not None and text == str(field.default):
+            continue
+        items = [v.strip() for v in text.split(",")] if field.kind == "list" else [text]
         for item in (i for i in items if i):
             if field.option is None:
                 args.append(item)
