@@ -114,7 +114,7 @@ def _spec(req: TrainRequest, source: SourcePlan):
                                   model_name=source.model)
 
 
-def _check_options(req: TrainRequest) -> None:
+def check_train_options(req: TrainRequest) -> None:
     """Everything that can be checked before the source is known (so nothing is created for bad options)."""
     from sae.device import pick_device
     from sae.dictionaries import check_options
@@ -151,7 +151,7 @@ def plan_training(ws: Workspace, con, req: TrainRequest, lm=None) -> TrainPlan:
     The name is reserved for this process (see LOCK) until `release_name`; streaming from the builtin corpus
     creates that corpus on first use (after the options were checked).
     """
-    _check_options(req)
+    check_train_options(req)
     first = _claim(ws, con, req.name, req.resume)[1] if req.name is not None else None
     try:
         source = plan_source(ws, con, req, lm)
@@ -232,8 +232,8 @@ def record_training(con: duckdb.DuckDBPyConnection, plan: TrainPlan, outcome: Tr
 
 def failure_reason(exc: BaseException) -> str:
     """One line for the run's row: what stopped it."""
-    if isinstance(exc, KeyboardInterrupt):
-        return "interrupted"
+    if isinstance(exc, KeyboardInterrupt):  # a cancel: the message says at which step and what it kept
+        return f"interrupted: {exc}"[:500] if str(exc) else "interrupted"
     text = str(exc).splitlines()[0] if str(exc) else ""
     return (text if isinstance(exc, InputError) else f"{exc.__class__.__name__}: {text}".rstrip(": "))[:500]
 
@@ -255,7 +255,7 @@ def _failure_recorded(store, plan: TrainPlan) -> Iterator[None]:
 def _named_early(ws: Workspace, req: TrainRequest) -> Iterator[None]:
     """Check the options and reserve the name before waiting for the store, which another process may hold for
     a while: a second run of a name in training is refused at once. (plan_training reserves it again.)"""
-    _check_options(req)
+    check_train_options(req)
     if req.name is not None:
         repo.check_name(req.name)  # before it names a folder
     hold = reserve_dictionary(ws, req.name) if req.name else None

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 import os
 import random
+import signal
+import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -196,8 +198,6 @@ def train(spec, config: TrainConfig, source: Source, checkpoint: Path | None = N
     `resume` is a payload from `load_checkpoint` (already checked with `check_resumable`). Under torchrun
     every rank calls this with the same arguments; `writer` is True on rank 0 only.
     """
-    from sae.dictionaries import train_step
-
     ctx = dist_context()
     device = _rank_device(pick_device(config.device), ctx)
     sae, scale = _build(spec, config, source, device, initialise=resume is None)
@@ -215,29 +215,77 @@ def train(spec, config: TrainConfig, source: Source, checkpoint: Path | None = N
     started = time.perf_counter() - state.seconds
     saver = _Saver(checkpoint if writer else None, config, asdict_spec(spec),
                    saved_step=state.step if resume is not None else None)
-    for step in range(state.step, config.total_steps):
-        rows = _local_slice(next(stream), ctx)
-        for group in optimizer.param_groups:
-            group["lr"] = config.lr_at(step)
-        with autocast(device):
-            out = train_step(sae, (rows * state.scale).to(device), optimizer, step, config.total_steps)
-        if not math.isfinite(float(out.loss)):
-            raise RuntimeError(f"training diverged at step {step} (loss {float(out.loss)}); try a lower --lr")
-        out = _reduce_step_output(out, ctx)
-        _sync_module(sae, ctx)
-        state.step, state.position = step + 1, state.position + config.batch
-        row = _record(state, out, state.position, config.dead_window)
-        if step % config.log_every == 0 or state.step == config.total_steps:
-            state.log.append(row)
-            bar.set_postfix(loss=f"{row['loss']:.4g}", fvu=f"{row['fvu']:.3f}", l0=f"{row['l0']:.1f}",
-                            dead=f"{row['dead']:.1%}", refresh=False)
-        bar.update(config.batch)
-        state.seconds = time.perf_counter() - started
-        saver.maybe_save(sae, optimizer, state)
-        crash_point("train.step")
+    with _StopBetweenSteps(enabled=ctx.world == 1) as stop:
+        for step in range(state.step, config.total_steps):
+            _step(step, sae, optimizer, state, config, stream, ctx, device, bar, saver, started)
+            if stop.requested:
+                raise KeyboardInterrupt(_stopped(saver, sae, optimizer, state, bar))
     saver.maybe_save(sae, optimizer, state, final=True)  # a failure after training keeps the trained state
     bar.close()
     return TrainResult(sae=sae, state=state, config=config)
+
+
+def _step(step: int, sae, optimizer, state: TrainState, config: TrainConfig, stream, ctx, device, bar,
+          saver: "_Saver", started: float) -> None:
+    """One optimizer step, its log row and progress, and a checkpoint when one is due."""
+    from sae.dictionaries import train_step
+
+    rows = _local_slice(next(stream), ctx)
+    for group in optimizer.param_groups:
+        group["lr"] = config.lr_at(step)
+    with autocast(device):
+        out = train_step(sae, (rows * state.scale).to(device), optimizer, step, config.total_steps)
+    if not math.isfinite(float(out.loss)):
+        raise RuntimeError(f"training diverged at step {step} (loss {float(out.loss)}); try a lower --lr")
+    out = _reduce_step_output(out, ctx)
+    _sync_module(sae, ctx)
+    state.step, state.position = step + 1, state.position + config.batch
+    row = _record(state, out, state.position, config.dead_window)
+    if step % config.log_every == 0 or state.step == config.total_steps:
+        state.log.append(row)
+        bar.set_postfix(loss=f"{row['loss']:.4g}", fvu=f"{row['fvu']:.3f}", l0=f"{row['l0']:.1f}",
+                        dead=f"{row['dead']:.1%}", refresh=False)
+    bar.update(config.batch)
+    state.seconds = time.perf_counter() - started
+    saver.maybe_save(sae, optimizer, state)
+    crash_point("train.step")
+
+
+class _StopBetweenSteps:
+    """SIGINT while training (Ctrl+C, a cancel from the Jobs page) stops after the step in progress, with a
+    checkpoint: an interrupt inside a step would leave weights, optimizer moments and state out of step, and no
+    checkpoint could resume from there bit for bit. A second SIGINT stops at once. Only in the main thread of a
+    single process (torchrun ranks must all stop at the same step)."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.requested = False
+        self._previous = None
+
+    def _handler(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> "_StopBetweenSteps":
+        if self.enabled:
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            signal.signal(signal.SIGINT, self._previous if self._previous is not None else signal.default_int_handler)
+
+
+def _stopped(saver: "_Saver", sae, optimizer, state: TrainState, bar) -> str:
+    """Checkpoint a run stopped by SIGINT; what it kept, in one line."""
+    saver.maybe_save(sae, optimizer, state, final=True)
+    bar.close()
+    where = f"training stopped at step {state.step} of {saver.config.total_steps}"
+    if saver.path is None or saver.last_step != state.step:
+        return f"{where}; no checkpoint kept (--checkpoint-every 0)"
+    return f"{where}; its checkpoint is kept in {saver.path.parent} (train --name {saver.path.parent.name} --resume " \
+           "with the same options continues it)"
 
 
 class _Saver:

@@ -80,6 +80,35 @@ def test_resume_is_bit_identical(source, tmp_path, monkeypatch):
     assert torch.equal(resumed.state.last_fired, straight.state.last_fired)
 
 
+def test_sigint_stops_between_steps_with_a_checkpoint_that_resumes_bit_identical(source, tmp_path, monkeypatch):
+    """A cancel from the Jobs page (SIGINT) lets the step in progress finish, checkpoints, and says so."""
+    import signal
+
+    import sae.dictionaries as dictionaries
+    from sae.dictionaries.step import train_step
+
+    config = train_config(tokens=256 * 10, checkpoint_every=100)  # no periodic checkpoint before the stop
+    spec = DictSpec(config.arch, D_IN, config.d_sae, k=config.k)
+    straight = train(spec, config, source, progress=False)
+
+    def interrupted_inside(sae, batch, optimizer, at, total_steps):
+        if at == 5:
+            os.kill(os.getpid(), signal.SIGINT)  # arrives in the middle of step 5
+        return train_step(sae, batch, optimizer, at, total_steps)
+
+    monkeypatch.setattr(dictionaries, "train_step", interrupted_inside)
+    path = tmp_path / "run" / "checkpoint.safetensors"
+    with pytest.raises(KeyboardInterrupt, match="stopped at step 6 of 10; its checkpoint is kept"):
+        train(spec, config, source, checkpoint=path, progress=False)
+    monkeypatch.undo()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    payload = load_checkpoint(path)
+    assert payload["state"]["step"] == 6
+    resumed = train(spec, config, source, checkpoint=path, resume=payload, progress=False)
+    for name, value in straight.sae.state_dict().items():
+        assert torch.equal(resumed.sae.state_dict()[name], value), name
+
+
 def test_a_pickle_is_never_unpickled(tmp_path):
     marker = tmp_path / "pwned"
 

@@ -1,0 +1,55 @@
+"""app/jobs/forms.py: the forms are the CLI's commands (every option, registry choices), and bad values are refused
+as the CLI refuses them, in one line, before any job exists."""
+import pytest
+
+from app.jobs import forms
+from store.errors import InputError
+
+
+def test_every_option_of_every_command_is_a_field():
+    import typer.main
+
+    from app.cli import app
+
+    group = typer.main.get_command(app)
+    for name in forms.COMMANDS:
+        params = {p.name for p in group.commands[name].params} - forms.SKIPPED
+        assert {f.name for f in forms.fields(name)} == params, name
+
+
+def test_train_offers_every_registered_architecture_with_the_registrys_help():
+    from sae.dictionaries import ARCHITECTURES
+
+    arch = next(f for f in forms.fields("train") if f.name == "arch")
+    assert arch.choices == tuple(ARCHITECTURES) and arch.required
+    k = next(f for f in forms.fields("train") if f.name == "k")
+    assert all(a.name in k.help for a in ARCHITECTURES.values() if a.default_k is not None)
+
+
+def test_values_become_the_clis_arguments():
+    assert forms.argv("train", {"arch": "topk", "k": "4", "tokens": " 1024 ", "name": "", "resume": False,
+                                "lr": "0.0004", "corpus": "builtin"}) == \
+        ["train", "--arch", "topk", "--k", "4", "--tokens", "1024"]
+    assert forms.argv("import", {"ref": "saelens:rel/id", "evaluate": False}) == ["import", "saelens:rel/id",
+                                                                                   "--no-eval"]
+    assert forms.argv("report", {"dictionary": "d", "steering": "1, 2", "heads": True}) == \
+        ["report", "d", "--steering", "1", "--steering", "2", "--heads"]
+
+
+@pytest.mark.parametrize("command, values, says", [
+    ("train", {"arch": "topk", "k": "abc"}, "'--k'"),
+    ("train", {"arch": "nope"}, "unknown architecture 'nope'"),
+    ("train", {"arch": "topk", "k": "-3"}, "--k must be"),
+    ("train", {"arch": "topk", "lr": "-1"}, "--lr must be positive"),
+    ("train", {"arch": "topk", "name": "../up"}, "dictionary name '../up'"),
+    ("train", {"k": "3"}, "Missing option '--arch'"),
+    ("activations", {"tokens": "12"}, "Missing option '--hook'"),
+    ("import", {"ref": "x", "eval_tokens": "0"}, "--eval-tokens must be at least 1"),
+    ("analyze", {"tokens": "1e3", "dictionary": "d"}, "'--tokens'"),
+    ("analyze", {}, "Missing argument"),
+    ("ui", {}, "a job cannot run 'ui'"),
+])
+def test_bad_values_are_one_input_error(command, values, says):
+    with pytest.raises(InputError) as caught:
+        forms.argv(command, values)
+    assert says in str(caught.value) and "\n" not in str(caught.value)
