@@ -67,7 +67,8 @@ def feature_head_weights(sae, n_heads: int, feature: int) -> list[float]:
 
 
 def feature_heads_table(sae, n_heads: int) -> pa.Table:
-    """Head attribution of every feature as rows (feature, head, weight) for store.heads.save_feature_heads."""
+    """Decoder-norm head attribution of every feature as rows (feature, head, weight). The store's feature_heads
+    holds the measured split of the pre-activation instead (analysis.features.head_shares, written by analyze)."""
     weights = head_attribution(sae, n_heads).numpy()
     feature, head = np.meshgrid(np.arange(weights.shape[0]), np.arange(n_heads), indexing="ij")
     return pa.table({"feature": feature.ravel().astype(np.int32), "head": head.ravel().astype(np.int16),
@@ -158,13 +159,3 @@ def _pick_features(sae, acts: Tensor, features: list[int] | None, top: int) -> T
             raise InputError(f"features must be in 0..{d_sae - 1} (got {features})")
         return torch.tensor(features, dtype=torch.long, device=acts.device)
     return acts.topk(min(top, d_sae)).indices
-
-
-
-def save_head_attribution(con, dictionary: str, sae, n_heads: int) -> int:
-    """Store every feature's head attribution (store.heads.feature_heads); returns the rows written."""
-    from store.heads import save_feature_heads
-
-    table = feature_heads_table(sae, n_heads)
-    save_feature_heads(con, dictionary, table)
-    return table.num_rows
