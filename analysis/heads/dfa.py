@@ -125,11 +125,19 @@ def _run_layer(model, tokens, layer: int) -> tuple[Tensor, Tensor, Tensor]:
 def feature_dfa(model, sae, prompt: str, dest: int = -1, features: list[int] | None = None,
                 hook: str | None = None, top: int = 8) -> FeatureDFA:
     """DFA per head and source position for `features` at token `dest` (default: the `top` most active)."""
+    return tokens_dfa(model, sae, prompt_tokens(model, prompt), dest, features, hook, top)
+
+
+def tokens_dfa(model, sae, tokens: Tensor, dest: int = -1, features: list[int] | None = None,
+               hook: str | None = None, top: int = 8) -> FeatureDFA:
+    """feature_dfa of token ids [1, pos] as given (a stored context: no BOS is added)."""
     layer = dictionary_layer(sae, hook)
     check_head(model, layer)
     n_heads, d_head = model.cfg.n_heads, model.cfg.d_head
     _check_width(sae, n_heads, d_head)
-    tokens = prompt_tokens(model, prompt).to(model.cfg.device)
+    if tokens.ndim != 2 or tokens.shape[0] != 1 or not 0 < tokens.shape[1] <= model.cfg.n_ctx:
+        raise InputError(f"DFA reads one sequence of 1..{model.cfg.n_ctx} tokens, got shape {tuple(tokens.shape)}")
+    tokens = tokens.to(model.cfg.device)
     if not -tokens.shape[1] <= dest < tokens.shape[1]:
         raise InputError(f"destination {dest} is outside the prompt's {tokens.shape[1]} tokens")
     dest %= tokens.shape[1]
