@@ -25,6 +25,7 @@ RESULT_COLUMNS: dict[str, tuple[str, ...]] = {
     "feature_neighbors": ("feature", "kind", "rank", "other", "score"),
     "mp_steps": ("feature", "step", "count"),
     "mp_parents": ("feature", "rank", "parent", "count"),
+    "feature_heads": ("feature", "head", "weight"),
 }
 """Result tables and the columns an incoming Arrow table must have (features may add decoder columns)."""
 

@@ -280,6 +280,35 @@ def set_label(con: duckdb.DuckDBPyConnection, dictionary: str, feature: int, lab
                     "VALUES (?, ?, ?, ?, current_timestamp)", [dictionary, feature, label, notes])
 
 
+@dataclass(frozen=True)
+class Usage:
+    """How an analysed dictionary spends its features, from the analysis' own counts."""
+
+    used: float | None
+    """Share of the features (codes) that fired at least once in the analysis."""
+    perplexity: float | None
+    """exp(entropy) of the firings' distribution over features: the effective number of features (codes) in use."""
+    mp_steps: float | None
+    """Matching pursuit: atoms chosen per analysed token (mp_steps summed over tokens); None for other dictionaries."""
+
+
+_USAGE = """
+WITH f AS (SELECT dictionary, count(*) AS n, count(*) FILTER (WHERE count > 0) AS used, sum(count) AS firings
+           FROM features GROUP BY dictionary),
+e AS (SELECT x.dictionary, -sum(x.count / f.firings * ln(x.count / f.firings)) AS entropy
+      FROM features x JOIN f ON f.dictionary = x.dictionary WHERE x.count > 0 GROUP BY x.dictionary),
+s AS (SELECT dictionary, sum(count) AS chosen FROM mp_steps GROUP BY dictionary)
+SELECT a.dictionary, f.used / nullif(f.n, 0), exp(e.entropy), s.chosen / nullif(a.n_tokens, 0)
+FROM analyses a LEFT JOIN f ON f.dictionary = a.dictionary LEFT JOIN e ON e.dictionary = a.dictionary
+LEFT JOIN s ON s.dictionary = a.dictionary ORDER BY a.dictionary"""
+
+
+def dictionary_usage(con: duckdb.DuckDBPyConnection) -> dict[str, Usage]:
+    """Usage of every analysed dictionary, in one query (the Home page's columns)."""
+    return {name: Usage(*(None if v is None else float(v) for v in values))
+            for name, *values in con.execute(_USAGE).fetchall()}
+
+
 def analysed_dictionaries(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, int]]:
     """(dictionary, corpus, n_tokens) of every dictionary whose analysis has finished."""
     return [tuple(r) for r in con.execute(

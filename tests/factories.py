@@ -120,6 +120,7 @@ RESULT_SCHEMAS: dict[str, pa.Schema] = {name: pa.schema(columns) for name, colum
                           ("score", _F64)],
     "mp_steps": [("feature", _INT32), ("step", _INT16), ("count", _INT64)],
     "mp_parents": [("feature", _INT32), ("rank", _INT16), ("parent", _INT32), ("count", _INT64)],
+    "feature_heads": [("feature", _INT32), ("head", _INT16), ("weight", _F32)],
 }.items()}
 """The Arrow types analysis/features/tables.py writes, per result table (store.features.RESULT_COLUMNS)."""
 

@@ -12,6 +12,7 @@ Modules (public entry points; everything else is internal to the package):
     ranking      each group's n best entries of flat arrays (segmented selection without a full sort)
     cooccurrence CooccurrenceCounter: co-firing counts from the log (sparse, any d_sae), top partners by Jaccard
     distributed  torchrun: each rank's share of the contexts, its accumulators merged into rank 0 (exactly)
+    head_shares  HeadShareAccumulator: each head's share of a hook_z feature's pre-activation over its firings
     pursuit      MPStepAccumulator, MPStatsConfig: at which pursuit step each atom is chosen; pursuit_traces
     codes        code_search, search_tokens: codebook codes that fire where a regular expression matches
     weights      statistics of the weights alone: logit_effects, decoder_neighbors, final_norm_map
@@ -20,5 +21,5 @@ Modules (public entry points; everything else is internal to the package):
     search_text  search_workspace, search_text: the features that fire most on a text, in every dictionary of a model
 """
 
-__all__ = ["analyze", "codes", "cooccurrence", "distributed", "examples", "firing_log", "inspector", "pursuit",
-           "ranking", "search_text", "stats", "streaming", "tables", "weights"]
+__all__ = ["analyze", "codes", "cooccurrence", "distributed", "examples", "firing_log", "head_shares", "inspector",
+           "pursuit", "ranking", "search_text", "stats", "streaming", "tables", "weights"]

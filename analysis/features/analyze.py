@@ -2,7 +2,8 @@
 
 The activations come from the workspace's activation cache when one covers the requested contexts (same model,
 hook and corpus), else from running the model just far enough to reach the hook. Each batch is encoded once and
-fed to the accumulators of analysis.features.stats (and analysis.features.pursuit for matching pursuit); weight-only
+fed to the accumulators of analysis.features.stats (and analysis.features.pursuit for matching pursuit,
+analysis.features.head_shares for attention-output dictionaries); weight-only
 statistics (logit effects, decoder neighbours) come from the dictionary and the model's unembedding. Everything
 lands in the store in one transaction (store.features.write_feature_stats), so a killed run leaves the previous
 results intact.
@@ -235,21 +236,23 @@ def mp_accumulator(sae):
 
 
 @torch.no_grad()
-def analyse_batch(sae, stats: FeatureStatsAccumulator, mp, ids: Tensor, acts: Tensor) -> None:
+def analyse_batch(sae, stats: FeatureStatsAccumulator, mp, ids: Tensor, acts: Tensor, heads=None) -> None:
     """Encode one batch of contexts acts [n, ctx, d] (context ids [n]) and feed the accumulators; mp is
-    mp_accumulator(sae) for an MP dictionary, else None."""
+    mp_accumulator(sae) for an MP dictionary, heads head_share_accumulator(...) for a hook_z one, else None."""
     from sae.dictionaries import feature_activations, mp_encode_steps
 
     n, ctx = acts.shape[:2]
     device = sae.W_dec.device
     x = acts.to(device, torch.float32).reshape(n * ctx, -1)
+    keep = (torch.arange(n * ctx, device=device) % ctx) >= SKIP_FIRST
     if mp is not None:
         found = mp_encode_steps(sae, x)
         f = found.feature_acts
-        keep = (torch.arange(n * ctx, device=device) % ctx) >= SKIP_FIRST
         mp.update(_pad_steps(found.atom_ids[keep], mp.k), found.n_steps[keep])
     else:
         f = feature_activations(sae, x)
+    if heads is not None:
+        heads.update(x, f, keep)
     stats.update(f.float().view(n, ctx, -1), ids)
 
 
@@ -286,6 +289,7 @@ def analyze_dictionary(ws, req: AnalyzeRequest, lm=None, progress: bool = True) 
 
 
 def _analyze(ws, req: AnalyzeRequest, lm, progress: bool, dist_ctx) -> AnalyzeOutcome | None:
+    from analysis.features.head_shares import head_share_accumulator
     from sae.device import require_memory
     from sae.dictionaries import arch_of
 
@@ -297,22 +301,23 @@ def _analyze(ws, req: AnalyzeRequest, lm, progress: bool, dist_ctx) -> AnalyzeOu
                    f"{req.quantiles} for {sae.cfg.d_sae:,} features", sae.W_dec.device)
     stats = FeatureStatsAccumulator(sae.cfg.d_sae, cfg, device=sae.W_dec.device)
     mp = mp_accumulator(sae) if arch_of(sae).has_pursuit_steps else None
-    _read_share(site, req, stats, mp, dist_ctx, progress)
+    heads = head_share_accumulator(sae, site.model, site.row.hook)
+    _read_share(site, req, stats, mp, dist_ctx, progress, heads)
     if dist_ctx.world > 1:
         from analysis.features.distributed import merge_into_rank0
 
-        merge_into_rank0(stats, mp)
+        merge_into_rank0(stats, mp, heads)
         if dist_ctx.rank != 0:
             return None
     result = stats.finish()
     del stats  # the firing log (the largest part of the accumulators) is not needed any more
-    source = _write_results(ws, req, site, cfg, result, mp)
+    source = _write_results(ws, req, site, cfg, result, mp, heads)
     return AnalyzeOutcome(req.dictionary, site.corpus.name, result.n_tokens, source,
                           time.perf_counter() - t0, int((result.count > 0).sum()), sae.cfg.d_sae, site.note)
 
 
 def _read_share(site: Site, req: AnalyzeRequest, stats: FeatureStatsAccumulator, mp, dist_ctx,
-                progress: bool) -> None:
+                progress: bool, heads=None) -> None:
     """Encode this rank's share of the contexts and feed the accumulators."""
     from tqdm.auto import tqdm
 
@@ -326,13 +331,13 @@ def _read_share(site: Site, req: AnalyzeRequest, stats: FeatureStatsAccumulator,
     stats.ctx_len = ctx  # also on a rank whose share is empty, so merged logs agree on token ids
     with torch.no_grad():
         for ids, _, acts in site_batches(site, batch, contexts):
-            analyse_batch(site.sae, stats, mp, ids, acts)
+            analyse_batch(site.sae, stats, mp, ids, acts, heads)
             bar.update(len(ids) * ctx)
             crash_point("analyze.batch")
     bar.close()
 
 
-def _write_results(ws, req: AnalyzeRequest, site: Site, cfg: StatsConfig, result, mp) -> str:
+def _write_results(ws, req: AnalyzeRequest, site: Site, cfg: StatsConfig, result, mp, heads=None) -> str:
     """The weight statistics, then every table in one transaction; returns where the activations came from."""
     from analysis.features.tables import feature_tables
     from analysis.features.weights import decoder_neighbors, final_norm_map, logit_effects
@@ -350,6 +355,8 @@ def _write_results(ws, req: AnalyzeRequest, site: Site, cfg: StatsConfig, result
     tables = feature_tables(result, site.corpus.name, decoder_norm=W_dec.norm(dim=1),
                             neighbors=decoder_neighbors(W_dec, cfg.n_neighbors), logits=logits, vocab=vocab,
                             mp=mp.finish() if mp is not None else None)
+    if heads is not None:
+        tables["feature_heads"] = heads.finish()
     source = f"cache {site.cache.name}" if site.cache is not None else f"{site.row.model} forward"
     config = {"examples": req.examples, "quantiles": req.quantiles, "skip_first": SKIP_FIRST,
               "window": cfg.window, "source": source, "cooccurrence": result.cooc_ids is not None}

@@ -37,8 +37,9 @@ def collective_device(fallback: torch.device) -> torch.device:
     return torch.device("cpu") if fallback.type != "cpu" else fallback
 
 
-def merge_into_rank0(stats: FeatureStatsAccumulator, mp: MPStepAccumulator | None) -> None:
-    """Fold every rank's accumulators into rank 0's (the other ranks' are left partial)."""
+def merge_into_rank0(stats: FeatureStatsAccumulator, mp: MPStepAccumulator | None, heads=None) -> None:
+    """Fold every rank's accumulators into rank 0's (the other ranks' are left partial); heads: the
+    HeadShareAccumulator of a hook_z dictionary (its float64 sums are summed)."""
     device = collective_device(stats.device)
     for tensor, op in ((stats.count, dist.ReduceOp.SUM), (stats.total, dist.ReduceOp.SUM),
                        (stats.hist, dist.ReduceOp.SUM), (stats.max, dist.ReduceOp.MAX)):
@@ -50,6 +51,8 @@ def merge_into_rank0(stats: FeatureStatsAccumulator, mp: MPStepAccumulator | Non
         _gather_log(log, device)
     if mp is not None:
         _merge_mp(mp, device)
+    if heads is not None:
+        _reduce(heads.total, dist.ReduceOp.SUM, device)
 
 
 def _reduce(tensor: torch.Tensor, op, device: torch.device) -> None:

@@ -67,7 +67,8 @@ def feature_head_weights(sae, n_heads: int, feature: int) -> list[float]:
 
 
 def feature_heads_table(sae, n_heads: int) -> pa.Table:
-    """Head attribution of every feature as rows (feature, head, weight) for store.heads.save_feature_heads."""
+    """Decoder-norm head attribution of every feature as rows (feature, head, weight). The store's feature_heads
+    holds the measured split of the pre-activation instead (analysis.features.head_shares, written by analyze)."""
     weights = head_attribution(sae, n_heads).numpy()
     feature, head = np.meshgrid(np.arange(weights.shape[0]), np.arange(n_heads), indexing="ij")
     return pa.table({"feature": feature.ravel().astype(np.int32), "head": head.ravel().astype(np.int16),
@@ -124,11 +125,19 @@ def _run_layer(model, tokens, layer: int) -> tuple[Tensor, Tensor, Tensor]:
 def feature_dfa(model, sae, prompt: str, dest: int = -1, features: list[int] | None = None,
                 hook: str | None = None, top: int = 8) -> FeatureDFA:
     """DFA per head and source position for `features` at token `dest` (default: the `top` most active)."""
+    return tokens_dfa(model, sae, prompt_tokens(model, prompt), dest, features, hook, top)
+
+
+def tokens_dfa(model, sae, tokens: Tensor, dest: int = -1, features: list[int] | None = None,
+               hook: str | None = None, top: int = 8) -> FeatureDFA:
+    """feature_dfa of token ids [1, pos] as given (a stored context: no BOS is added)."""
     layer = dictionary_layer(sae, hook)
     check_head(model, layer)
     n_heads, d_head = model.cfg.n_heads, model.cfg.d_head
     _check_width(sae, n_heads, d_head)
-    tokens = prompt_tokens(model, prompt).to(model.cfg.device)
+    if tokens.ndim != 2 or tokens.shape[0] != 1 or not 0 < tokens.shape[1] <= model.cfg.n_ctx:
+        raise InputError(f"DFA reads one sequence of 1..{model.cfg.n_ctx} tokens, got shape {tuple(tokens.shape)}")
+    tokens = tokens.to(model.cfg.device)
     if not -tokens.shape[1] <= dest < tokens.shape[1]:
         raise InputError(f"destination {dest} is outside the prompt's {tokens.shape[1]} tokens")
     dest %= tokens.shape[1]
@@ -158,13 +167,3 @@ def _pick_features(sae, acts: Tensor, features: list[int] | None, top: int) -> T
             raise InputError(f"features must be in 0..{d_sae - 1} (got {features})")
         return torch.tensor(features, dtype=torch.long, device=acts.device)
     return acts.topk(min(top, d_sae)).indices
-
-
-
-def save_head_attribution(con, dictionary: str, sae, n_heads: int) -> int:
-    """Store every feature's head attribution (store.heads.feature_heads); returns the rows written."""
-    from store.heads import save_feature_heads
-
-    table = feature_heads_table(sae, n_heads)
-    save_feature_heads(con, dictionary, table)
-    return table.num_rows

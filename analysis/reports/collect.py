@@ -92,7 +92,7 @@ class DictionarySummary:
 class FeatureEntry:
     card: FeatureCard
     head_attribution: list[tuple[str, float]] = field(default_factory=list)
-    """(head, share of decoder norm) for attention-output dictionaries with head statistics."""
+    """(head, share of the pre-activation) for attention-output dictionaries (feature_heads, from analyze)."""
     steering: list[str] = field(default_factory=list)
     """Ids of the report's steering runs that target this feature."""
     explanations: list[Explained] = field(default_factory=list)

@@ -147,7 +147,7 @@ def head_scores(con: duckdb.DuckDBPyConnection, model: str) -> HeadScores | None
 
 def head_attribution(con: duckdb.DuckDBPyConnection, dictionary: str,
                      features: list[int]) -> dict[int, list[tuple[str, float]]]:
-    """feature -> [(head, share of the decoder norm)] of an attention-output dictionary (`feature_heads`)."""
+    """feature -> [(head, share of the pre-activation)] of an attention-output dictionary (`feature_heads`)."""
     if table_columns(con, "feature_heads") is None:
         return {}
     found: dict[int, list[tuple[str, float]]] = {}

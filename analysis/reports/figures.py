@@ -68,12 +68,12 @@ def mp_steps(entry: FeatureEntry) -> Figure | None:
 
 
 def head_attribution(entry: FeatureEntry) -> Figure | None:
-    """Share of the decoder norm in each attention head's block (attention-output dictionaries)."""
+    """Each attention head's share of the feature's pre-activation (attention-output dictionaries)."""
     if not entry.head_attribution:
         return None
     heads, shares = zip(*entry.head_attribution)
     data = [{"type": "bar", "x": list(heads), "y": list(shares), "marker": {"color": ACCENT}}]
-    return {"data": data, "layout": _layout("Head attribution (share of decoder norm)",
+    return {"data": data, "layout": _layout("Head attribution (share of pre-activation)",
                                             xaxis={"title": {"text": "head"}, "type": "category"},
                                             yaxis={"title": {"text": "share"}, "range": [0, 1]})}
 

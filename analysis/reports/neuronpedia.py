@@ -25,7 +25,8 @@ Each feature, field by field (values rounded to 3 decimals, as SAEDashboard does
     frac_nonzero                   firing density
     freq_hist_data_bar_values      histogram bin centres (geometric, the bins are log-spaced)
     freq_hist_data_bar_heights     histogram counts
-    decoder_weights_dist           attention-output dictionaries: share of the decoder norm per head; else []
+    decoder_weights_dist           attention-output dictionaries: each head's share of the pre-activation
+                                   (feature_heads, written by analyze); else []
     n_prompts_total, n_tokens_in_prompt, dataset
                                    contexts and context length of the analysed corpus, and its source
     logits_hist_data_bar_*, neuron_alignment_*, correlated_neurons_*, correlated_features_*

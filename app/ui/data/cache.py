@@ -203,6 +203,8 @@ class Overview:
     metrics: dict[str, dict[str, float | None]] = field(default_factory=dict)
     analysed: dict[str, tuple[str, int]] = field(default_factory=dict)
     """dictionary -> (corpus, n_tokens) of its finished analysis."""
+    usage: dict[str, queries.Usage] = field(default_factory=dict)
+    """dictionary -> its features' (codes') usage and MP steps in its analysis."""
 
     @property
     def empty(self) -> bool:
@@ -213,7 +215,8 @@ def _overview(con) -> Overview:
     try:
         dicts = list_dictionaries(con)
         return Overview(list_models(con), list_corpora(con), dicts, {d.name: get_metrics(con, d.name) for d in dicts},
-                        {name: (corpus, n) for name, corpus, n in queries.analysed_dictionaries(con)})
+                        {name: (corpus, n) for name, corpus, n in queries.analysed_dictionaries(con)},
+                        queries.dictionary_usage(con))
     except duckdb.CatalogException:  # a store from before a migration: `sparsescope ui` migrates on start
         return Overview()
 

@@ -16,6 +16,7 @@ from app.ui.widgets.common import (
     text_html,
     visible,
 )
+from app.ui.widgets.dfa import attention_output_block
 from app.ui.widgets.report import report_download_button
 
 analysed = cache.fetch(cache.analysed)
@@ -76,6 +77,8 @@ for example in card.top_examples:
     st.html(example_html(example, card.max_act))
     st.caption(f"activation {example.activation:.4g} \u00b7 context {example.context_id}, "
                f"token {example.position}")
+
+attention_output_block(page, int(feature))  # hook_z dictionaries only: head attribution and DFA
 
 if card.quantile_examples:
     st.subheader("Samples across the activation range")

@@ -11,6 +11,21 @@ MAX_POINT_LABELS = 15  # up to this many dictionaries the FVU chart names every 
 METRICS = {"l0": "L0", "fvu": "FVU", "ce_recovered": "CE recovered", "delta_ce": "delta CE", "kl": "KL",
            "cos": "cos", "dead": "dead", "dense": "dense"}
 
+USAGE_HELP = {
+    "used": "share of the features (a codebook's codes) that fired at least once in the analysis",
+    "perplexity": "exp of the entropy of the firings over features: the effective number of features (codes) in use",
+    "MP steps": "matching pursuit: atoms chosen per token in the analysis",
+    "MP stops": "matching pursuit: why pursuit stopped, share of the evaluation tokens per reason",
+}
+
+
+def mp_stops(metrics: dict) -> str | None:
+    """'reason share, ...' of the mp_stop_* metrics, commonest first (None where there are none)."""
+    shares = sorted(((v, k.removeprefix("mp_stop_")) for k, v in metrics.items()
+                     if k.startswith("mp_stop_") and v), reverse=True)
+    return ", ".join(f"{reason} {share:.0%}" for share, reason in shares) or None
+
+
 st.title("SparseScope")
 ws = cache.workspace()
 st.caption(f"workspace {md_escape(str(ws.root))}")
@@ -33,6 +48,10 @@ else:
         "name": row.name, "arch": row.arch, "model": row.model or "-", "hook": row.hook or "-",
         "d_sae": row.d_sae, "k": row.k,
         **{label: data.metrics.get(row.name, {}).get(key) for key, label in METRICS.items()},
+        "used": getattr(data.usage.get(row.name), "used", None),
+        "perplexity": getattr(data.usage.get(row.name), "perplexity", None),
+        "MP steps": getattr(data.usage.get(row.name), "mp_steps", None),
+        "MP stops": mp_stops(data.metrics.get(row.name, {})),
         "analysed": row.name in data.analysed,
         "browse": f"browser?dict={row.name}" if row.name in data.analysed else None,
     } for row in data.dictionaries])
@@ -44,7 +63,11 @@ else:
         "dead": st.column_config.NumberColumn(format="percent"),
         "dense": st.column_config.NumberColumn(format="percent"),
         "CE recovered": st.column_config.NumberColumn(format="%.3f"),
-        "FVU": st.column_config.NumberColumn(format="%.3f"), "L0": st.column_config.NumberColumn(format="%.1f")})
+        "FVU": st.column_config.NumberColumn(format="%.3f"), "L0": st.column_config.NumberColumn(format="%.1f"),
+        "used": st.column_config.NumberColumn(format="percent", help=USAGE_HELP["used"]),
+        "perplexity": st.column_config.NumberColumn(format="%.1f", help=USAGE_HELP["perplexity"]),
+        "MP steps": st.column_config.NumberColumn(format="%.2f", help=USAGE_HELP["MP steps"]),
+        "MP stops": st.column_config.TextColumn(help=USAGE_HELP["MP stops"])})
     points = table.dropna(subset=["FVU", "L0"])
     if in_chart.open and points.empty:
         in_chart.caption("No dictionary has FVU and L0 metrics yet (they are measured after training).")

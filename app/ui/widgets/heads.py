@@ -94,13 +94,14 @@ def ranking_figure(effects, n_layers: int, n_heads: int) -> go.Figure:
     return fig
 
 
-def head_attribution_figure(weights: Sequence[float], n_kv_heads: int | None = None) -> go.Figure:
-    """Bar chart of a feature's head attribution (decoder-norm share per head; sums to 1)."""
+def head_attribution_figure(weights: Sequence[float], n_kv_heads: int | None = None,
+                            measure: str = "share of decoder norm") -> go.Figure:
+    """Bar chart of a feature's head attribution (a share per head, `measure` says of what; sums to 1)."""
     n_heads = len(weights)
     group = n_heads // n_kv_heads if n_kv_heads else 1
     names = [f"{h}" + (f" (KV {h // group})" if n_kv_heads and n_kv_heads < n_heads else "") for h in range(n_heads)]
     fig = go.Figure(go.Bar(x=names, y=list(weights), hovertemplate="head %{x}: %{y:.1%}<extra></extra>"))
-    fig.update_layout(xaxis_title="head", yaxis_title="share of decoder norm", yaxis_tickformat=".0%",
+    fig.update_layout(xaxis_title="head", yaxis_title=measure, yaxis_tickformat=".0%",
                       height=260, margin=dict(t=10, b=10))
     return fig
 

@@ -104,13 +104,6 @@ def test_head_attribution_weights_sum_to_one_and_find_a_one_head_feature():
     assert feature_head_weights(sae, 4, 8) == pytest.approx([0.25] * 4)
     table = feature_heads_table(sae, 4)
     assert table.num_rows == 24 * 4 and table.column_names == ["feature", "head", "weight"]
-    from analysis.heads.dfa import save_head_attribution
-    from store import connect
-    from store.heads import feature_heads
-
-    con = connect(":memory:")
-    assert save_head_attribution(con, "attn-dict", sae, 4) == 96
-    assert feature_heads(con, "attn-dict", 7) == pytest.approx([0.0, 0.0, 1.0, 0.0])
 
 
 def test_dfa_rejects_what_it_cannot_attribute():

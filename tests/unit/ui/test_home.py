@@ -1,6 +1,8 @@
 """Home page: the workspace at a glance, and a friendly message on an empty workspace."""
 import json
 
+import pytest
+
 from tests.ui_store import DICTIONARIES, open_page, texts
 
 CHART_TAB = "FVU against L0"
@@ -44,3 +46,46 @@ def test_a_store_without_dictionaries_is_not_an_error(tmp_path, monkeypatch):
     monkeypatch.setenv("SPARSESCOPE_WORKSPACE", str(ws.root))
     at = open_page()
     assert not at.exception and not at.error and "sparsescope demo" in at.info[0].value
+
+
+def test_usage_and_pursuit_columns_come_from_the_analysis_counts(ui_ws):
+    import numpy as np
+
+    from store import connect
+
+    at = open_page()
+    assert not at.exception and not at.error
+    table = at.dataframe[0].value.set_index("name")
+    con = connect(ui_ws / "sparsescope.duckdb", read_only=True)
+    for plan in DICTIONARIES:
+        counts = np.array([c for (c,) in con.execute("SELECT count FROM features WHERE dictionary = ?",
+                                                     [plan.name]).fetchall()], dtype=float)
+        p = counts[counts > 0] / counts.sum()
+        assert table.loc[plan.name, "used"] == pytest.approx((counts > 0).mean())
+        assert table.loc[plan.name, "perplexity"] == pytest.approx(np.exp(-(p * np.log(p)).sum()))
+    chosen, = con.execute("SELECT sum(count) FROM mp_steps WHERE dictionary = 'mp-demo'").fetchone()
+    n_tokens, = con.execute("SELECT n_tokens FROM analyses WHERE dictionary = 'mp-demo'").fetchone()
+    stops = dict(con.execute("SELECT metric, value FROM dictionary_metrics WHERE dictionary = 'mp-demo' "
+                             "AND metric LIKE 'mp_stop_%' AND value > 0").fetchall())
+    con.close()
+    assert table.loc["mp-demo", "MP steps"] == pytest.approx(chosen / n_tokens)
+    assert stops and all(f"{k.removeprefix('mp_stop_')} {v:.0%}" in table.loc["mp-demo", "MP stops"]
+                         for k, v in stops.items())
+    for other in ("topk-demo", "codebook-demo"):  # no pursuit: the columns stay empty
+        assert table[["MP steps", "MP stops"]].loc[other].isna().all()
+
+
+def test_the_usage_columns_add_no_query_to_the_first_view(ui_ws, monkeypatch):
+    """Home reads everything it shows in one cached overview read (one cursor of the shared reader)."""
+    from app.ui.data import readers
+
+    opened = []
+    real = readers.READERS.cursor
+
+    def counting(*args, **kwargs):
+        opened.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(readers.READERS, "cursor", counting)
+    at = open_page()
+    assert not at.exception and len(opened) == 1
