@@ -28,7 +28,8 @@ from analysis.explain.scorers import detection_metrics
 
 N_JUDGED = 10
 """Held-out activating windows judged per feature (and as many non-activating ones)."""
-MAX_TOKENS = 5
+MAX_TOKENS = 3
+"""A verdict is its first word."""
 _FUZZ_SALT = 0xF022
 
 DETECTION_SYSTEM = (

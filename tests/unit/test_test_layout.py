@@ -11,7 +11,7 @@ ROOMS = {"cli": "app/commands", "dictionaries": "sae/dictionaries", "features": 
          "heads": "analysis/heads", "steering": "analysis/steering", "store": "store", "reports": "analysis/reports",
          "explain": "analysis/explain", "ui": "app/ui"}
 """tests/unit/<room>/ -> the code it tests."""
-PLAIN_MODULES = ("factories.py",)
+PLAIN_MODULES = ("factories.py", "chat_server.py")
 """Helper modules that bench scripts import too: no pytest in them."""
 
 
