@@ -6,7 +6,10 @@ Explain: a DuckDB file with one analysed dictionary of 4,608 features shaped lik
 synthetic_feature_tables: 20 top + 10 bands x 5 examples of 17 tokens per feature, every 17th feature dead) on a
 corpus of 20,000 contexts x 64 tokens, where every example's firing token is its feature's own token. Times, per
 live feature, reading the evidence, the `patterns` explainer and each scorer (with its baseline, so two scorings a
-feature), and the whole `run_explain` end to end (target: every live feature in under 2 minutes).
+feature), and the whole `run_explain` end to end (target: every live feature in under 2 minutes). The `llm`
+explainer and the judges (`detection-llm`, `fuzz`) are timed the same way on --llm-features live features against
+tests/chat_server.py's canned server on a local port: the client, prompts, parsing and HTTP round trips, not a
+model's speed (`*_canned` keys).
 
 Search: 3 dictionaries x 65,536 features, each with a patterns-like explanation and 1% with a label, searched
 for one or two words (p95 target < 100 ms).
@@ -28,12 +31,14 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from analysis.explain.chat import ChatOptions, open_chat  # noqa: E402
 from analysis.explain.evidence import EvidenceReader  # noqa: E402
-from analysis.explain.registry import explainer, scorer  # noqa: E402
+from analysis.explain.registry import Tools, explainer, scorer  # noqa: E402
 from analysis.explain.run import BATCH, ExplainRequest, run_explain, score_batch  # noqa: E402
 from store import connect  # noqa: E402
 from store.explanations import ExplanationRow, search_explanations, write_batch  # noqa: E402
 from store.features import write_feature_stats, write_vocab  # noqa: E402
+from tests.chat_server import CannedChatServer  # noqa: E402
 from tests.factories import synthetic_feature_tables  # noqa: E402  (the tests' builder, not a copy of it)
 
 CTX_LEN, N_CONTEXTS, VOCAB, WINDOW = 64, 20_000, 50_000, 17
@@ -88,6 +93,30 @@ def stage_rates(path: Path, n_stage: int) -> dict[str, float]:
     return {name: round(len(live) / s * 60) for name, s in seconds.items()}
 
 
+def llm_rates(path: Path, n_stage: int) -> dict[str, float]:
+    """Live features per minute of the llm explainer and each judge (with its baseline) over the canned server."""
+    con = connect(path, read_only=True)
+    live = [r[0] for r in con.execute("SELECT feature FROM features WHERE dictionary = 'bench-dict' AND count > 0 "
+                                      "ORDER BY feature LIMIT ?", [n_stage]).fetchall()]
+    reader = EvidenceReader(con, "bench-dict")
+    seconds = {"llm": 0.0, "detection-llm": 0.0, "fuzz": 0.0}
+    with CannedChatServer() as server:
+        chat = open_chat(ChatOptions(server.url, "canned"))
+        tools = Tools(0, lambda: chat)
+        llm = explainer("llm", tools)
+        for lo in range(0, len(live), BATCH):
+            evidence = reader.read(con, live[lo:lo + BATCH])
+            t0 = time.perf_counter()
+            explained = {f: llm.explain(ev) for f, ev in evidence.items()}
+            seconds["llm"] += time.perf_counter() - t0
+            for name in ("detection-llm", "fuzz"):
+                t0 = time.perf_counter()
+                score_batch(evidence, explained, [scorer(name, tools)], seed=0)
+                seconds[name] += time.perf_counter() - t0
+    con.close()
+    return {f"{name}_canned": round(len(live) / s * 60) for name, s in seconds.items()}
+
+
 WORDS = [f"{a}{b}" for a in ("par", "lon", "cat", "dog", "run", "sea", "red", "num", "code", "sky")
          for b in ("is", "don", "ch", "ger", "ning", "side", "dish", "ber", "word", "line")]
 
@@ -128,6 +157,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer timed searches, stages on a quarter")
     parser.add_argument("--features", type=int, default=4608)
+    parser.add_argument("--llm-features", type=int, default=200, help="features for the canned llm timings")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         analysed, searched = Path(tmp) / "explain.duckdb", Path(tmp) / "search.duckdb"
@@ -136,6 +166,7 @@ def main() -> None:
         build_search(searched)
         build_s = time.perf_counter() - t0
         rates = stage_rates(analysed, args.features // 4 if args.quick else args.features)
+        rates |= llm_rates(analysed, args.llm_features // 4 if args.quick else args.llm_features)
         t0 = time.perf_counter()
         result = run_explain(analysed, ExplainRequest("bench-dict"))
         end_to_end = time.perf_counter() - t0

@@ -9,10 +9,16 @@ Modules:
     evidence    a feature's windows from the store, split by context into explain / held-out sets, negatives
     patterns    the `patterns` explainer: firing tokens and the tokens before them, with the share they cover
     scorers     `detection` and `simulation`, applying an explanation's rule to held-out windows
+    chat        the language model: an OpenAI-compatible endpoint or a local model (the embedded one by default)
+    llm         the `llm` explainer: marked examples in, one sentence out
+    judges      `detection-llm` and `fuzz`, a language model judging held-out windows from an explanation's text
     run         ExplainRequest, plan, run_explain: batched, resumable, with a shuffled-explanation baseline
 Stored in `explanations` / `explanation_scores` (store/explanations.py, which also searches them).
 """
+from analysis.explain.chat import ChatOptions, EmbeddedChat, EndpointChat, MalformedReply, Unreachable, open_chat
 from analysis.explain.evidence import EvidenceReader, FeatureEvidence, Vocab, Windows
+from analysis.explain.judges import DetectionJudge, FuzzJudge
+from analysis.explain.llm import LLMExplainer
 from analysis.explain.patterns import PatternsExplainer
 from analysis.explain.registry import (
     DEFAULT_EXPLAINER,
@@ -24,11 +30,13 @@ from analysis.explain.registry import (
     Explanation,
     Score,
     Scorer,
+    Tools,
 )
 from analysis.explain.run import ExplainRequest, ExplainResult, Plan, parse_features, plan, run_explain
 from analysis.explain.scorers import Detection, Simulation
 
-__all__ = ["DEFAULT_EXPLAINER", "DEFAULT_SCORERS", "EXPLAINERS", "SCORERS", "Detection", "EvidenceReader",
-           "ExplainFailed", "ExplainRequest", "ExplainResult", "Explainer", "Explanation", "FeatureEvidence",
-           "PatternsExplainer", "Plan", "Score", "Scorer", "Simulation", "Vocab", "Windows", "parse_features",
-           "plan", "run_explain"]
+__all__ = ["DEFAULT_EXPLAINER", "DEFAULT_SCORERS", "EXPLAINERS", "SCORERS", "ChatOptions", "Detection",
+           "DetectionJudge", "EmbeddedChat", "EndpointChat", "EvidenceReader", "ExplainFailed", "ExplainRequest",
+           "ExplainResult", "Explainer", "Explanation", "FeatureEvidence", "FuzzJudge", "LLMExplainer",
+           "MalformedReply", "PatternsExplainer", "Plan", "Score", "Scorer", "Simulation", "Tools", "Unreachable",
+           "Vocab", "Windows", "open_chat", "parse_features", "plan", "run_explain"]

@@ -13,13 +13,23 @@ from app.commands.common import WorkspaceOpt, app, console, err_console, existin
 
 def registry_help() -> dict[str, str]:
     """Help of --explainer, --scorer and --batch from the registry (analysis/explain/registry.py) and the engine."""
-    from analysis.explain.registry import DEFAULT_EXPLAINER, DEFAULT_SCORERS, EXPLAINERS, SCORERS
+    from analysis.explain.chat import ChatOptions
+    from analysis.explain.registry import DEFAULT_EXPLAINER, EXPLAINERS, SCORERS
     from analysis.explain.run import BATCH
 
+    twins = ", ".join(f"{n} means {s.text_twin}" for n, s in SCORERS.items() if s.text_twin)
+    defaults = "; ".join(f"{n}: {','.join(e.scorers)}" for n, e in EXPLAINERS.items())
+    llm = ", ".join(n for n, e in (*EXPLAINERS.items(), *SCORERS.items()) if e.llm)
     return {"explainer": "; ".join(f"{n}: {e.description}" for n, e in EXPLAINERS.items())
             + f" (default {DEFAULT_EXPLAINER}).",
             "scorer": "Comma-separated; " + "; ".join(f"{n}: {s.description}" for n, s in SCORERS.items())
-            + f" (default {','.join(DEFAULT_SCORERS)}).",
+            + f". For an explainer without rules {twins}. Default per explainer: {defaults}.",
+            "endpoint": f"Base URL of an OpenAI-compatible chat API (llama.cpp server, vLLM, Ollama: e.g. "
+                        f"http://127.0.0.1:8080/v1) for the language model of {llm}; nothing else is contacted "
+                        f"(default: a local model).",
+            "model": "With --endpoint: the model the server serves (required). Without: a local model name "
+                     "(default: the embedded model).",
+            "timeout": f"Seconds one endpoint call may take (default {ChatOptions.timeout:g}).",
             "batch": f"Features read, explained, scored and written together; a killed run keeps every finished "
                      f"batch (default {BATCH})."}
 
@@ -53,19 +63,27 @@ def explain_cmd(
     force: Annotated[bool, typer.Option("--force", help="Explain and score again features done before.")] = False,
     batch: Annotated[Optional[int], typer.Option(help="(From the registry: ExplainCommand.)",
                                                  show_default=False)] = None,
+    endpoint: Annotated[Optional[str], typer.Option(help="(From the registry: ExplainCommand.)",
+                                                    show_default=False)] = None,
+    model: Annotated[Optional[str], typer.Option(help="(From the registry: ExplainCommand.)",
+                                                 show_default=False)] = None,
+    timeout: Annotated[Optional[float], typer.Option(help="(From the registry: ExplainCommand.)",
+                                                     show_default=False)] = None,
     ws: WorkspaceOpt = None,
 ):
     """Explain features in words, score each explanation on held-out examples beside a baseline (another
     feature's explanation scored the same way), and store both. Resumable: a rerun skips features done before."""
-    from analysis.explain import DEFAULT_EXPLAINER, DEFAULT_SCORERS, ExplainRequest, parse_features, run_explain
+    from analysis.explain import DEFAULT_EXPLAINER, ExplainRequest, parse_features, run_explain
     from store.errors import InputError
 
     if features is not None and all_features:
         raise InputError("give either --features or --all, not both")
-    scorers = tuple(s.strip() for s in scorer.split(",")) if scorer is not None else DEFAULT_SCORERS
+    scorers = tuple(s.strip() for s in scorer.split(",")) if scorer is not None else None
+    given = {"batch": batch, "timeout": timeout}
     req = ExplainRequest(dictionary, features=parse_features(features) if features is not None else None,
                          explainer=explainer or DEFAULT_EXPLAINER, scorers=scorers, sample=sample, seed=seed,
-                         force=force, **({"batch": batch} if batch is not None else {}))
+                         force=force, endpoint=endpoint, model=model,
+                         **{k: v for k, v in given.items() if v is not None})
     req.check()
     result = run_explain(existing_workspace(ws).db_path, req, progress=not quiet())
     _print_result(result)

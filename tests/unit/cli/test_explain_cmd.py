@@ -31,8 +31,13 @@ def test_explain_prints_a_summary_and_a_rerun_skips(monkeypatch, capsys, explain
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (("planted", "--explainer", "oracle"), "unknown explainer 'oracle'; choose one of patterns"),
-    (("planted", "--scorer", "detection,fuzz"), "unknown scorer 'fuzz'; choose from detection, simulation"),
+    (("planted", "--explainer", "oracle"), "unknown explainer 'oracle'; choose one of patterns, llm"),
+    (("planted", "--scorer", "detection,fizz"), "unknown scorer 'fizz'; choose from detection, simulation, "
+                                                "detection-llm, fuzz"),
+    (("planted", "--explainer", "llm", "--scorer", "simulation"), "scorer 'simulation' applies a rule, which "
+                                                                  "explainer 'llm' does not give"),
+    (("planted", "--explainer", "llm", "--endpoint", "http://127.0.0.1:9/v1"), "--endpoint needs --model NAME"),
+    (("planted", "--model", "m"), "--endpoint and --model are for the language model of llm"),
     (("planted", "--features", "3,24"), "feature 24 is out of range: planted has features 0..23"),
     (("planted", "--features", "3-x"), "--features takes feature ids and ranges such as 1,5,9-20"),
     (("planted", "--features", "3", "--all"), "give either --features or --all, not both"),
@@ -53,3 +58,37 @@ def test_a_workspace_without_a_store_is_refused(monkeypatch, capsys, tmp_path):
     code, _, err = run_cli(monkeypatch, capsys, "explain", "planted", "-w", str(tmp_path / "empty"))
     assert code == 2 and "no store in" in error_line(err)
     assert not (tmp_path / "empty" / "sparsescope.duckdb").exists()
+
+
+def test_explain_with_the_llm_explainer_through_an_endpoint(monkeypatch, capsys, explain_ws):
+    from tests.chat_server import CannedChatServer
+
+    with CannedChatServer() as server:
+        code, out, err = run_cli(monkeypatch, capsys, "explain", "planted", "--features", "1-6", "--explainer",
+                                 "llm", "--endpoint", server.url, "--model", "canned", "--scorer", "detection,fuzz",
+                                 "-w", str(explain_ws))
+    assert code in (0, None), err
+    assert "planted: 6 of 6 features explained by llm" in out
+    for word in ("detection-llm", "fuzz", "balanced_accuracy", "baseline mean"):
+        assert word in out
+    assert _counts(explain_ws)[:2] == (6, 6 * 2 * 5)
+
+
+def test_a_refusing_endpoint_is_one_error_line(monkeypatch, capsys, explain_ws):
+    from tests.chat_server import CannedChatServer
+
+    with CannedChatServer() as server:
+        url = server.url
+    code, _, err = run_cli(monkeypatch, capsys, "explain", "planted", "--explainer", "llm", "--endpoint", url,
+                           "--model", "canned", "-w", str(explain_ws))
+    assert code == 2
+    assert "(connection refused); stopped at batch 1 of 1: 0 of 23 features were written" in error_line(err)
+    assert _counts(explain_ws)[:2] == (0, 0)
+
+
+def test_explain_help_names_every_explainer_scorer_and_the_endpoint(monkeypatch, capsys):
+    code, out, _ = run_cli(monkeypatch, capsys, "explain", "--help")
+    text = " ".join(w for w in out.split() if w not in "│╭╮╰╯")
+    for word in ("llm:", "detection-llm:", "fuzz:", "detection means detection-llm", "llm: detection-llm,fuzz",
+                 "llama.cpp", "Seconds one endpoint call may take (default 60)"):
+        assert word in text, word

@@ -118,8 +118,8 @@ def test_plan_checks_the_dictionary_and_the_features(planted):
         plan(con, ExplainRequest("nope"))
     with pytest.raises(InputError, match="out of range: planted has features 0..23"):
         plan(con, ExplainRequest("planted", features=(3, 24)))
-    with pytest.raises(InputError, match="unknown scorer 'fuzz'"):
-        plan(con, ExplainRequest("planted", scorers=("fuzz",)))
+    with pytest.raises(InputError, match="unknown scorer 'fizz'"):
+        plan(con, ExplainRequest("planted", scorers=("fizz",)))
     chosen = plan(con, ExplainRequest("planted", features=(0, 1, 2)))
     assert chosen.features == [1, 2] and chosen.dead == 1
     sampled = plan(con, ExplainRequest("planted", sample=5, seed=1))
