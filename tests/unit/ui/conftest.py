@@ -30,3 +30,13 @@ def heads_ws(ui_ws):
         save_scan(con, scan_heads(model, ids, list(range(12)), HeadScanConfig(batch=6, random_seqs=2, random_half=8),
                                   progress=False), CORPUS)
     return ui_ws
+
+
+@pytest.fixture
+def explained_ws(ui_ws):
+    """The demo workspace with every live feature of topk-demo explained by `patterns` and scored by detection and
+    simulation (the real `sparsescope explain` run)."""
+    from analysis.explain import ExplainRequest, run_explain
+
+    run_explain(ui_ws / "sparsescope.duckdb", ExplainRequest("topk-demo"), progress=False)
+    return ui_ws
