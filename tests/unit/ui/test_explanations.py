@@ -11,6 +11,7 @@ from tests.ui_store import open_page, texts
 
 FEATURE = "views/feature.py"
 SEARCH = "views/search.py"
+BROWSER = "views/browser.py"
 DANGER = {"image", "link_open", "html_inline", "html_block", "bare_link", "shortcode", "math", "directive"}
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -80,6 +81,71 @@ def test_a_hostile_explanation_renders_as_text(ui_ws, hostile):
     (source,) = [m.value for m in at.markdown if m.value.startswith("**patterns**")]
     assert_literal(source.removeprefix("**patterns**: "), *[line.strip() for line in hostile.splitlines()][:1])
     assert "detection balanced accuracy 0.80 (baseline 0.50, 40 examples)" in texts(at)
+
+
+# ------------------------------------------------------------------------------------------- feature browser
+
+def _balanced(root) -> dict[int, float]:
+    """feature -> detection balanced accuracy of topk-demo's patterns explanations (defined ones)."""
+    with session(root / "sparsescope.duckdb") as con:
+        return dict(con.execute("SELECT feature, value FROM explanation_scores WHERE dictionary = 'topk-demo' AND "
+                                "scorer = 'detection' AND metric = 'balanced_accuracy' AND value IS NOT NULL"
+                                ).fetchall())
+
+
+def test_the_browser_table_has_an_explanation_column(explained_ws):
+    texts_of = {f: items[0].text for f, items in _explained(explained_ws).items()}
+    at = open_page(BROWSER, dict="topk-demo")
+    assert not at.exception and not at.error
+    table = at.dataframe[0].value
+    assert "explanation" in table.columns
+    assert {f: t for f, t in zip(table["feature"], table["explanation"]) if t} == \
+        {f: texts_of[f] for f in table["feature"] if f in texts_of}
+    assert any(table["explanation"] != "")
+
+
+def test_the_browser_sorts_and_filters_by_a_score_with_the_choice_in_the_url(explained_ws):
+    values = _balanced(explained_ws)
+    at = open_page(BROWSER, dict="topk-demo")
+    at.segmented_control[0].set_value("explanation score").run()
+    assert not at.exception and not at.error
+    assert at.selectbox[1].value == "patterns.detection.balanced_accuracy"  # the scorer's headline by default
+    table = at.dataframe[0].value
+    best = sorted(values.items(), key=lambda kv: (-kv[1], kv[0]))[:50]
+    assert list(zip(table["feature"], table["score"])) == best
+    assert {"baseline", "examples", "explanation", "label", "open"} <= set(table.columns)
+    cut = sorted(values.values())[len(values) // 2]
+    at.number_input[0].set_value(cut).run()
+    at.toggle[0].set_value(False).run()  # worst first
+    assert not at.exception and not at.error
+    table = at.dataframe[0].value
+    above = sorted((v, f) for f, v in values.items() if v >= cut)[:50]
+    assert list(zip(table["score"], table["feature"])) == above and min(table["score"]) >= cut
+    assert dict(at.query_params) == {"dict": "topk-demo", "mode": "score", "min": str(cut), "order": "asc",
+                                     "score": "patterns.detection.balanced_accuracy"}
+    link = open_page(BROWSER, **dict(at.query_params))  # the URL opens the same view
+    assert not link.exception and not link.error
+    assert list(link.dataframe[0].value["feature"]) == list(table["feature"])
+    at.selectbox[1].set_value("patterns.simulation.correlation").run()
+    assert at.query_params["score"] == "patterns.simulation.correlation" and not at.exception
+    at.segmented_control[0].set_value("all").run()  # other modes drop the score's parameters
+    assert dict(at.query_params) == {"dict": "topk-demo"}
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"mode": "score", "score": "patterns.fuzz.accuracy"}, "unknown score 'patterns.fuzz.accuracy' for topk-demo"),
+    ({"mode": "score", "min": "high"}, "min must be a number, got 'high'"),
+    ({"mode": "scores"}, "unknown mode 'scores' (the URL takes mode=score)"),
+])
+def test_bad_score_parameters_are_one_error(explained_ws, params, message):
+    at = open_page(BROWSER, dict="topk-demo", **params)
+    assert not at.exception and len(at.error) == 1 and at.error[0].value.startswith(message)
+
+
+def test_a_dictionary_without_scores_says_how_to_get_them(ui_ws):
+    at = open_page(BROWSER, dict="mp-demo", mode="score")
+    assert not at.exception and not at.error and not at.dataframe
+    assert "`sparsescope explain mp-demo` explains and scores" in texts(at)
 
 
 # ------------------------------------------------------------------------------------------- word search
