@@ -3,6 +3,7 @@ is none), and the search of features by the words of their explanations and labe
 explanation shown as text."""
 import pytest
 
+from app.ui.widgets.common import md_escape
 from store import session
 from store.explanations import ExplanationRow, ScoreRow, explanations_of, write_batch
 from store.queries import set_label
@@ -36,7 +37,7 @@ def test_the_feature_page_shows_each_explanation_with_its_scores_and_baselines(e
     assert not at.exception and not at.error
     assert "Explanations" in [s.value for s in at.subheader]
     shown = texts(at)
-    text, _ = rendered_markdown(f"**patterns**: {_md(item.text)}")
+    text, _ = rendered_markdown(f"**patterns**: {md_escape(item.text)}")
     assert any(rendered_markdown(m.value)[0] == text for m in at.markdown)
     ba = next(s for s in item.scores if s.scorer == "detection" and s.metric == "balanced_accuracy")
     sim = next(s for s in item.scores if s.scorer == "simulation")
@@ -47,12 +48,6 @@ def test_the_feature_page_shows_each_explanation_with_its_scores_and_baselines(e
     table = at.dataframe[0].value  # every metric in the expander
     assert set(table["metric"]) == {"accuracy", "precision", "recall", "f1", "balanced_accuracy", "correlation"}
     assert "sparsescope explain" not in shown
-
-
-def _md(text: str) -> str:
-    from app.ui.widgets.common import md_escape
-
-    return md_escape(text)
 
 
 def test_the_label_comes_above_the_explanation(explained_ws):
