@@ -139,6 +139,36 @@ def score_summary(con: duckdb.DuckDBPyConnection, dictionary: str, explainer: st
     return ScoreSummary(*row)
 
 
+def score_kinds(con: duckdb.DuckDBPyConnection, dictionary: str) -> list[tuple[str, str, str]]:
+    """(explainer, scorer, metric) of every score stored for a dictionary, sorted."""
+    return [tuple(r) for r in con.execute(
+        "SELECT DISTINCT explainer, scorer, metric FROM explanation_scores WHERE dictionary = ? "
+        "ORDER BY explainer, scorer, metric", [dictionary]).fetchall()]
+
+
+@dataclass(frozen=True)
+class ScoredPage:
+    rows: list[ScoreRow]
+    """One page of features by one metric, best first (or worst first)."""
+    total: int
+    """Features with a value of the metric at least the minimum."""
+
+
+def scored_features(con: duckdb.DuckDBPyConnection, dictionary: str, explainer: str, scorer: str, metric: str,
+                    min_value: float | None = None, descending: bool = True, limit: int = 50,
+                    offset: int = 0) -> ScoredPage:
+    """Features of a dictionary ordered by one metric of one explainer's explanations (ties by feature id),
+    those whose value is undefined left out, and only those at least `min_value` when given."""
+    where = ("WHERE dictionary = ? AND explainer = ? AND scorer = ? AND metric = ? AND value IS NOT NULL "
+             "AND (?::DOUBLE IS NULL OR value >= ?)")
+    args = [dictionary, explainer, scorer, metric, min_value, min_value]
+    order = "value DESC" if descending else "value ASC"
+    rows = con.execute(f"SELECT feature, scorer, metric, value, baseline, n_examples FROM explanation_scores {where} "
+                       f"ORDER BY {order}, feature LIMIT ? OFFSET ?", [*args, int(limit), int(offset)]).fetchall()
+    total = con.execute(f"SELECT count(*) FROM explanation_scores {where}", args).fetchone()[0]
+    return ScoredPage([ScoreRow(*r) for r in rows], total)
+
+
 @dataclass(frozen=True)
 class Explained:
     """One explanation of a feature with every score of it: what reports and exports show."""

@@ -34,6 +34,18 @@ def max_acts(db: str, version: tuple, name: str) -> dict[int, float]:
     return cache._read(db, _max_acts, name)
 
 
+def _propose(con, description: str, top: int, strength: float):
+    from analysis.steering.describe import propose
+
+    return propose(con, description, None, top, strength)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def proposal(db: str, version: tuple, description: str, top: int, strength: float):
+    """analysis.steering.describe.propose over every dictionary (InputError when nothing matches)."""
+    return cache._read(db, _propose, description, top, strength)
+
+
 def _runs(con, dictionary: str | None, limit: int) -> list[runs_repo.SteeringRun]:
     try:
         return runs_repo.list_runs(con, dictionary, limit)

@@ -17,6 +17,7 @@ from app.ui.widgets.common import (
     visible,
 )
 from app.ui.widgets.dfa import attention_output_block
+from app.ui.widgets.explanations import feature_explanations
 from app.ui.widgets.report import report_download_button
 
 analysed = cache.fetch(cache.analysed)
@@ -43,6 +44,7 @@ cols[2].metric("max act", num(card.max_act))
 cols[3].metric("mean act", num(card.mean_act))
 cols[4].metric("decoder norm", num(card.decoder_norm))
 cols[5].metric("max decoder cos", num(card.max_decoder_cos))
+feature_explanations(name, int(feature), card.label)  # explanations and their scores (sparsescope explain)
 steer, export, _ = st.columns([1, 2, 1], vertical_alignment="center")
 with steer:  # drawn only when a steering page is registered in app/ui/main.py
     page_link("steering", "Steer with this feature", ":material/tune:", dict=name, feature=feature)

@@ -1,4 +1,5 @@
-"""Search by text: type or paste text, see the features that fire most on it in every dictionary of a model."""
+"""Search by text: type or paste text, see the features that fire most on it in every dictionary of a model; or
+search features by the words of their explanations and labels (/search?words=...)."""
 from pathlib import Path
 
 import streamlit as st
@@ -7,13 +8,22 @@ from app.ui.data import cache
 from app.ui.data import search as search_data
 from app.ui.data.steering import DEFAULT_MODEL
 from app.ui.widgets.common import feature_link, int_param, md_escape, num, pct, show_error, tokens_html
+from app.ui.widgets.explanations import word_search
 from store.errors import InputError
 
 DEFAULT_TOP = 10
 MAX_TOP = 50  # most features per dictionary the page lists (the CLI's --top goes further)
 WINDOW = 40  # tokens shown on each side of a feature's strongest token when the text is longer than 2 * WINDOW
+MODES = {"text": "features that fire on a text", "words": "features described by words"}
 
 st.title("Search by text")
+mode = st.segmented_control("search", list(MODES), format_func=MODES.get, required=True,
+                            default="words" if "words" in st.query_params else "text")
+if mode == "words":  # explanations and labels in the store: no model, no dictionary on disk needed
+    word_search()
+    st.stop()
+for key in ("words", "dict"):  # the words mode's inputs
+    st.query_params.pop(key, None)
 data = cache.fetch(cache.overview)
 by_model: dict[str, list] = {}
 for row in data.dictionaries:

@@ -1,5 +1,5 @@
-"""Steering page (/steering?dict=NAME&feature=ID&mode=MODE): default and steered text side by side as they are
-generated, the measures, a strength sweep, and the stored runs with a re-run button each."""
+"""Steering page (/steering?dict=NAME&feature=ID&mode=MODE&describe=TEXT): default and steered text side by side as
+they are generated, the measures, a strength sweep, steer by words, and the stored runs with a re-run button each."""
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -10,6 +10,7 @@ from app.ui.data import cache
 from app.ui.data import steering as sc
 from app.ui.widgets.common import asked_feature_of, md_escape, num, pct, show_error
 from app.ui.widgets.report import steering_report_button
+from app.ui.widgets.steer_words import steer_by_words
 from store.errors import InputError
 
 BAD_INPUT = (InputError, ValueError)
@@ -49,12 +50,18 @@ with st.expander("Conditional: steer only where another feature fires"):
     threshold = cond[3].number_input("threshold", value=0.0, format="%.4g")
 
 
+def generation_config(specs: tuple, dictionary: str) -> SteerConfig:
+    """The page's prompt and generation settings with `specs`, on the model of `dictionary`."""
+    model = rows[dictionary].model if dictionary in rows else None
+    return SteerConfig(prompt, specs, model=model or sc.DEFAULT_MODEL, chat=chat, max_new_tokens=max_new,
+                       samples=samples, seed=seed, temperature=temperature)
+
+
 def current_config() -> SteerConfig:
     trigger = Trigger(trigger_dict, trigger_feature, threshold) if use_trigger else None
     spec = Intervention(mode, dictionary=name, feature=feature, strength=strength, value=value,
                         positions=positions, trigger=trigger)
-    return SteerConfig(prompt, (spec,), model=rows[name].model or sc.DEFAULT_MODEL, chat=chat,
-                       max_new_tokens=max_new, samples=samples, seed=seed, temperature=temperature)
+    return generation_config((spec,), name)
 
 
 def show_measures(result) -> None:
@@ -87,7 +94,7 @@ def store(results: list, done: str, not_stored: str) -> None:
         st.caption(done.format(", ".join(map(str, ids))))
 
 
-def steer_and_show(config: SteerConfig, numbers=None) -> None:
+def steer_and_show(config: SteerConfig, numbers=None):
     """Generate with both arms streaming into side-by-side slots, then measure and store the run."""
     slots: dict[str, list] = {}
 
@@ -108,6 +115,16 @@ def steer_and_show(config: SteerConfig, numbers=None) -> None:
         show_error(exc)
     show_measures(result)
     store([result], "stored as steering run {} \u00b7 `sparsescope steer --rerun` repeats it", "this run is not stored")
+    return result
+
+
+def steer_words(specs: tuple, dictionary: str):
+    """Steer by words: the accepted features together, with the page's prompt and settings."""
+    try:
+        config = generation_config(specs, dictionary)
+    except BAD_INPUT as exc:
+        show_error(exc)
+    return steer_and_show(config)
 
 
 rerun_id = st.session_state.pop("steer_rerun", None)
@@ -148,6 +165,8 @@ with st.expander("Strength sweep: target activation and perplexity against stren
         for point in points:
             st.caption(f"strength {point.strength:g}: {md_escape(point.result.steered_texts[0])}")
         store([p.result for p in points], "stored as runs {}", "the sweep is not stored")
+
+steer_by_words(mode, positions, steer_words)
 
 st.subheader("Stored runs")
 runs = cache.fetch(sc.stored_runs)

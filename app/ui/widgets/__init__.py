@@ -3,4 +3,5 @@
     common     query parameters, feature links, token highlighting (always escaped), errors
     heads      the layer x head grid, patterns, contexts, head attribution
     report     the "Export report" control
+    explanations  a feature's explanations with their scores; the search by words of explanations and labels
 """

@@ -28,6 +28,19 @@ def int_param(name: str, value: str | None) -> int | None:
     return number
 
 
+def float_param(name: str, value: str | None) -> float | None:
+    """A query parameter that must be a finite number (None when absent)."""
+    if value is None or value == "":
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        raise InputError(f"{name} must be a number, got {value!r}") from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise InputError(f"{name} must be a finite number, got {value!r}")
+    return number
+
+
 def show_error(exc: Exception) -> None:
     """Bad input stops the page with one line (escaped: messages quote what the user typed)."""
     st.error(md_escape(str(exc)))

@@ -7,7 +7,9 @@ from store.explanations import (
     done_features,
     get_explanations,
     get_scores,
+    score_kinds,
     score_summary,
+    scored_features,
     search_explanations,
     write_batch,
 )
@@ -73,3 +75,20 @@ def test_one_result_per_feature_with_its_best_explanation(con):
     write_batch(con, "a", "llm", [ExplanationRow(1, "llm", "cats and kittens")], [], [], [1])
     hits = search_explanations(con, "kittens cat")
     assert len(hits) == 1 and hits[0].explainer == "llm"
+
+
+def test_features_by_score_sorted_and_filtered(con):
+    values = {1: 0.9, 2: 0.6, 3: None, 4: 0.75, 5: 0.6}
+    write_batch(con, "d", "patterns", [ExplanationRow(f, "patterns", f"t{f}") for f in values],
+                [ScoreRow(f, "detection", "accuracy", v, 0.5, 10) for f, v in values.items()]
+                + [ScoreRow(1, "simulation", "correlation", 0.1, 0.0, 10)], ["detection", "simulation"], list(values))
+    _write(con, "other", {9: "x"}, value=1.0)
+    assert score_kinds(con, "d") == [("patterns", "detection", "accuracy"), ("patterns", "simulation", "correlation")]
+    page = scored_features(con, "d", "patterns", "detection", "accuracy")
+    assert [r.feature for r in page.rows] == [1, 4, 2, 5] and page.total == 4  # undefined left out, ties by id
+    assert page.rows[0] == ScoreRow(1, "detection", "accuracy", 0.9, 0.5, 10)
+    assert [r.feature for r in scored_features(con, "d", "patterns", "detection", "accuracy", descending=False,
+                                               limit=2).rows] == [2, 5]
+    above = scored_features(con, "d", "patterns", "detection", "accuracy", min_value=0.7, limit=1, offset=1)
+    assert [r.feature for r in above.rows] == [4] and above.total == 2
+    assert scored_features(con, "d", "patterns", "fuzz", "accuracy").total == 0

@@ -75,3 +75,13 @@ def attn_ws(_attn_root, tmp_path, monkeypatch):
     root = shutil.copytree(_attn_root, tmp_path / "attn-ws")
     monkeypatch.setenv("SPARSESCOPE_WORKSPACE", str(root))
     return root
+
+
+@pytest.fixture
+def explained_ws(ui_ws):
+    """The demo workspace with every live feature of topk-demo explained by `patterns` and scored by detection and
+    simulation (the real `sparsescope explain` run)."""
+    from analysis.explain import ExplainRequest, run_explain
+
+    run_explain(ui_ws / "sparsescope.duckdb", ExplainRequest("topk-demo"), progress=False)
+    return ui_ws
