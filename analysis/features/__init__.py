@@ -16,10 +16,11 @@ Modules (public entry points; everything else is internal to the package):
     pursuit      MPStepAccumulator, MPStatsConfig: at which pursuit step each atom is chosen; pursuit_traces
     codes        code_search, search_tokens: codebook codes that fire where a regular expression matches
     weights      statistics of the weights alone: logit_effects, decoder_neighbors, final_norm_map
+    detail       one feature on request: logit_histogram, neuron_alignment, context_activations
     tables       feature_tables: the accumulators' results as the Arrow tables `store.features` writes
     inspector    inspect_prompt, trace_prompt: a prompt read through every dictionary of a site (the UI's inspector)
     search_text  search_workspace, search_text: the features that fire most on a text, in every dictionary of a model
 """
 
-__all__ = ["analyze", "codes", "cooccurrence", "distributed", "examples", "firing_log", "head_shares", "inspector",
-           "pursuit", "ranking", "search_text", "stats", "streaming", "tables", "weights"]
+__all__ = ["analyze", "codes", "cooccurrence", "detail", "distributed", "examples", "firing_log", "head_shares",
+           "inspector", "pursuit", "ranking", "search_text", "stats", "streaming", "tables", "weights"]

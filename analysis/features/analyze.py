@@ -204,10 +204,12 @@ def open_site_ranked(ws, req: AnalyzeRequest, lm, dist_ctx) -> Site:
     return Site(row, sae, model, corpus, token_ids, cache)
 
 
-def residual_directions(sae, model, hook: str) -> Tensor | None:
-    """Decoder directions in the residual stream the unembedding reads, or None where the hook's space has
-    no linear path to it that we know (q/k/v, attention scores...)."""
+def residual_directions(sae, model, hook: str, features: list[int] | None = None) -> Tensor | None:
+    """Decoder directions in the residual stream the unembedding reads ([d_sae, d_model], or only the rows of
+    `features`), or None where the hook's space has no linear path to it that we know (q/k/v, attention scores...)."""
     W_dec = sae.W_dec.detach().float()
+    if features is not None:
+        W_dec = W_dec[features]
     m = re.match(r"blocks\.(\d+)\.(.+)$", hook)
     if hook in ("hook_embed", "hook_pos_embed") or (m and m.group(2) in (
             "hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out")):
