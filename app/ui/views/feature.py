@@ -18,6 +18,7 @@ from app.ui.widgets.common import (
 )
 from app.ui.widgets.dfa import attention_output_block
 from app.ui.widgets.explanations import feature_explanations
+from app.ui.widgets.parity import dashboard_parity_block
 from app.ui.widgets.report import report_download_button
 
 analysed = cache.fetch(cache.analysed)
@@ -81,6 +82,7 @@ for example in card.top_examples:
                f"token {example.position}")
 
 attention_output_block(page, int(feature))  # hook_z dictionaries only: head attribution and DFA
+dashboard_parity_block(page, int(feature))  # vocabulary-wide logit histogram, neuron alignment, whole contexts
 
 if card.quantile_examples:
     st.subheader("Samples across the activation range")
