@@ -3,5 +3,6 @@
     common     query parameters, feature links, token highlighting (always escaped), errors
     heads      the layer x head grid, patterns, contexts, head attribution
     report     the "Export report" control
+    parity     the feature page's SAEDashboard views: vocabulary logit histogram, neuron alignment, whole contexts
     explanations  a feature's explanations with their scores; the search by words of explanations and labels
 """

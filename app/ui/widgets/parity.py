@@ -9,6 +9,8 @@ parameter (the example's rank among the top examples), so it can be shared as a 
 """
 from __future__ import annotations
 
+import html
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -37,7 +39,7 @@ def vocab_histogram_figure(vh: data.VocabHistogram) -> go.Figure:
         fig.add_trace(go.Scatter(
             x=values, y=np.zeros(len(values)), mode="markers", name=name,
             marker=dict(color=colour, size=14, symbol="line-ns-open", line_width=2),
-            customdata=np.stack([np.array([visible(t) for t in texts], dtype=object), ids], axis=-1),
+            customdata=np.stack([np.array([html.escape(visible(t)) for t in texts], dtype=object), ids], axis=-1),
             hovertemplate="%{customdata[0]} (id %{customdata[1]}): %{x:+.4f}<extra>" + name + "</extra>"))
     fig.update_layout(xaxis_title="logit effect (W_dec \u00b7 W_U)", yaxis_title="tokens", height=300,
                       margin=dict(t=10, b=10), legend=dict(orientation="h", y=1.1))
