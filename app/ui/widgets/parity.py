@@ -24,6 +24,9 @@ from store.errors import InputError
 
 CONTEXT_PARAM = "context"
 """Query parameter: rank of the top example whose whole context is shown."""
+VOCAB_PARAM = "vocab"
+"""Query parameter: `1` shows the logit-effect histogram (it needs the model's unembedding: loading the model
+would make every feature page's first view seconds slower, so it is drawn on request)."""
 
 
 def vocab_histogram_figure(vh: data.VocabHistogram) -> go.Figure:
@@ -62,6 +65,15 @@ def dashboard_parity_block(page, feature: int) -> None:
 
 
 def _vocab_section(row, feature: int) -> None:
+    asked = st.query_params.get(VOCAB_PARAM) == "1"
+    shown = st.toggle("show (loads the model's unembedding)", value=asked, key=f"parity-vocab-{row.name}-{feature}")
+    if shown != asked:
+        if shown:
+            st.query_params[VOCAB_PARAM] = "1"
+        else:
+            st.query_params.pop(VOCAB_PARAM, None)
+    if not shown:
+        return
     vh = data.vocab_histogram(row.model, row.name, row.path, row.hook, feature)
     if vh is None:
         st.caption("not available: the weights are missing, or the hook has no linear path to the unembedding")

@@ -53,7 +53,9 @@ def _array(value):
 def test_the_block_shows_the_vocabulary_histogram_and_the_alignment_table(ui_ws):
     feature = _read(ui_ws, _busiest, TOPK)
     at = open_page(PAGE, dict=TOPK, feature=feature)
-    assert not at.exception and not at.error
+    assert not at.exception and not at.error and not _histograms(at)  # on request only: the model stays unloaded
+    at.toggle(key=f"parity-vocab-{TOPK}-{feature}").set_value(True).run()
+    assert not at.exception and at.query_params["vocab"] == "1"
     shown = texts(at)
     assert "Logit effects over the whole vocabulary" in shown and "Neuron alignment" in shown
     (steps,) = _histograms(at)
