@@ -66,6 +66,11 @@ def _start(page) -> str:
     return re.search(r"started job (\S+):", started.inner_text()).group(1)
 
 
+def _cancel_button(page, job_id: str):
+    """The Cancel button of a running job (its widget key names the job)."""
+    return page.locator(f".st-key-cancel-{job_id} button")
+
+
 def _job_row(page, job_id: str) -> list[str]:
     rows = _grid(page)
     header, body = rows[0], [dict(zip(rows[0], row)) for row in rows[1:]]
@@ -104,11 +109,10 @@ def test_a_training_job_runs_survives_a_reload_and_its_dictionary_appears_on_hom
     screenshot(page, "jobs-running")
     second = _progress_past(page, first)  # and it advances while the page watches
     page.reload()  # a new browser session: the job is read from the store
-    page.get_by_role("heading", name="Running").wait_for()
-    assert page.get_by_test_id("stMarkdown").filter(has_text=f"running · {job_id}").is_visible()
-    assert page.get_by_role("button", name="Cancel").is_visible()
+    page.get_by_test_id("stMarkdown").filter(has_text=f"running · {job_id}").wait_for()
+    _cancel_button(page, job_id).wait_for()
     _progress_past(page, second)
-    page.get_by_role("heading", name="Running").wait_for(state="detached", timeout=180_000)
+    _cancel_button(page, job_id).wait_for(state="detached", timeout=180_000)  # the job has ended
     row = _job_row(page, job_id)
     assert (row["outcome"], row["exit code"]) == ("finished", "0"), row
     page.get_by_test_id("stCode").filter(has_text=f"dictionary {TRAINED} (topk").wait_for()
@@ -129,9 +133,9 @@ def test_a_cancelled_job_is_listed_cancelled_and_leaves_no_dictionary(workbench,
     _train_form(page, workbench.url, activations=workbench.cache, tokens="50000000", name=CANCELLED, device="cpu")
     job_id = _start(page)
     _progress_past(page, 0)  # cancel a step loop that runs, not a process still importing torch
-    page.get_by_role("button", name="Cancel").click()
+    _cancel_button(page, job_id).click()
     page.get_by_text("cancelling:").wait_for()
-    page.get_by_role("heading", name="Running").wait_for(state="detached", timeout=90_000)
+    _cancel_button(page, job_id).wait_for(state="detached", timeout=90_000)
     page.reload()  # a fresh session lists the newest job's log first
     row = _job_row(page, job_id)
     assert (row["outcome"], row["exit code"]) == ("cancelled", "130"), row
@@ -150,13 +154,14 @@ def test_search_by_text_groups_features_by_dictionary_and_links_to_their_pages(w
     page.get_by_role("textbox", name="text").fill(TEXT)
     page.get_by_role("spinbutton", name="features per dictionary").fill("3")
     _submit(page, "Search")
-    page.get_by_test_id("stPageLink").first.wait_for()
+    for hook in ("blocks.0.hook_resid_post", "blocks.1.attn.hook_z"):  # the groups draw one after another
+        page.locator("h3", has_text=hook).wait_for()
+    for name in ("topk-demo", "mp-demo", "codebook-demo", workbench.attn_dict):  # the analysed ones, 3 links each
+        page.locator("strong", has_text=re.compile(f"^{name}$")).wait_for()
+        page.locator(f"[data-testid=stPageLink] a[href*='dict={name}&']").nth(2).wait_for()
     settled(page)
     assert "text=The+quick" in page.url
-    hooks = page.locator("h3").all_inner_texts()
-    assert "blocks.0.hook_resid_post" in hooks and "blocks.1.attn.hook_z" in hooks, hooks
-    for name in ("topk-demo", "mp-demo", "codebook-demo", workbench.attn_dict):  # the analysed ones, 3 links each
-        assert page.locator("strong", has_text=re.compile(f"^{name}$")).is_visible()
+    for name in ("topk-demo", "mp-demo", "codebook-demo", workbench.attn_dict):
         assert page.locator(f"[data-testid=stPageLink] a[href*='dict={name}&']").count() == 3, name
     screenshot(page, "search")
     link = page.get_by_test_id("stPageLink").first.locator("a")
@@ -223,6 +228,7 @@ def test_an_mp_pursuit_trace_in_the_inspector(workbench, page):
     assert norms == sorted(norms, reverse=True)
     assert all(r["atom"].startswith("feature?dict=mp-demo&feature=") for r in body)
     page.get_by_text(re.compile(rf"^{steps} steps \(")).wait_for()
+    page.get_by_test_id("stDataFrame").last.scroll_into_view_if_needed()  # the chart above it, the table in view
     screenshot(page, "pursuit-trace")
 
 
