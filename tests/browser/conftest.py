@@ -3,7 +3,10 @@ the workbench workspace: the demo-sized store of tests/ui_store.py grown by the 
 scan, an analysed attention-output dictionary, an activation cache to train on), served by `sparsescope ui`."""
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -71,8 +74,28 @@ def workbench(tmp_path_factory, browser):
     for args in WORKBENCH_CLI:
         done = cli_process(*args, "-w", str(ws), threads=1)
         assert done.returncode == 0, (args, done.stderr)
-    with serve_ui(ws) as url:
-        yield Workbench(url, ws, _busiest_feature(ws, ATTN_DICT))
+    try:
+        with serve_ui(ws) as url:
+            yield Workbench(url, ws, _busiest_feature(ws, ATTN_DICT))
+    finally:
+        _cancel_jobs(ws)
+
+
+def _cancel_jobs(ws: Path) -> None:
+    """Cancel the jobs a failed test left running: a job outlives the UI by design (SIGTERM to its wrapper)."""
+    import duckdb
+
+    from store import jobs as repo
+    from store import session
+
+    try:
+        with session(ws / "sparsescope.duckdb", read_only=True) as con:
+            pids = [job.pid for job in repo.list_jobs(con) if job.active and job.pid]
+    except duckdb.IOException:  # a wrapper is writing its outcome: its job is ending
+        return
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
 
 
 @pytest.fixture(scope="module")
