@@ -13,10 +13,10 @@ from app.commands.common import DeviceOpt, WorkspaceOpt, app, console, quiet, wo
 
 def registry_help() -> dict[str, str]:
     """Help of the train options that depend on the architectures, from the registry."""
-    from sae.dictionaries import ARCHITECTURES
+    from sae.dictionaries import trainable
     from sae.dictionaries.factory import FEATURES_PER_INPUT
 
-    archs = list(ARCHITECTURES.values())
+    archs = trainable()
     names = [a.name for a in archs]
     with_k = [f"{a.name}: {a.k_meaning} (default {a.default_k})" for a in archs if a.default_k is not None]
     with_l1 = [f"{a.name}: {a.sparsity_meaning} (default {a.default_sparsity:g})" for a in archs
