@@ -38,6 +38,9 @@ def animal_neuron(tmp_path_factory):
     ws = Workspace.resolve(tmp_path_factory.mktemp("neurons") / "ws")
     mp = pytest.MonkeyPatch()
     mp.setenv("COLUMNS", "400")
+    from app.commands.common import console
+
+    mp.setattr(console, "width", 400)  # the console may exist already (COLUMNS is read when it is made)
     try:
         code, out, err = _cli(mp, "neurons", "find", "--layers", "20-29", "--concept", "dog cat", "--top", "1",
                               "-w", str(ws.root))

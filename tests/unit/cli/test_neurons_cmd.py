@@ -19,6 +19,9 @@ def _dictionaries(ws) -> list[tuple]:
 
 
 def test_add_records_the_neuron_dictionary_and_find_points_to_it(ws, monkeypatch, capsys):
+    from app.commands.common import console
+
+    monkeypatch.setattr(console, "width", 300)  # the console may exist already (COLUMNS is read when it is made)
     code, out, err = run_cli(monkeypatch, capsys, "neurons", "add", "--layer", "1", "--model", "tiny-random",
                              "-w", str(ws.root))
     assert code == 0, err
@@ -26,7 +29,6 @@ def test_add_records_the_neuron_dictionary_and_find_points_to_it(ws, monkeypatch
     assert _dictionaries(ws) == [("neurons-L1", "neurons", "tiny-random", "blocks.1.mlp.hook_post", 256, 256, None)]
     assert (ws.named("dictionaries", "neurons-L1") / "cfg.json").is_file()
 
-    monkeypatch.setenv("COLUMNS", "300")
     code, out, err = run_cli(monkeypatch, capsys, "neurons", "find", "--layers", "0-1", "--concept", "a e",
                              "--model", "tiny-random", "--top", "3", "-w", str(ws.root))
     assert code == 0, err
