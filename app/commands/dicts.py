@@ -6,9 +6,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 from rich.text import Text
-from typer.core import TyperCommand
 
-from app.commands.common import DeviceOpt, WorkspaceOpt, app, console, quiet, workspace
+from app.commands.common import DeviceOpt, WorkspaceOpt, app, console, help_filled_by, quiet, workspace
 
 
 def registry_help() -> dict[str, str]:
@@ -26,19 +25,8 @@ def registry_help() -> dict[str, str]:
             "k": f"{'; '.join(with_k)}.", "l1": f"Sparsity coefficient, {'; '.join(with_l1)}."}
 
 
-class TrainCommand(TyperCommand):
-    """`train`, whose --arch, --d-sae, --k and --l1 help is read from the architecture registry when it is shown.
-
-    The registry imports torch and SAELens (seconds): filling the help in only here keeps `sparsescope --help`
-    and usage errors torch-free (tests/unit/cli/test_startup.py).
-    """
-
-    def format_help(self, ctx, formatter) -> None:
-        helps = registry_help()
-        for param in self.params:
-            if param.name in helps:
-                param.help = helps[param.name]
-        super().format_help(ctx, formatter)
+TrainCommand = help_filled_by(registry_help)
+"""`train`, whose --arch, --d-sae, --k and --l1 help is read from the architecture registry (torch, SAELens)."""
 
 
 @app.command(name="train", cls=TrainCommand)
