@@ -35,7 +35,7 @@ WORKBENCH_CLI = (
 """What the CLI adds to the demo workspace, in order."""
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # not longer: tests/unit/ui/test_heads_server.py starts Playwright of its own
 def browser():
     sync_api = pytest.importorskip("playwright.sync_api")
     if not Path(CHROMIUM).exists():

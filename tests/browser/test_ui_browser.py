@@ -74,7 +74,7 @@ def test_feature_page_deep_link(server):
     page.get_by_test_id("stPageLink").first.wait_for(timeout=60_000)  # neighbour links
     hot = page.locator("span.tok[style*='outline']").first
     assert float(hot.get_attribute("title")) > 0  # hovering the firing token shows its activation
-    assert page.get_by_text("Matching pursuit").is_visible()
+    page.get_by_text("Matching pursuit").wait_for(timeout=60_000)  # below the blocks drawn after the examples
     screenshot(page, "feature")
 
 
