@@ -8,7 +8,7 @@ from pathlib import Path
 import duckdb
 
 from analysis.corpora import ensure_corpus
-from sae.activations import Manifest, cache_name, read_manifest, write_cache
+from sae.activations import Manifest, cache_name, read_manifest, write_caches
 from sae.models import check_hook, hook_output_dim, model_info
 from store.corpora import context_tokens, corpus_fingerprint, get_corpus
 from store.db import borrow, transaction
@@ -59,39 +59,59 @@ def build_cache(ws: Workspace, con: duckdb.DuckDBPyConnection | None, model, hoo
     con None: the workspace's store is opened only for short reads (checks, each batch's token ids) and the
     final registration, never while the model runs, so other jobs can write meanwhile.
     """
+    return build_caches(ws, con, model, [hook], corpus_name, tokens, batch, progress)[0]
+
+
+def build_caches(ws: Workspace, con: duckdb.DuckDBPyConnection | None, model, hooks: list[str], corpus_name: str,
+                 tokens: int, batch: int = 32, progress: bool = True) -> list[CacheResult]:
+    """One cache per hook (as build_cache), written from one forward pass per batch that runs as far as the
+    deepest hook still missing; finished caches are reused, killed ones resumed. Results in the order of hooks."""
     if tokens <= 0:
         raise InputError(f"--tokens must be positive (got {tokens})")
     if batch <= 0:
         raise InputError(f"--batch must be positive (got {batch})")
-    check_hook(model, hook)
+    if not hooks or len(set(hooks)) != len(hooks):
+        raise InputError(f"give each hook once (got {', '.join(hooks) or 'none'})")
+    for hook in hooks:
+        check_hook(model, hook)
     name = model.cfg.model_name
     store = con if con is not None else ws.db_path
+    results: dict[str, CacheResult] = {}
+    todo: list[tuple[str, Path, Manifest]] = []
+    notes: dict[str, str] = {}
     with borrow(store) as con:
         corpus = ensure_corpus(con, corpus_name, name, tokens)
         n_contexts = min(-(-tokens // corpus.ctx), corpus.n_contexts)
         if corpus.ctx > model.cfg.n_ctx:
             raise InputError(f"corpus contexts ({corpus.ctx} tokens) exceed the model's context ({model.cfg.n_ctx})")
-        folder = ws.named("activations", cache_name(name, hook, corpus.name))
-        old = read_manifest(folder)
-        note = stale_reason(con, folder.name, old) if old is not None else None
-        if note:  # never resumed nor reused: its shards would mix other text into the cache
-            shutil.rmtree(folder)
-            note, old = f"{note}: rebuilding it", None
-        if old is not None and old.complete and old.contexts_done >= n_contexts:
-            if get_cache(con, folder.name) is None:  # written by a run killed before its commit
-                register_model(con, model)
-                _register(con, folder, old)
-            return CacheResult(old, folder, reused=True)
-        want = Manifest(model=name, hook=hook, corpus=corpus.name, d=hook_output_dim(model, hook),
-                        ctx=corpus.ctx, n_contexts=n_contexts,
-                        corpus_fingerprint=corpus_fingerprint(con, corpus.name))
-        _check_disk(folder, want, old)
-        register_model(con, model)
-    manifest = write_cache(model, hook, folder, _token_reader(store, corpus.name), want, batch=batch,
-                           progress=progress)
-    with borrow(store) as con:
-        _register(con, folder, manifest)
-    return CacheResult(manifest, folder, reused=False, note=note or "")
+        for hook in hooks:
+            folder = ws.named("activations", cache_name(name, hook, corpus.name))
+            old = read_manifest(folder)
+            note = stale_reason(con, folder.name, old) if old is not None else None
+            if note:  # never resumed nor reused: its shards would mix other text into the cache
+                shutil.rmtree(folder)
+                note, old = f"{note}: rebuilding it", None
+            if old is not None and old.complete and old.contexts_done >= n_contexts:
+                if get_cache(con, folder.name) is None:  # written by a run killed before its commit
+                    register_model(con, model)
+                    _register(con, folder, old)
+                results[hook] = CacheResult(old, folder, reused=True)
+                continue
+            want = Manifest(model=name, hook=hook, corpus=corpus.name, d=hook_output_dim(model, hook),
+                            ctx=corpus.ctx, n_contexts=n_contexts,
+                            corpus_fingerprint=corpus_fingerprint(con, corpus.name))
+            _check_disk(folder, want, old)
+            todo.append((hook, folder, want))
+            notes[hook] = note or ""
+        if todo:
+            register_model(con, model)
+    if todo:
+        written = write_caches(model, todo, _token_reader(store, corpus.name), batch=batch, progress=progress)
+        with borrow(store) as con:
+            for (hook, folder, _), manifest in zip(todo, written):
+                _register(con, folder, manifest)
+                results[hook] = CacheResult(manifest, folder, reused=False, note=notes[hook])
+    return [results[h] for h in hooks]
 
 
 def _register(con: duckdb.DuckDBPyConnection, folder: Path, m: Manifest) -> None:

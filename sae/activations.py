@@ -120,14 +120,25 @@ def check_shard(folder: Path, shard: Shard, full: bool = True) -> None:
 def capture(model, hook: str, tokens: torch.Tensor, stop_at: int | None) -> torch.Tensor:
     """Activations at `hook` flattened per token: [batch * pos, d] (hook_z heads head-major); the forward stops
     before block `stop_at` (the block after the hook's; None runs the whole model)."""
-    out: list[torch.Tensor] = []
+    return capture_many(model, [hook], tokens, stop_at)[hook]
 
-    def save(act, hook):  # noqa: ARG001 - TransformerLens hook signature
-        out.append(act.detach())
 
-    model.run_with_hooks(tokens, fwd_hooks=[(hook, save)], stop_at_layer=stop_at, return_type=None)
-    act = out[0]
-    return act.reshape(act.shape[0] * act.shape[1], -1)
+def capture_many(model, hooks: list[str], tokens: torch.Tensor, stop_at: int | None) -> dict[str, torch.Tensor]:
+    """Activations at each hook flattened per token: [batch * pos, d] (hook_z heads head-major), from one forward
+    that stops before block `stop_at` (the block after the deepest hook's; None runs the whole model)."""
+    out: dict[str, torch.Tensor] = {}
+
+    def save(act, hook):
+        out[hook.name] = act.detach()
+
+    model.run_with_hooks(tokens, fwd_hooks=[(h, save) for h in hooks], stop_at_layer=stop_at, return_type=None)
+    return {h: out[h].reshape(out[h].shape[0] * out[h].shape[1], -1) for h in hooks}
+
+
+def _deepest(model, hooks: list[str]) -> int | None:
+    """stop_at_layer that reaches every hook (None when one needs the whole model)."""
+    stops = [stop_layer(model, h) for h in hooks]
+    return None if None in stops else max(stops)
 
 
 def _start(folder: Path, want: Manifest) -> Manifest:
@@ -153,30 +164,49 @@ def _start(folder: Path, want: Manifest) -> Manifest:
 def write_cache(model, hook: str, folder: Path, tokens_of: TokenSource, manifest: Manifest,
                 batch: int = 32, shard_contexts: int = 256, progress: bool = True) -> Manifest:
     """Run `model` up to `hook` over contexts 0..manifest.n_contexts-1 and write the cache into `folder`."""
-    folder.mkdir(parents=True, exist_ok=True)
-    sweep_staging(folder)  # temp files of a killed run
-    manifest = _start(folder, manifest)
-    stop_at = stop_layer(model, hook)
+    return write_caches(model, [(hook, folder, manifest)], tokens_of, batch, shard_contexts, progress)[0]
+
+
+def write_caches(model, targets: list[tuple[str, Path, Manifest]], tokens_of: TokenSource, batch: int = 32,
+                 shard_contexts: int = 256, progress: bool = True) -> list[Manifest]:
+    """Write several hooks' caches (hook, folder, manifest) from one forward pass per batch, run as far as the
+    deepest hook still needs. Each cache resumes from its own last complete shard: a range of contexts runs
+    the model for the caches that lack it only."""
+    manifests = []
+    for hook, folder, want in targets:
+        folder.mkdir(parents=True, exist_ok=True)
+        sweep_staging(folder)  # temp files of a killed run
+        manifests.append(_start(folder, want))
     device = next(model.parameters()).device
-    bar = tqdm(total=manifest.n_contexts * manifest.ctx, initial=manifest.n_tokens, unit="tok",
-               unit_scale=True, desc=f"activations {hook}", disable=not progress)
-    while manifest.contexts_done < manifest.n_contexts:
-        start = manifest.contexts_done
-        stop = min(start + shard_contexts, manifest.n_contexts)
-        parts = []
+    ctx = manifests[0].ctx
+    bar = tqdm(total=max(m.n_contexts for m in manifests) * ctx, initial=min(m.n_tokens for m in manifests),
+               unit="tok", unit_scale=True, desc="activations " + ", ".join(h for h, _, _ in targets),
+               disable=not progress)
+    while pending := [i for i, m in enumerate(manifests) if m.contexts_done < m.n_contexts]:
+        start = min(manifests[i].contexts_done for i in pending)
+        now = [i for i in pending if manifests[i].contexts_done == start]
+        stop = min(start + shard_contexts, *(manifests[i].n_contexts for i in now))
+        hooks = [targets[i][0] for i in now]
+        stop_at = _deepest(model, hooks)
+        parts: dict[str, list[torch.Tensor]] = {h: [] for h in hooks}
         for lo in range(start, stop, batch):
             ids = torch.tensor(tokens_of(lo, min(lo + batch, stop)), dtype=torch.long, device=device)
             with torch.inference_mode():
-                parts.append(capture(model, hook, ids, stop_at).float().cpu())
+                for h, act in capture_many(model, hooks, ids, stop_at).items():
+                    parts[h].append(act.float().cpu())
             bar.update(ids.numel())
-        manifest.shards.append(_write_shard(folder, torch.cat(parts), start, stop - start))
-        manifest.complete = manifest.contexts_done >= manifest.n_contexts
-        write_durable(folder / MANIFEST, json.dumps(asdict(manifest), indent=1))
+        for i in now:
+            hook, folder, _ = targets[i]
+            manifest = manifests[i]
+            manifest.shards.append(_write_shard(folder, torch.cat(parts.pop(hook)), start, stop - start))
+            manifest.complete = manifest.contexts_done >= manifest.n_contexts
+            write_durable(folder / MANIFEST, json.dumps(asdict(manifest), indent=1))
         crash_point("activations.shard")
     bar.close()
-    if not (folder / MANIFEST).exists():  # a finished cache found on disk: nothing to write
-        write_durable(folder / MANIFEST, json.dumps(asdict(manifest), indent=1))
-    return manifest
+    for (_, folder, _), manifest in zip(targets, manifests):
+        if not (folder / MANIFEST).exists():  # a finished cache found on disk: nothing to write
+            write_durable(folder / MANIFEST, json.dumps(asdict(manifest), indent=1))
+    return manifests
 
 
 def _write_shard(folder: Path, acts: torch.Tensor, start: int, n_contexts: int) -> Shard:

@@ -89,7 +89,9 @@ def corpus_list(ws: WorkspaceOpt = None):
 
 @app.command()
 def activations(
-    hook: Annotated[str, typer.Option(help="Hook name, e.g. blocks.6.hook_resid_post.")],
+    hook: Annotated[str, typer.Option(help="Hook name, e.g. blocks.6.hook_resid_post; several, comma-separated "
+                                           "(blocks.2.hook_resid_post,blocks.6.hook_resid_post), are cached from "
+                                           "one forward pass.")],
     model: Annotated[str, typer.Option(help="Model name.")] = "smollm2-135m-instruct",
     corpus: Annotated[str, typer.Option(help="Corpus name (`builtin` is created on first use).")] = "builtin",
     tokens: Annotated[int, typer.Option(help="Tokens to cache.")] = 200_000,
@@ -97,20 +99,25 @@ def activations(
     device: DeviceOpt = None,
     ws: WorkspaceOpt = None,
 ):
-    """Cache activations at a hook (runs the model only as far as the hook); resumes a killed run."""
-    from analysis.activations import build_cache
+    """Cache activations at one hook or several (runs the model only as far as the deepest); resumes a killed
+    run."""
+    from analysis.activations import build_caches
     from sae.models import check_hook, load_model
     from store import InputError
 
     if tokens <= 0:
         raise InputError(f"--tokens must be positive (got {tokens})")
+    hooks = [h.strip() for h in hook.split(",") if h.strip()]
+    if not hooks:
+        raise InputError("--hook names no hook")
     space = workspace(ws)
     lm = load_model(model, device=device)
-    check_hook(lm, hook)
-    # no connection held while the model runs: build_cache opens the store for each short read and at the end
-    result = build_cache(space, None, lm, hook, corpus, tokens, batch=batch, progress=not quiet())
-    if result.note:
-        err_console.print(f"note: {result.note}", markup=False, highlight=False, soft_wrap=True)
-    m = result.manifest
-    verb = "reused" if result.reused else "wrote"
-    console.print(f"{verb} {m.n_tokens:,} tokens x d={m.d} at {m.hook} in {len(m.shards)} shards: {result.path}")
+    for h in hooks:
+        check_hook(lm, h)
+    # no connection held while the model runs: build_caches opens the store for each short read and at the end
+    for result in build_caches(space, None, lm, hooks, corpus, tokens, batch=batch, progress=not quiet()):
+        if result.note:
+            err_console.print(f"note: {result.note}", markup=False, highlight=False, soft_wrap=True)
+        m = result.manifest
+        verb = "reused" if result.reused else "wrote"
+        console.print(f"{verb} {m.n_tokens:,} tokens x d={m.d} at {m.hook} in {len(m.shards)} shards: {result.path}")

@@ -29,6 +29,7 @@ class DemoDictionary:
     lr: float
     min_tokens: int = 0
     """Training tokens at least, whatever the cache's size (a small --tokens still trains enough steps)."""
+    hook: str = DEMO_HOOK
 
     def train_tokens(self, cache_tokens: int) -> int:
         return max(self.passes * cache_tokens, self.min_tokens)
@@ -36,11 +37,17 @@ class DemoDictionary:
 
 # On the demo's 204,800 cached tokens: 1,024,000 / 614,400 / 614,400 training tokens, about 4.5 minutes in all
 # on 2 CPU cores (MP 3 min of it); FVU, CE recovered and dead share before and after: the README's demo table.
+# Three more TopK dictionaries read the residual stream at other layers (for attribution across layers); their
+# caches come from the same forward pass as layer 6's (it runs to layer 14 instead of 6).
 DEMO_DICTIONARIES = (
     DemoDictionary("demo-topk", "topk", d_sae=4608, k=32, passes=5, batch=4096, lr=2e-3, min_tokens=300_000),
     DemoDictionary("demo-mp", "mp", d_sae=4608, k=32, passes=3, batch=2048, lr=3e-3, min_tokens=40_000),
     DemoDictionary("demo-codebook", "codebook", d_sae=4608, k=8, passes=3, batch=1024, lr=3e-3, min_tokens=30_000),
+    *(DemoDictionary(f"demo-topk-l{layer}", "topk", d_sae=4608, k=32, passes=2, batch=4096, lr=2e-3,
+                     min_tokens=150_000, hook=f"blocks.{layer}.hook_resid_post") for layer in (2, 10, 14)),
 )
+DEMO_HOOKS = tuple(dict.fromkeys(d.hook for d in DEMO_DICTIONARIES))
+"""Every hook the demo caches (one forward pass), layer 6's first."""
 
 
 DEMO_HEAD_TOKENS = 16_384
@@ -53,12 +60,13 @@ def demo(tokens: Annotated[int, typer.Option(help="Tokens for the activation cac
          = DEMO_TOKENS,
          head_tokens: Annotated[int, typer.Option(help="Corpus tokens for the head scores.")] = DEMO_HEAD_TOKENS,
          ws: WorkspaceOpt = None):
-    """Run the main job on the embedded model: corpus -> activation cache -> topk, mp and codebook dictionaries
-    -> feature statistics -> head scores -> a Markdown report per dictionary. Then `sparsescope ui` shows it all.
+    """Run the main job on the embedded model: corpus -> activation caches (layers 2, 6, 10, 14, one pass) ->
+    topk, mp and codebook dictionaries at layer 6 and topk at the other layers -> feature statistics -> head
+    scores -> a Markdown report per dictionary. Then `sparsescope ui` shows it all.
 
     Everything already done is reused; a killed run resumes from its checkpoint.
     """
-    from analysis.activations import build_cache
+    from analysis.activations import build_caches
     from sae.models import load_model
     from store import InputError
 
@@ -72,15 +80,18 @@ def demo(tokens: Annotated[int, typer.Option(help="Tokens for the activation cac
     stages.append(("load the model", time.perf_counter() - t0))
     console.print(f"model {DEMO_MODEL} loaded ({stages[-1][1]:.0f} s)")
     t1 = time.perf_counter()
-    result = build_cache(space, None, lm, DEMO_HOOK, "builtin", tokens, progress=not quiet())  # short sessions
-    stages.append(("activation cache", time.perf_counter() - t1))
-    if result.note:
-        console.print(f"note: {result.note}", markup=False)
-    m = result.manifest
-    console.print(f"activation cache: {m.n_tokens:,} tokens at {m.hook} "
-                  f"({'reused' if result.reused else f'{stages[-1][1]:.0f} s'})")
-    stages.append(_timed("train 3 dictionaries", _dictionaries, space, lm, str(result.path), m.n_tokens))
-    stages.append(_timed("analyse 3 dictionaries", _analyses, space, lm, tokens))
+    caches = build_caches(space, None, lm, list(DEMO_HOOKS), "builtin", tokens, progress=not quiet())  # short sessions
+    stages.append(("activation caches", time.perf_counter() - t1))
+    for result in caches:
+        if result.note:
+            console.print(f"note: {result.note}", markup=False)
+        m = result.manifest
+        console.print(f"activation cache: {m.n_tokens:,} tokens at {m.hook} "
+                      f"({'reused' if result.reused else f'{stages[-1][1]:.0f} s, one pass for every hook'})")
+    paths = {r.manifest.hook: str(r.path) for r in caches}
+    n = len(DEMO_DICTIONARIES)
+    stages.append(_timed(f"train {n} dictionaries", _dictionaries, space, lm, paths, caches[0].manifest.n_tokens))
+    stages.append(_timed(f"analyse {n} dictionaries", _analyses, space, lm, tokens))
     stages.append(_timed("head scores", _heads, space, lm, head_tokens))
     stages.append(_timed("reports", _reports, space))
     total = time.perf_counter() - t0
@@ -133,14 +144,14 @@ def _reports(space) -> None:
             console.print(f"report of the top {REPORT_TOP} features of {d.name}: {path}")
 
 
-def _dictionaries(space, lm, cache: str, cache_tokens: int) -> None:
+def _dictionaries(space, lm, caches: dict[str, str], cache_tokens: int) -> None:
     """Train (or reuse) the demo dictionaries and report each against the FVU / L0 targets."""
     from analysis.training import CHECKPOINT, TrainRequest, train_in_workspace
     from app.commands.dicts import summary
     from store import session
     from store.dictionaries import get_dictionary, get_metrics
 
-    evals: dict = {}  # clean and zero-ablated model runs, shared by the three dictionaries
+    evals: dict = {}  # clean and zero-ablated model runs, shared by the dictionaries
     for d in DEMO_DICTIONARIES:
         with session(space.db_path) as con:
             done = get_dictionary(con, d.name) is not None
@@ -148,7 +159,7 @@ def _dictionaries(space, lm, cache: str, cache_tokens: int) -> None:
         t = time.perf_counter()
         if not done:
             resume = (space.named("checkpoints", d.name) / CHECKPOINT).is_file()
-            request = TrainRequest(arch=d.arch, activations=cache, name=d.name, d_sae=d.d_sae, k=d.k,
+            request = TrainRequest(arch=d.arch, activations=caches[d.hook], name=d.name, d_sae=d.d_sae, k=d.k,
                                    tokens=d.train_tokens(cache_tokens), batch=d.batch, lr=d.lr, resume=resume,
                                    checkpoint_every=50)
             _, metrics = train_in_workspace(space, request, lm=lm, progress=not quiet(), evals=evals)

@@ -14,7 +14,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-DICTS = ("demo-topk", "demo-mp", "demo-codebook")
+DICTS = ("demo-topk", "demo-mp", "demo-codebook", "demo-topk-l2", "demo-topk-l10", "demo-topk-l14")
 TOKENS, HEAD_TOKENS = 16_384, 2_048
 
 
@@ -32,7 +32,7 @@ def test_demo_runs_every_stage_and_reuses_them(tmp_path):
 
     ws = tmp_path / "ws"
     first = _demo(ws)
-    assert first.count("meets the target") == 3, first
+    assert first.count("meets the target") == len(DICTS), first
     assert "stage times:" in first and "demo done" in first
     con = connect(ws / "sparsescope.duckdb", read_only=True)
     try:
@@ -47,6 +47,9 @@ def test_demo_runs_every_stage_and_reuses_them(tmp_path):
                 == 4608 * 20
         assert con.execute("SELECT count(*) FROM mp_steps WHERE dictionary = 'demo-mp'").fetchone()[0] > 0
         assert con.execute("SELECT count(DISTINCT (layer, head)) FROM head_stats").fetchone()[0] == 30 * 9
+        hooks = dict(con.execute("SELECT name, hook FROM dictionaries").fetchall())
+        assert hooks["demo-topk-l10"] == "blocks.10.hook_resid_post" and hooks["demo-mp"] == "blocks.6.hook_resid_post"
+        assert con.execute("SELECT count(*) FROM activation_caches").fetchone()[0] == 4
     finally:
         con.close()
     for name in DICTS:
@@ -54,4 +57,4 @@ def test_demo_runs_every_stage_and_reuses_them(tmp_path):
         assert report.count("\n## Feature ") == 5
     second = _demo(ws)
     assert "activation cache" in second and "reused" in second
-    assert second.count("feature statistics reused") == 3 and "head scores" in second and "(reused)" in second
+    assert second.count("feature statistics reused") == len(DICTS) and "head scores" in second and "(reused)" in second

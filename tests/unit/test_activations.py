@@ -3,10 +3,10 @@ import json
 import pytest
 import torch
 
-from analysis.activations import build_cache
+from analysis.activations import build_cache, build_caches
 from analysis.corpora import add_corpus
 from sae.activation_reader import ActivationReader
-from sae.activations import MANIFEST, Manifest, read_manifest, write_cache
+from sae.activations import MANIFEST, Manifest, read_manifest, write_cache, write_caches
 from store.errors import InputError
 
 HOOK = "blocks.0.hook_resid_post"
@@ -251,7 +251,7 @@ def test_a_partial_cache_of_other_text_is_never_resumed(tiny_model, con, ws, cor
             raise KeyboardInterrupt
         return real(con, name, lo, hi)
 
-    monkeypatch.setattr(analysis.activations, "write_cache", partial(write_cache, shard_contexts=8))
+    monkeypatch.setattr(analysis.activations, "write_caches", partial(write_caches, shard_contexts=8))
     monkeypatch.setattr(analysis.activations, "context_tokens", dying)
     with pytest.raises(KeyboardInterrupt):
         build_cache(ws, con, tiny_model, HOOK, "t", tokens=16 * 16, batch=8, progress=False)
@@ -271,3 +271,58 @@ def test_write_cache_refuses_to_resume_other_text(tiny_model, con, ws, corpus):
     other = Manifest(model="tiny-random", hook=HOOK, corpus="t", d=64, ctx=16, n_contexts=16, corpus_fingerprint="b")
     with pytest.raises(InputError, match="other text"):
         write_cache(tiny_model, HOOK, folder, _tokens(con, "t"), other, progress=False)
+
+
+def _reference_at(model, con, corpus, n, hook):
+    from store.corpora import context_tokens
+
+    ids = torch.tensor(context_tokens(con, corpus.name, 0, n))
+    _, cache = model.run_with_cache(ids, names_filter=hook)
+    return cache[hook].reshape(n, corpus.ctx, -1)
+
+
+def test_several_hooks_cache_from_one_forward_each_as_if_alone(tiny_model, con, ws, corpus, monkeypatch):
+    import sae.activations
+
+    hooks = ["blocks.1.hook_resid_post", HOOK, "blocks.0.attn.hook_z"]
+    forwards = []
+    real = sae.activations.capture_many
+    monkeypatch.setattr(sae.activations, "capture_many",
+                        lambda m, hs, ids, stop: forwards.append((tuple(hs), stop)) or real(m, hs, ids, stop))
+    results = build_caches(ws, con, tiny_model, hooks, "t", tokens=16 * 24, batch=8, progress=False)
+    assert [r.manifest.hook for r in results] == hooks and not any(r.reused for r in results)
+    assert forwards == [(tuple(hooks), 2)] * 3  # 24 contexts in batches of 8, run to the deepest block only
+    for hook, result in zip(hooks, results):
+        acts = torch.cat([a for _, a in ActivationReader(result.path).contexts()])
+        want = _reference_at(tiny_model, con, corpus, 24, hook).reshape(24, 16, -1)
+        torch.testing.assert_close(acts, want, atol=1e-5, rtol=1e-5)
+    again = build_caches(ws, con, tiny_model, hooks[:2], "t", tokens=16 * 24, progress=False)
+    assert all(r.reused for r in again) and len(forwards) == 3
+
+
+def test_a_hook_behind_the_others_is_caught_up_without_rerunning_them(tiny_model, con, ws, corpus, monkeypatch):
+    from functools import partial
+
+    import analysis.activations
+    import sae.activations
+
+    monkeypatch.setattr(analysis.activations, "write_caches", partial(write_caches, shard_contexts=8))
+    build_cache(ws, con, tiny_model, HOOK, "t", tokens=16 * 16, batch=8, progress=False)  # 16 contexts at HOOK
+    forwards = []
+    real = sae.activations.capture_many
+    monkeypatch.setattr(sae.activations, "capture_many",
+                        lambda m, hs, ids, stop: forwards.append(tuple(hs)) or real(m, hs, ids, stop))
+    deeper = "blocks.1.hook_resid_post"
+    results = build_caches(ws, con, tiny_model, [HOOK, deeper], "t", tokens=16 * 24, batch=8, progress=False)
+    # contexts 0-15 run for the deeper hook only; 16-23 for both
+    assert forwards == [(deeper,), (deeper,), (HOOK, deeper)]
+    for hook, result in zip([HOOK, deeper], results):
+        assert result.manifest.complete and result.manifest.contexts_done == 24
+        acts = torch.cat([a for _, a in ActivationReader(result.path).contexts()])
+        torch.testing.assert_close(acts, _reference_at(tiny_model, con, corpus, 24, hook), atol=1e-5, rtol=1e-5)
+
+
+def test_a_hook_given_twice_is_refused_before_the_model_runs(tiny_model, con, ws, corpus):
+    with pytest.raises(InputError, match="give each hook once"):
+        build_caches(ws, con, tiny_model, [HOOK, HOOK], "t", tokens=64, progress=False)
+    assert not ws.activations_dir.exists() or not any(ws.activations_dir.iterdir())

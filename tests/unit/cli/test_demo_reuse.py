@@ -41,11 +41,22 @@ def test_demo_trains_each_dictionary_for_passes_over_its_cache(tmp_path, monkeyp
     asked = []
 
     def fake_train(space, request, lm=None, progress=True, evals=None):
-        asked.append((request.name, request.tokens))
+        asked.append((request.name, request.tokens, request.activations))
         return None, {"fvu": 0.1, "l0": 8.0}
 
     monkeypatch.setattr(analysis.training, "train_in_workspace", fake_train)
-    demo._dictionaries(ws, None, "cache", 204_800)  # the demo's cache: several passes each
-    demo._dictionaries(ws, None, "cache", 16_384)  # a small cache: never fewer tokens than min_tokens
-    assert asked == [("demo-topk", 1_024_000), ("demo-mp", 614_400), ("demo-codebook", 614_400),
-                     ("demo-topk", 300_000), ("demo-mp", 49_152), ("demo-codebook", 49_152)]
+    caches = {hook: f"cache-{hook}" for hook in demo.DEMO_HOOKS}
+    demo._dictionaries(ws, None, caches, 204_800)  # the demo's cache: several passes each
+    demo._dictionaries(ws, None, caches, 16_384)  # a small cache: never fewer tokens than min_tokens
+    layers = [("demo-topk-l2", "blocks.2"), ("demo-topk-l10", "blocks.10"), ("demo-topk-l14", "blocks.14")]
+    assert [(name, tokens) for name, tokens, _ in asked] == [
+        ("demo-topk", 1_024_000), ("demo-mp", 614_400), ("demo-codebook", 614_400),
+        *((name, 409_600) for name, _ in layers),
+        ("demo-topk", 300_000), ("demo-mp", 49_152), ("demo-codebook", 49_152),
+        *((name, 150_000) for name, _ in layers)]
+    # each dictionary trains on its own layer's cache
+    first = asked[:6]
+    assert {name: cache for name, _, cache in first} == {
+        "demo-topk": "cache-blocks.6.hook_resid_post", "demo-mp": "cache-blocks.6.hook_resid_post",
+        "demo-codebook": "cache-blocks.6.hook_resid_post",
+        **{name: f"cache-{block}.hook_resid_post" for name, block in layers}}
