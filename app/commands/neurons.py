@@ -87,6 +87,8 @@ def _neuron_dictionaries(ws: str | None, model: str) -> dict[int, str]:
     space = workspace(ws, create=False)
     if not space.db_path.exists():
         return {}
+    from sae.dictionaries import lookup
+    from sae.dictionaries.neurons import NEURONS
     from store import session
     from store.dictionaries import list_dictionaries
 
@@ -94,7 +96,7 @@ def _neuron_dictionaries(ws: str | None, model: str) -> dict[int, str]:
         rows = list_dictionaries(con)
     found = {}
     for row in rows:
-        if row.arch == "neurons" and row.model == model and row.hook.endswith(".mlp.hook_post"):
+        if lookup(row.arch) is NEURONS and row.model == model and row.hook.endswith(".mlp.hook_post"):
             found.setdefault(int(row.hook.split(".")[1]), row.name)
     return found
 
