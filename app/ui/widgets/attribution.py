@@ -150,8 +150,9 @@ def graph_figure(graph: dict, order: Sequence[str], notes: dict[tuple[str, int],
         xaxis=dict(tickvals=list(range(len(place.columns))), ticktext=place.columns, range=[-0.6, len(place.columns)
                                                                                            - 0.4],
                    zeroline=False, showgrid=False),
-        yaxis=dict(tickvals=list(range(n_pos)), ticktext=[visible(t) for t in place.tokens], autorange="reversed",
-                   zeroline=False, title="token"))
+        # quoted: a token that is a space (or starts with one) stays visible on the axis
+        yaxis=dict(tickvals=list(range(n_pos)), ticktext=[repr(visible(t)) for t in place.tokens],
+                   autorange="reversed", zeroline=False, title="token"))
     return fig
 
 

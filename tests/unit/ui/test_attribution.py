@@ -105,7 +105,7 @@ def test_two_graphs_are_listed_newest_first_and_the_newest_is_drawn(graphs_ws):
     assert widths == pytest.approx(expected) and widths[-1] == pytest.approx(LINK_WIDTH[1])
     # columns upstream first, the logit last; rows are the prompt's tokens
     assert figure["layout"]["xaxis"]["ticktext"] == ["topk-demo (layer 0)", "mp-demo (layer 0)", "logit"]
-    assert figure["layout"]["yaxis"]["ticktext"] == TOKENS
+    assert figure["layout"]["yaxis"]["ticktext"] == [repr(t) for t in TOKENS]
     assert logits[0]["x"][0] == 2 and logits[0]["y"][0] == len(TOKENS) - 1
 
     hover = dict(zip(features[0]["customdata"], features[0]["hovertext"]))
@@ -173,3 +173,15 @@ def test_an_error_node_has_no_feature_links(graphs_ws):
     assert not at.exception and not at.error
     assert "reconstruction error of mp-demo at 5 ('c')" in _shown(at)
     assert not [link for link in at.get("page_link") if link.proto.label == "open feature page"]
+
+
+def test_a_label_with_markup_is_shown_as_text_in_the_hover(ui_ws, graphs_ws):
+    from store import session
+    from store.queries import set_label
+
+    with session(ui_ws / "sparsescope.duckdb") as con:
+        set_label(con, "topk-demo", 1, "<b>bold</b> & <a href='x'>link</a>", "")
+    at = open_page(PAGE)
+    feature = _traces(_figure(at), "feature")[0]
+    hover = dict(zip(feature["customdata"], feature["hovertext"]))["topk-demo:1@2"]
+    assert "&lt;b&gt;bold&lt;/b&gt; &amp; &lt;a href=&#x27;x&#x27;&gt;link&lt;/a&gt;" in hover
