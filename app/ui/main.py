@@ -36,6 +36,7 @@ PAGES: list[PageSpec] = [
     PageSpec("views/steering.py", "Steering", "steering", ":material/tune:"),
     PageSpec("views/heads.py", "Attention heads", "heads", ":material/grid_view:"),
     PageSpec("views/codes.py", "Code search", "codes", ":material/manage_search:"),
+    PageSpec("views/attribution.py", "Attribution", "attribution", ":material/account_tree:"),
     PageSpec("views/jobs.py", "Jobs", "jobs", ":material/work_history:"),
 ]
 

@@ -6,5 +6,6 @@
     search     the Search by text page's calls (the forward pass under the model's lock, labels apart)
     parity     the feature page's on-request views: vocabulary logit histogram, alignment, whole contexts
     explanations  explanations and their scores: feature page, browser, word search
+    attribution   the Attribution page: stored graphs, one graph, its features' labels and explanations
     readers    read-only access to the store, one DuckDB instance shared by every read, held briefly
 """
