@@ -223,11 +223,11 @@ def graphs_cmd(ws: WorkspaceOpt = None):
     space = existing_workspace(ws)
     with session(space.db_path, read_only=True) as con:
         rows = list_graphs(con)
-    table = Table("id", "model", "prompt", "target", "contrast", "dictionaries", "metric", "recovered",
-                  "top removed", "ablation", "nodes", "links", "created")
-    for r in rows:
-        table.add_row(str(r.id), r.model, Text(r.prompt[:40]), Text(repr(r.target)),
-                      Text("" if r.contrast is None else repr(r.contrast)), Text(",".join(r.dictionaries)),
-                      f"{r.metric:.3f}", _pct(r.recovered), _pct(r.top_removed), r.ablation, str(r.n_nodes),
-                      str(r.n_links), f"{r.created:%Y-%m-%d %H:%M}")
-    console.print(table if rows else "no attribution graphs stored yet (`sparsescope attribute` makes one)")
+    for r in rows:  # one line each: a table of 13 columns does not fit a terminal
+        versus = "" if r.contrast is None else f" vs {r.contrast!r}"
+        console.print(f"{r.id}  {r.created:%Y-%m-%d %H:%M}  {r.model}  {r.target!r}{versus}  metric {r.metric:.3f}  "
+                      f"recovered {_pct(r.recovered) or 'n/a'}  top removed {_pct(r.top_removed) or 'n/a'}  "
+                      f"{r.ablation} ablation  {r.n_nodes} nodes  {r.n_links} links  {','.join(r.dictionaries)}  "
+                      f"prompt {r.prompt[:60]!r}", markup=False, highlight=False, soft_wrap=True)
+    if not rows:
+        console.print("no attribution graphs stored yet (`sparsescope attribute` makes one)")
