@@ -144,7 +144,11 @@ def run_node_pass(model, tokens: Tensor, sites: list[Site], target: int, contras
     hooks = [(s.hook, _node_hook(s, st)) for s, st in zip(sites, states)]
     with _hooked(model, hooks + _freeze_hooks(model, freeze_final_norm)):
         metric = metric_of(model(tokens), target, contrast)
-    metric.backward()
+    leaves = [t for st in states for t in (st.f, st.eps)]
+    # the gradient of the leaves only: no parameter's .grad is touched
+    grads = torch.autograd.grad(metric, leaves, allow_unused=True)
+    for leaf, grad in zip(leaves, grads):
+        leaf.grad = grad
     return metric.detach(), states
 
 
