@@ -6,6 +6,7 @@ import sys
 
 from app.commands import (  # noqa: F401  (each command module registers its commands on `app`)
     analyze,
+    attribute,
     data,
     demo,
     dicts,

@@ -22,7 +22,8 @@ FORBIDDEN = {
 }
 ALLOWED = {"sae": {"store.errors", "store.paths", "store.faults"}}
 """Modules a package may import although their root is forbidden to it."""
-SUBPACKAGES = {"analysis": ("features", "heads", "steering", "reports", "explain"), "app": ("commands", "ui")}
+SUBPACKAGES = {"analysis": ("features", "heads", "steering", "reports", "explain", "attribution"),
+               "app": ("commands", "ui")}
 
 
 def imported_modules(path: Path) -> set[str]:

@@ -1,0 +1,40 @@
+"""Attribution across dictionaries: which features, at which tokens, make the model produce a target token.
+
+    sites = make_sites(model, [(name, row.model, row.hook, sae), ...])       # dictionaries, upstream first
+    tokens = prompt_tokens(model, "The capital of France is")
+    target, contrast = target_ids(model, " Paris", " London")
+    baseline = make_baseline(model, sites, "mean", corpus_tokens)            # or "zero"
+    result = attribute(model, tokens, sites, target, contrast, baseline, AttributionConfig(max_nodes=50))
+    graph = graph_document(model, prompt, sites, result, config)             # store.graphs.save_graph layout
+
+Module map
+    splice.py        the dictionaries spliced in with TransformerLens hooks (x -> decode(f) + eps): the node pass,
+                     the edge pass (each site cut), the ablation pass, corpus means
+    graph.py         node attributions (activation x gradient), pruning, edges between consecutive dictionaries
+    faithfulness.py  the share of the metric the pruned graph recovers, and the share its top nodes carry
+    run.py           the request's checks, one attribution end to end, the graph document
+Method: Marks et al., "Sparse Feature Circuits" (attribution patching; edges with the upstream error held
+constant; faithfulness by ablation); the graph's JSON layout follows circuit-tracer's.
+"""
+from analysis.attribution.faithfulness import Faithfulness, faithfulness, keep_masks, top_nodes
+from analysis.attribution.graph import Link, Node, NodeScores, edges, node_attributions, prune_links, prune_nodes
+from analysis.attribution.run import (
+    Attribution,
+    AttributionConfig,
+    attribute,
+    graph_document,
+    make_baseline,
+    make_sites,
+    node_id,
+    prompt_tokens,
+    single_token,
+    target_ids,
+)
+from analysis.attribution.splice import Baseline, Site, corpus_means, metric_of, run_ablated
+
+__all__ = [
+    "Attribution", "AttributionConfig", "Baseline", "Faithfulness", "Link", "Node", "NodeScores", "Site",
+    "attribute", "corpus_means", "edges", "faithfulness", "graph_document", "keep_masks", "make_baseline",
+    "make_sites", "metric_of", "node_attributions", "node_id", "prompt_tokens", "prune_links", "prune_nodes",
+    "run_ablated", "single_token", "target_ids", "top_nodes",
+]
