@@ -126,6 +126,29 @@ def check_text(text: str, what: str = "the prompt") -> str:
     return text
 
 
+def prompt_tokens(model, prompt: str):
+    """[1, pos] tokens of `prompt` as the model reads it (BOS first where the model uses one); InputError when it
+    is empty or beyond the model's context (TransformerLens would truncate it silently)."""
+    if not prompt or not prompt.strip():
+        raise InputError("the prompt is empty")
+    tokens = model.to_tokens(check_text(prompt), truncate=False)
+    if tokens.shape[1] > model.cfg.n_ctx:
+        raise InputError(f"the prompt is {tokens.shape[1]} tokens long, beyond the model's context of "
+                         f"{model.cfg.n_ctx} tokens")
+    return tokens
+
+
+def single_token(model, text: str, what: str = "target") -> int:
+    """The id of `text` when it is exactly one token of the model's vocabulary."""
+    if not text:
+        raise InputError(f"the {what} is empty")
+    ids = model.to_tokens(check_text(text, f"the {what}"), prepend_bos=False)[0]
+    if len(ids) != 1:
+        raise InputError(f"{what} {text!r} is {len(ids)} tokens; give exactly one token (mind the leading "
+                         "space, e.g. ' Paris')")
+    return int(ids[0])
+
+
 def stop_layer(model, hook: str) -> int | None:
     """`stop_at_layer` that runs the model just far enough to reach `hook` (None: the whole model)."""
     layer = check_hook(model, hook)

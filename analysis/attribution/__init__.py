@@ -26,11 +26,10 @@ from analysis.attribution.run import (
     make_baseline,
     make_sites,
     node_id,
-    prompt_tokens,
-    single_token,
     target_ids,
 )
 from analysis.attribution.splice import Baseline, Site, corpus_means, metric_of, run_ablated
+from sae.models import prompt_tokens, single_token
 
 __all__ = [
     "Attribution", "AttributionConfig", "Baseline", "Faithfulness", "Link", "Node", "NodeScores", "Site",

@@ -12,7 +12,7 @@ from torch import Tensor
 from analysis.attribution.faithfulness import Faithfulness, faithfulness
 from analysis.attribution.graph import Link, Node, NodeScores, edges, node_attributions, prune_links, prune_nodes
 from analysis.attribution.splice import Baseline, Site, corpus_means
-from sae.models import check_hook, check_text
+from sae.models import check_hook, single_token
 from store.errors import InputError
 
 
@@ -60,28 +60,6 @@ class Attribution:
 
 
 # ------------------------------------------------------------------------------------------- checks
-
-def prompt_tokens(model, prompt: str) -> Tensor:
-    """[1, pos] tokens of the prompt as the model reads it; InputError when empty or beyond the context."""
-    if not prompt or not prompt.strip():
-        raise InputError("the prompt is empty")
-    tokens = model.to_tokens(check_text(prompt), truncate=False)
-    if tokens.shape[1] > model.cfg.n_ctx:
-        raise InputError(f"the prompt is {tokens.shape[1]} tokens long, beyond the model's context of "
-                         f"{model.cfg.n_ctx} tokens")
-    return tokens
-
-
-def single_token(model, text: str, what: str = "target") -> int:
-    """The id of `text` when it is exactly one token of the model's vocabulary."""
-    if not text:
-        raise InputError(f"the {what} is empty")
-    ids = model.to_tokens(check_text(text, f"the {what}"), prepend_bos=False)[0]
-    if len(ids) != 1:
-        raise InputError(f"{what} {text!r} is {len(ids)} tokens; give exactly one token (mind the leading "
-                         "space, e.g. ' Paris')")
-    return int(ids[0])
-
 
 def target_ids(model, target: str, contrast: str | None) -> tuple[int, int | None]:
     tid = single_token(model, target, "target")

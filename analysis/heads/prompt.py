@@ -9,7 +9,7 @@ from jaxtyping import Int
 from torch import Tensor
 
 from analysis.heads.scan import kv_group
-from sae.models import check_text
+from sae.models import prompt_tokens  # noqa: F401 - the heads' prompt check, from here as before
 from store.errors import InputError
 
 
@@ -21,18 +21,6 @@ def check_head(model, layer: int, head: int | None = None) -> None:
     if head is not None and not 0 <= head < n_heads:
         raise InputError(f"head {head} is out of range: {model.cfg.model_name} has heads 0..{n_heads - 1} "
                          "per layer")
-
-
-def prompt_tokens(model, prompt: str) -> Int[Tensor, "1 pos"]:
-    """Tokens of `prompt` as the model reads it (BOS first where the model uses one); checks length."""
-    if not prompt or not prompt.strip():
-        raise InputError("the prompt is empty")
-    check_text(prompt)
-    tokens = model.to_tokens(prompt, truncate=False)  # TransformerLens truncates silently by default
-    if tokens.shape[1] > model.cfg.n_ctx:
-        raise InputError(f"the prompt is {tokens.shape[1]} tokens long, beyond the model's context of "
-                         f"{model.cfg.n_ctx} tokens")
-    return tokens
 
 
 def token_strings(model, tokens: Int[Tensor, "1 pos"]) -> list[str]:

@@ -17,7 +17,7 @@ from torch import Tensor
 from analysis.heads.ablation import head_mean
 from analysis.heads.prompt import prompt_tokens, token_strings
 from analysis.heads.scan import kv_group
-from sae.models import check_text
+from sae.models import single_token
 from store.errors import InputError
 
 
@@ -52,11 +52,7 @@ def target_id(model, target: str | int | None, clean_logits: Float[Tensor, " voc
         if not 0 <= target < model.cfg.d_vocab:
             raise InputError(f"target token id {target} is outside the vocabulary (0..{model.cfg.d_vocab - 1})")
         return target
-    ids = model.to_tokens(check_text(target, "the target"), prepend_bos=False)[0]
-    if len(ids) != 1:
-        raise InputError(f"target {target!r} is {len(ids)} tokens; give exactly one token "
-                         "(mind the leading space, e.g. ' Paris')")
-    return int(ids[0])
+    return single_token(model, target, "target")
 
 
 def _layer_effects(model, resid: Float[Tensor, "1 pos d_model"], layer: int, position: int,
