@@ -44,7 +44,7 @@ DEMO_DICTIONARIES = (
     DemoDictionary("demo-mp", "mp", d_sae=4608, k=32, passes=3, batch=2048, lr=3e-3, min_tokens=40_000),
     DemoDictionary("demo-codebook", "codebook", d_sae=4608, k=8, passes=3, batch=1024, lr=3e-3, min_tokens=30_000),
     *(DemoDictionary(f"demo-topk-l{layer}", "topk", d_sae=4608, k=32, passes=2, batch=4096, lr=2e-3,
-                     min_tokens=150_000, hook=f"blocks.{layer}.hook_resid_post") for layer in (2, 10, 14)),
+                     min_tokens=300_000, hook=f"blocks.{layer}.hook_resid_post") for layer in (2, 10, 14)),
 )
 DEMO_HOOKS = tuple(dict.fromkeys(d.hook for d in DEMO_DICTIONARIES))
 """Every hook the demo caches (one forward pass), layer 6's first."""

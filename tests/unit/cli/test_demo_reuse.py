@@ -53,7 +53,7 @@ def test_demo_trains_each_dictionary_for_passes_over_its_cache(tmp_path, monkeyp
         ("demo-topk", 1_024_000), ("demo-mp", 614_400), ("demo-codebook", 614_400),
         *((name, 409_600) for name, _ in layers),
         ("demo-topk", 300_000), ("demo-mp", 49_152), ("demo-codebook", 49_152),
-        *((name, 150_000) for name, _ in layers)]
+        *((name, 300_000) for name, _ in layers)]
     # each dictionary trains on its own layer's cache
     first = asked[:6]
     assert {name: cache for name, _, cache in first} == {
