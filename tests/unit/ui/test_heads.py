@@ -117,3 +117,13 @@ def test_the_head_attribution_axis_has_one_tick_per_whole_head(n_kv, ticks):
     axis = fig.layout.xaxis
     assert axis.tickmode == "array" and list(axis.tickvals) == [0, 1, 2, 3] and list(axis.ticktext) == ticks
     assert list(fig.data[0].x) == [0, 1, 2, 3] and list(fig.data[0].customdata) == ticks
+
+
+def test_a_second_prompt_and_target_typed_are_the_ones_used(heads_ws):
+    """The prompt and the target go into the URL, the boxes' defaults: a second edit must not be dropped."""
+    at = open_page(PAGE, layer=0, head=0)
+    for prompt, target in (("A first prompt", "x"), ("A second, longer prompt", "y")):
+        _widget(at.text_area, "prompt").set_value(prompt).run()
+        next(w for w in at.text_input if w.label.startswith("target next token")).set_value(target).run()
+        _ok(at)
+        assert at.query_params["prompt"] == prompt and at.query_params["target"] == target
