@@ -307,8 +307,15 @@ def main() -> None:
 
     from app.ui.data import cache, readers
     from app.ui.widgets import common as widgets
+    from store.errors import InputError
 
     threads = [n or torch.get_num_threads() for n in args.search_threads]
+    try:  # first: a workspace without its store or the dictionaries asked for stops the bench at once
+        search = search_times(args.search_model, 5 if args.quick else 20, threads, args.workspace,
+                              [n for n in args.search_dicts.split(",") if n])
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "ws"
         root.mkdir()
@@ -324,8 +331,6 @@ def main() -> None:
         polling = {} if args.no_jobs else polling_effect(
             cache, readers, widgets, root, rng.integers(0, args.features, 2 * n_views).tolist())
         readers.READERS.close_all()
-    search = search_times(args.search_model, 5 if args.quick else 20, threads, args.workspace,
-                          [n for n in args.search_dicts.split(",") if n])
     views, after_idle = timed["views"], timed["after_idle"]
     p95 = p95_ms(views + after_idle)
     print(json.dumps({"bench": "ui_latency", "p95_ms": p95,
