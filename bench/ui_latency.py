@@ -28,7 +28,8 @@ Jobs polling: the synthetic store is the store of a scratch workspace in which a
 tiny model started through the Jobs page's own launcher (app.ui.data.jobs.start: the wrapper process running the
 CLI). The feature page's data build is timed with no job (before the job starts and after it ended), while the job
 runs, and while the job runs AND the Jobs page's poll (app.ui.data.jobs.running, all its fragment reads) runs every
-POLL_S in a thread of this process, as the server runs the fragment beside other sessions' pages. The line gives
+POLL_S in a thread of this process, as the server runs the fragment beside other sessions' pages (beside the job,
+blocks of BLOCK views with the polling off and on in turn, so both see the same drift of the load). The line gives
 each p95 and the ratios: polling_ratio (job and polling against no job) and polling_only_ratio (job and polling
 against the job alone: what polling itself costs). --no-jobs skips this part.
 
@@ -66,6 +67,8 @@ DEMO_DICTIONARIES = ("demo-topk", "demo-mp", "demo-codebook")
 JOB_TRAIN = {"arch": "topk", "model": "tiny-random", "hook": "blocks.0.hook_resid_post", "tokens": "50000000",
              "batch": "256", "name": "bench-job", "device": "cpu", "checkpoint_every": "0"}
 """The Jobs page's train form for the polling timing: long enough to outlast it (it is cancelled after)."""
+BLOCK = 25
+"""Feature page views in a row with the Jobs page's polling on (then off, then on...) while the job runs."""
 JOB_START_S = 180.0
 """Longest wait for the job's training to report progress (the wrapper and the CLI import torch first)."""
 SEARCH_TEXT = ("The old lighthouse keeper climbed the spiral stairs every evening at dusk, carrying a lantern and a "
@@ -219,16 +222,19 @@ def time_views(cache, readers, widgets, db: str, features: list[int]) -> dict[st
 
 
 class Poller(threading.Thread):
-    """The Jobs page's fragment: app.ui.data.jobs.running() every POLL_S (the time of each poll is kept)."""
+    """The Jobs page's fragment: app.ui.data.jobs.running() every POLL_S while `on` is set (the time of each poll
+    is kept)."""
 
     def __init__(self) -> None:
         super().__init__(name="jobs-poll", daemon=True)
-        self.stop, self.times, self.seen = threading.Event(), [], 0
+        self.on, self.stop, self.times, self.seen = threading.Event(), threading.Event(), [], 0
 
     def run(self) -> None:
         from app.ui.data import jobs
 
         while not self.stop.is_set():
+            if not self.on.wait(0.05):
+                continue
             t0 = time.perf_counter()
             self.seen = max(self.seen, len(jobs.running()))
             self.times.append(time.perf_counter() - t0)
@@ -250,9 +256,10 @@ def polling_effect(cache, readers, widgets, root: Path, features: list[int]) -> 
 
     db = str(root / "sparsescope.duckdb")
     os.environ["SPARSESCOPE_WORKSPACE"] = str(root)
-    # a sixth before the job, a third beside it, a third beside it and the polling, a sixth after it
+    # a sixth before the job and a sixth after it; beside the job, blocks of BLOCK views with the polling off and
+    # on in turn, so that both see the same drift of the machine's load
     n = len(features)
-    before, beside, polled_features, after = np.array_split(features, [n // 6, n // 6 + n // 3, n // 6 + 2 * n // 3])
+    before, beside, after = np.array_split(features, [n // 6, n - n // 6])
     quiet = time_views(cache, readers, widgets, db, before.tolist())
     job = jobs.start("train", JOB_TRAIN)
 
@@ -266,10 +273,14 @@ def polling_effect(cache, readers, widgets, root: Path, features: list[int]) -> 
     _wait_for(training, JOB_START_S, "the train job's progress")
     if not now().active:
         raise RuntimeError(f"bench: the train job ended early: {now().message}")
-    job_only = time_views(cache, readers, widgets, db, beside.tolist())
     poller = Poller()
     poller.start()
-    polled = time_views(cache, readers, widgets, db, polled_features.tolist())
+    alone, both = [], []
+    blocks = max(2, len(beside) // BLOCK)
+    for i, block in enumerate(np.array_split(beside, blocks + blocks % 2)):  # as many blocks on as off
+        (poller.on.set if i % 2 else poller.on.clear)()
+        timed = time_views(cache, readers, widgets, db, block.tolist())
+        (both if i % 2 else alone).extend(timed["views"] + timed["after_idle"])
     poller.stop.set()
     poller.join()
     still_running = now().active
@@ -277,7 +288,6 @@ def polling_effect(cache, readers, widgets, root: Path, features: list[int]) -> 
     _wait_for(lambda: not now().active, 60.0, "the train job's end after cancel")
     quiet_after = time_views(cache, readers, widgets, db, after.tolist())
     none = quiet["views"] + quiet["after_idle"] + quiet_after["views"] + quiet_after["after_idle"]
-    alone, both = job_only["views"] + job_only["after_idle"], polled["views"] + polled["after_idle"]
     return {"no_job_p95_ms": p95_ms(none), "job_p95_ms": p95_ms(alone), "job_polling_p95_ms": p95_ms(both),
             "polling_ratio": round(p95_ms(both) / p95_ms(none), 2),
             "polling_only_ratio": round(p95_ms(both) / p95_ms(alone), 2),
