@@ -2,6 +2,8 @@
 and log tails (read from the job's files, never cached: they change while the store does not)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import duckdb
 import streamlit as st
 
@@ -13,6 +15,18 @@ from store.errors import InputError
 
 LIMIT = 200
 """Jobs listed (newest first)."""
+POLL_S = 1.0
+"""How often the Jobs page redraws its running jobs (only while one runs, and only that part of the page)."""
+LOG_LINES = 12
+"""Log lines shown under a running job."""
+
+
+@dataclass(frozen=True)
+class Running:
+    """A running job as the Jobs page redraws it every POLL_S."""
+    job: repo.Job
+    progress: Progress | None
+    log: str
 
 
 def _list(con, limit: int) -> list[repo.Job]:
@@ -42,6 +56,11 @@ def jobs() -> list[repo.Job]:
             return rows  # the next look marks them
         rows = cache.fetch(job_rows, LIMIT)
     return rows
+
+
+def running(lines: int = LOG_LINES) -> list[Running]:
+    """What each poll of the Jobs page reads: the active jobs, each with its live progress and log tail."""
+    return [Running(job, progress(job), log_tail(job, lines)) for job in jobs() if job.active]
 
 
 def start(command: str, values: dict) -> repo.Job:

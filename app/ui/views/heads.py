@@ -1,5 +1,5 @@
-"""Heads page (/heads?model=M&corpus=C&score=S&layer=L&head=H&prompt=TEXT&clean=..&corrupted=..&answer=A&wrong=B):
-head scores, patterns, ablation, ranking and activation patching."""
+"""Heads page (/heads?model=M&corpus=C&score=S&layer=L&head=H&prompt=TEXT&target=T&clean=..&corrupted=..&answer=A
+&wrong=B): head scores, patterns, ablation, ranking and activation patching."""
 import pandas as pd
 import streamlit as st
 
@@ -76,7 +76,8 @@ for i, name in enumerate(names):
     if name in info.scores:
         cols[i % 4].metric(name, f"{info.scores[name]:.3f}", help=SCORES[name])
 
-prompt = st.text_area("prompt", value=params.get("prompt", SAMPLE), height=80, max_chars=8000)
+# keys: the URL holds the prompt and target, the boxes' defaults; a changed default must not make a new widget
+prompt = st.text_area("prompt", value=params.get("prompt", SAMPLE), height=80, max_chars=8000, key="heads-prompt")
 if not prompt.strip():
     st.error("the prompt is empty")
     st.stop()
@@ -127,7 +128,12 @@ with tab_ablate:
                          hide_index=True, width="stretch")
 
 with tab_rank:
-    target = st.text_input("target next token (empty: the model's top prediction)", value=params.get("target", ""))
+    target = st.text_input("target next token (empty: the model's top prediction)", value=params.get("target", ""),
+                           key="heads-target")
+    if target:
+        st.query_params["target"] = target
+    else:
+        st.query_params.pop("target", None)
     if st.toggle("rank every head (zero-ablation, one batch per layer)", key="heads-rank"):
         ranked = cache.compute(heads_cache.ranking, run.model, prompt, target)
         st.caption(md_escape(f"target {ranked.target!r} after {ranked.tokens[ranked.position]!r}: logit "

@@ -48,7 +48,9 @@ site = st.selectbox("site", keys, index=keys.index(site_of[asked]) if asked else
 model_name, hook = site
 rows = sites[site]
 with st.form("prompt"):
-    text = st.text_area("prompt", value=st.query_params.get("text", SAMPLE), height=100, max_chars=4000)
+    # a key: the URL's text, the box's default after each run, must not make a new widget that drops the next edit
+    text = st.text_area("prompt", value=st.query_params.get("text", SAMPLE), height=100, max_chars=4000,
+                        key="inspector-text")
     st.form_submit_button("Inspect", icon=":material/search:")
 st.query_params["text"] = text
 if not text.strip():

@@ -11,8 +11,6 @@ from app.ui.data import jobs as data
 from app.ui.widgets.common import md_escape
 from store.errors import InputError
 
-POLL_S = 1.0  # how often running jobs are redrawn (only while one runs, and only that part of the page)
-
 
 def field_widget(command: str, field: Field):
     key = f"job-{command}-{field.name}"
@@ -40,7 +38,8 @@ def command_line(job) -> str:
     return "sparsescope " + " ".join(shlex.quote(a) for a in job.argv)
 
 
-def show_running(job) -> None:
+def show_running(item: data.Running) -> None:
+    job, done = item.job, item.progress
     with st.container(border=True):
         left, right = st.columns([5, 1], vertical_alignment="center")
         left.markdown(f"**{md_escape(job.status)}** · `{md_escape(job.id)}` · {md_escape(command_line(job))}")
@@ -49,27 +48,25 @@ def show_running(job) -> None:
             st.session_state.setdefault("jobs_cancelling", set()).add(job.id)
         if job.id in st.session_state.get("jobs_cancelling", ()):
             st.caption("cancelling: the command got SIGINT and stops cleanly (SIGKILL if it has not in 20 s)")
-        done = data.progress(job)
         if done is not None and done.fraction is not None:
             eta = duration(done.eta_s) if done.eta_s is not None else "?"
             text = f"{done.desc}: {done.n:,.0f} / {done.total:,.0f} {done.unit}, ETA {eta}"
             st.progress(done.fraction, text=md_escape(text))
         else:
             st.caption(f"running for {duration(job.seconds)}" if job.started else "starting")
-        st.code(data.log_tail(job, 12) or "(no output yet)", language=None)
+        st.code(item.log or "(no output yet)", language=None)
 
 
 def running_jobs() -> None:
-    rows = data.jobs()
-    active = [job for job in rows if job.active]
+    active = data.running()
     was = st.session_state.get("jobs_active", set())
-    now = {job.id for job in active}
+    now = {item.job.id for item in active}
     st.session_state["jobs_active"] = now
     if was - now:  # a job ended: its results show on every page, and this page lists it as past
         data.results_changed()
         st.rerun()
-    for job in active:
-        show_running(job)
+    for item in active:
+        show_running(item)
 
 
 st.title("Jobs")
@@ -101,7 +98,7 @@ if submitted:
 rows = data.jobs()
 if any(job.active for job in rows):
     st.subheader("Running")
-    st.fragment(run_every=POLL_S)(running_jobs)()
+    st.fragment(run_every=data.POLL_S)(running_jobs)()
 past = [job for job in rows if not job.active]
 st.subheader("Past jobs")
 if not past:

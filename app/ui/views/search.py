@@ -58,7 +58,8 @@ if unknown:
 
 with st.form("search"):
     text = st.text_area("text", value=st.query_params.get("text", ""), height=120,
-                        placeholder="Type or paste text; the features that fire most on it are listed per dictionary")
+                        placeholder="Type or paste text; the features that fire most on it are listed per dictionary",
+                        key="search-text")  # a key: the URL's text, its default after a search, is no new widget
     left, right = st.columns([4, 1])
     chosen = left.multiselect("dictionaries", names, default=asked_names or names)
     top = right.number_input("features per dictionary", 1, MAX_TOP, asked_top or DEFAULT_TOP)

@@ -81,7 +81,8 @@ def word_search() -> None:
     with st.form("words"):
         left, right = st.columns([3, 1])
         words = left.text_input("words", value=st.query_params.get("words", ""), max_chars=500,
-                                placeholder="words of an explanation or a label, e.g. Paris London")
+                                placeholder="words of an explanation or a label, e.g. Paris London",
+                                key="search-words")  # a key: a default changed by the URL is no new widget
         where = right.selectbox("in", choices, index=choices.index(asked_in) if asked_in else 0)
         submitted = st.form_submit_button("Search", icon=":material/search:")
     if submitted:

@@ -100,9 +100,12 @@ def head_attribution_figure(weights: Sequence[float], n_kv_heads: int | None = N
     n_heads = len(weights)
     group = n_heads // n_kv_heads if n_kv_heads else 1
     names = [f"{h}" + (f" (KV {h // group})" if n_kv_heads and n_kv_heads < n_heads else "") for h in range(n_heads)]
-    fig = go.Figure(go.Bar(x=names, y=list(weights), hovertemplate="head %{x}: %{y:.1%}<extra></extra>"))
-    fig.update_layout(xaxis_title="head", yaxis_title=measure, yaxis_tickformat=".0%",
-                      height=260, margin=dict(t=10, b=10))
+    heads = list(range(n_heads))
+    fig = go.Figure(go.Bar(x=heads, y=list(weights), customdata=names,
+                           hovertemplate="head %{customdata}: %{y:.1%}<extra></extra>"))
+    # one tick per head, at the head's number: plotly's own ticks on a number axis fall between heads (0.5, 1.5)
+    fig.update_layout(xaxis=dict(title="head", tickmode="array", tickvals=heads, ticktext=names),
+                      yaxis_title=measure, yaxis_tickformat=".0%", height=260, margin=dict(t=10, b=10))
     return fig
 
 

@@ -42,16 +42,22 @@ def resid_figure(resid: np.ndarray, clean: Sequence[str], corrupted: Sequence[st
 
 
 def patching_inputs(params) -> tuple[dict[str, str], bool]:
-    """The form, filled from the URL (else an example); (inputs, run now): a link with every input runs at once."""
+    """The form, filled from the URL (else an example); (inputs, run now): a link with every input runs at once.
+    Keyed boxes: after a patch the URL, their default, changes, and an unkeyed box would be a new widget that drops
+    the next edit."""
     given = all(params.get(k) for k in KEYS)
     with st.form("patching"):
         top = st.columns(2)
-        clean = top[0].text_area("clean prompt", params.get("clean", EXAMPLE["clean"]), height=80, max_chars=4000)
+        clean = top[0].text_area("clean prompt", params.get("clean", EXAMPLE["clean"]), height=80, max_chars=4000,
+                                key="patching-clean")
         corrupted = top[1].text_area("corrupted prompt (same number of tokens)",
-                                     params.get("corrupted", EXAMPLE["corrupted"]), height=80, max_chars=4000)
+                                     params.get("corrupted", EXAMPLE["corrupted"]), height=80, max_chars=4000,
+                                     key="patching-corrupted")
         low = st.columns([2, 2, 1], vertical_alignment="bottom")
-        answer = low[0].text_input("answer token (clean)", params.get("answer", EXAMPLE["answer"]), max_chars=100)
-        wrong = low[1].text_input("wrong token (corrupted)", params.get("wrong", EXAMPLE["wrong"]), max_chars=100)
+        answer = low[0].text_input("answer token (clean)", params.get("answer", EXAMPLE["answer"]), max_chars=100,
+                                    key="patching-answer")
+        wrong = low[1].text_input("wrong token (corrupted)", params.get("wrong", EXAMPLE["wrong"]), max_chars=100,
+                                   key="patching-wrong")
         pressed = low[2].form_submit_button("Patch", icon=":material/swap_horiz:")
     inputs = {"clean": clean, "corrupted": corrupted, "answer": answer, "wrong": wrong}
     if pressed:

@@ -67,7 +67,8 @@ def steer_by_words(mode: str, positions: str, run: Callable[[tuple, str], object
     st.subheader("Steer by words")
     left, mid, right = st.columns([4, 1, 2])
     description = left.text_input("describe the text you want", value=st.query_params.get("describe", ""),
-                                  max_chars=500, placeholder="e.g. python code")
+                                  max_chars=500, placeholder="e.g. python code",
+                                  key="steer-describe")  # a key: a default changed by the URL is no new widget
     top = int(mid.number_input("features", 1, MAX_TOP, _asked_top()))
     strength = right.slider("strength of the best match (x its max activation)", 0.5, 20.0, STRENGTH, 0.5)
     if not description.strip():

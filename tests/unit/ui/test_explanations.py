@@ -212,3 +212,16 @@ def test_hostile_explanations_and_labels_in_word_results_render_as_text(ui_ws):
     sources += [e.proto.label for e in at.get("page_link")]
     for source in sources:
         assert not rendered_markdown(source)[1] & DANGER, source
+
+
+def test_second_words_typed_after_a_search_are_the_ones_searched(ui_ws):
+    """The words of the first search become the box's default (the URL): the next words typed must be searched."""
+    _plant(ui_ws, "topk-demo", 7, "' cat'; 90% of firings")
+    _plant(ui_ws, "mp-demo", 9, "' dog'; 80% of firings")
+    at = open_page(SEARCH, words="cat")
+    for words, link in (("dog", "dict=mp-demo&feature=9"), ("cat", "dict=topk-demo&feature=7")):
+        at.text_input[0].set_value(words)
+        at.button[0].click().run()
+        assert not at.exception and not at.error
+        assert at.query_params["words"] == words
+        assert [link.proto.query_string for link in at.get("page_link")] == [link]

@@ -106,3 +106,24 @@ def test_head_attribution_widget_for_the_feature_page(tmp_path, monkeypatch):
     at = AppTest.from_function(_attribution_script, default_timeout=120).run()
     _ok(at)
     assert "Head attribution" in texts(at) and len(at.get("plotly_chart")) == 1
+
+
+@pytest.mark.parametrize("n_kv, ticks", [(None, ["0", "1", "2", "3"]),
+                                         (2, ["0 (KV 0)", "1 (KV 0)", "2 (KV 1)", "3 (KV 1)"])])
+def test_the_head_attribution_axis_has_one_tick_per_whole_head(n_kv, ticks):
+    from app.ui.widgets.heads import head_attribution_figure
+
+    fig = head_attribution_figure([0.1, 0.2, 0.3, 0.4], n_kv)
+    axis = fig.layout.xaxis
+    assert axis.tickmode == "array" and list(axis.tickvals) == [0, 1, 2, 3] and list(axis.ticktext) == ticks
+    assert list(fig.data[0].x) == [0, 1, 2, 3] and list(fig.data[0].customdata) == ticks
+
+
+def test_a_second_prompt_and_target_typed_are_the_ones_used(heads_ws):
+    """The prompt and the target go into the URL, the boxes' defaults: a second edit must not be dropped."""
+    at = open_page(PAGE, layer=0, head=0)
+    for prompt, target in (("A first prompt", "x"), ("A second, longer prompt", "y")):
+        _widget(at.text_area, "prompt").set_value(prompt).run()
+        next(w for w in at.text_input if w.label.startswith("target next token")).set_value(target).run()
+        _ok(at)
+        assert at.query_params["prompt"] == prompt and at.query_params["target"] == target

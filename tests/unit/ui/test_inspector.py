@@ -100,3 +100,15 @@ def test_bad_query_parameters_are_one_error(ui_ws, params, needle):
 def test_a_token_past_the_end_of_a_shorter_text_falls_back_to_the_strongest(ui_ws):
     at = open_page(PAGE, text="Hi", token=40)
     assert not at.exception and not at.error and at.pills[0].value in (1, 2)
+
+
+def test_a_second_prompt_typed_after_an_inspection_is_the_one_inspected(ui_ws):
+    """The prompt inspected goes into the URL, which is the box's default: the box must keep the next prompt typed
+    rather than turn into a new widget holding the previous one."""
+    at = open_page(PAGE)
+    for text in ("A first prompt.", "Then a second, longer prompt."):
+        at.text_area[0].set_value(text)
+        at.button[0].click().run()
+        assert not at.exception and not at.error, [e.value for e in at.error]
+        assert at.query_params["text"] == text and at.text_area[0].value == text
+        assert len(at.pills[0].options) == len(text) + 1  # one byte token per character after BOS (tiny model)

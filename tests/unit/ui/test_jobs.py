@@ -127,3 +127,22 @@ def test_a_job_whose_process_is_gone_is_failed_on_the_next_look(ui_ws):
     [job] = _rows(ui_ws)
     assert (job.status, job.message) == ("failed", repo.LOST)
     assert list(at.dataframe[0].value["message"]) == [repo.LOST]
+
+
+def test_the_poll_reads_active_jobs_only_with_their_progress_and_log(ui_ws):
+    """app.ui.data.jobs.running: what the page's fragment redraws every POLL_S (and bench/ui_latency.py times)."""
+    from app.ui.data import jobs as data
+
+    _add(ui_ws, "done", ["report", "x"], "failed", exit_code=2, message="error: x")
+    log = _add(ui_ws, "live", ["train", "--arch", "topk"], "queued")
+    proc = subprocess.Popen(["sh", "-c", "sleep 60", "live"])  # a stand-in wrapper whose command line names the job
+    try:
+        with session(ui_ws / "sparsescope.duckdb") as con:
+            repo.mark_running(con, "live", proc.pid, proc.pid, socket.gethostname())
+        (log.parent / "progress.jsonl").write_text(
+            '{"desc": "train topk", "n": 256, "total": 1024, "unit": "tok", "elapsed": 2.0, "rate": 128.0}\n')
+        [item] = data.running(lines=3)
+        assert item.job.id == "live" and item.progress.fraction == 0.25 and item.log == "output of live"
+    finally:
+        proc.kill()
+        proc.wait()

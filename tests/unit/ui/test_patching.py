@@ -55,3 +55,16 @@ def test_bad_pairs_and_answers_are_one_error(heads_ws, change, needle):
     assert not at.exception
     assert len(at.error) == 1 and needle in at.error[0].value.replace("\\", "")
     assert "Head 0.0" in texts(at)  # the rest of the page is drawn
+
+
+def test_a_second_pair_typed_after_a_patch_is_the_one_patched(heads_ws):
+    """The inputs of the first patch go into the URL, the boxes' defaults: the next inputs typed must be patched."""
+    at = open_page(PAGE, layer=0, head=0)
+    for pair in (dict(clean="The cat", corrupted="The dog", answer="s", wrong="!"), PAIR):
+        for label, key in (("clean prompt", "clean"), ("corrupted prompt", "corrupted"), ("answer token", "answer"),
+                           ("wrong token", "wrong")):
+            next(w for w in [*at.text_area, *at.text_input] if w.label.startswith(label)).set_value(pair[key])
+        next(b for b in at.button if b.label == "Patch").click().run()
+        assert not at.exception and not at.error, [e.value for e in at.error]
+        assert {k: at.query_params[k] for k in PAIR} == pair
+        assert len(_heatmaps(at)[1]["x"]) == len(pair["clean"]) + 1  # a residual column per token (BOS first)

@@ -106,3 +106,14 @@ def test_the_forward_pass_holds_the_model_lock(ui_ws, monkeypatch):
     spec = tuple((p.name, HOOK, cache.stamp(str(ui_ws / "dictionaries" / p.name))) for p in DICTIONARIES)
     result = search_data.search(MODEL, spec, TEXT, 4)
     assert entered == [MODEL] and {g.dictionary for g in result.groups} == {p.name for p in DICTIONARIES}
+
+
+def test_a_second_text_typed_after_a_search_is_the_one_searched(ui_ws):
+    """The first search puts the text in the URL, which is the box's default: the box must keep what is typed next
+    rather than turn into a new widget holding the first text (and search it again)."""
+    at = open_page(PAGE)
+    for text in (TEXT, "A second text, not the first one."):
+        at.text_area[0].set_value(text)
+        at.button[0].click().run()
+        assert not at.exception and not at.error, [e.value for e in at.error]
+        assert at.query_params["text"] == text and at.text_area[0].value == text

@@ -136,3 +136,16 @@ def test_hostile_explanations_in_a_proposal_render_as_text(ui_ws):
     assert sum("evil" in s for s in sources) >= len(HOSTILE)
     for source in sources:
         assert not rendered_markdown(source)[1] & DANGER, source
+
+
+def test_a_second_description_typed_is_the_one_proposed_for(ui_ws):
+    """The description goes into the URL, which is the box's default: the next description typed must be used."""
+    (cat, _), (dog, _) = _live(ui_ws, 2)
+    _explain(ui_ws, {cat: "' cat'; 90% of firings", dog: "' dog'; 90% of firings"})
+    at = _ready(dict="topk-demo", feature=0)
+    for description, feature in (("cat", cat), ("dog", dog)):
+        _by_label(at.text_input, "describe").set_value(description).run()
+        assert not at.exception and not at.error, [e.value for e in at.error]
+        assert at.query_params["describe"] == description
+        proposed = [c.label.split(" ")[0] for c in at.checkbox if c.label.startswith("topk-demo:")]
+        assert proposed == [f"topk-demo:{feature}"]
