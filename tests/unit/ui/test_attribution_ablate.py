@@ -94,3 +94,15 @@ def test_ablation_words(before, after, attribution, words):
     from app.ui.widgets.attribution import ablation_words
 
     assert ablation_words(before, after, attribution) == words
+
+
+def test_the_mean_baselines_corpus_is_read_from_the_metadata_or_its_words():
+    from app.ui.data.attribution import mean_corpus
+    from store.errors import InputError
+
+    assert mean_corpus({"corpus": "web", "corpus_contexts": 8, "baseline": "mean over 1 tokens of corpus x"}) == \
+        ("web", 8)
+    assert mean_corpus({"baseline": "mean over 2,032 tokens of corpus my corpus"}) == ("my corpus", 16)
+    for metadata in ({"baseline": "mean over 10 tokens of corpus (given)"}, {}):
+        with pytest.raises(InputError, match="does not say which corpus"):
+            mean_corpus(metadata)
