@@ -15,6 +15,9 @@ from analysis.attribution.splice import Baseline, Site, corpus_means
 from sae.models import check_hook, single_token
 from store.errors import InputError
 
+MEAN_CONTEXTS = 16
+"""Corpus contexts the mean baseline averages over."""
+
 
 @dataclass(frozen=True)
 class AttributionConfig:
@@ -101,7 +104,19 @@ def make_baseline(model, sites: list[Site], kind: str, corpus_tokens: Tensor | N
                          "--ablation zero")
     feats, errs = corpus_means(model, corpus_tokens.to(dev), sites)
     n = corpus_tokens.shape[0] * (corpus_tokens.shape[1] - 1)
-    return Baseline("mean", feats, errs, f"mean over {n:,} tokens of corpus {corpus or '(given)'}")
+    return Baseline("mean", feats, errs, f"mean over {n:,} tokens of corpus {corpus or '(given)'}", corpus or None,
+                    int(corpus_tokens.shape[0]))
+
+
+def corpus_contexts(con, corpus: str, n: int = MEAN_CONTEXTS) -> Tensor:
+    """[n, ctx] token ids of the corpus's first n contexts, what the mean baseline averages over; InputError for a
+    corpus the store lacks."""
+    from store.corpora import context_tokens, get_corpus
+
+    if get_corpus(con, corpus) is None:
+        raise InputError(f"no corpus {corpus!r} in the workspace for the mean baseline: build it "
+                         "(`sparsescope corpus build`) or use the zero ablation (--ablation zero)")
+    return torch.tensor(context_tokens(con, corpus, 0, n), dtype=torch.long)
 
 
 def _d_in(site: Site) -> int:
@@ -165,6 +180,7 @@ def graph_document(model, prompt: str, sites: list[Site], result: Attribution, c
         "prompt": prompt, "prompt_tokens": tokens, "target": target, "contrast": contrast,
         "metric": result.metric, "metric_kind": "logit" if contrast is None else "logit difference",
         "ablation": result.baseline.kind, "baseline": result.baseline.source,
+        "corpus": result.baseline.corpus, "corpus_contexts": result.baseline.contexts,
         "faithfulness": {"recovered": f.recovered, "top_removed": f.top_removed, "top_n": f.top_n,
                          "full": f.full, "empty": f.empty, "graph": f.graph, "without_top": f.without_top},
         "dictionaries": [s.name for s in sites], "model": model.cfg.model_name,

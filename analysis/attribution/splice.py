@@ -59,6 +59,10 @@ class Baseline:
     """Per site, [d_in] error vector (zero, or the corpus mean)."""
     source: str = ""
     """Where a mean came from, in words."""
+    corpus: str | None = None
+    """The corpus a mean was taken over (None: zero, or contexts given without a name)."""
+    contexts: int = 0
+    """How many of its first contexts the mean took."""
 
 
 @dataclass

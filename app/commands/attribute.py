@@ -11,8 +11,6 @@ from rich.text import Text
 from app.commands.common import DeviceOpt, ForceOpt, WorkspaceOpt, app, console, existing_workspace, quiet
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
-MEAN_CONTEXTS = 16
-"""Corpus contexts averaged for the mean baseline."""
 
 
 @app.command(name="attribute")
@@ -94,7 +92,7 @@ def _json_target(space, json_out: str, force: bool):
 
 def _prepare(space, model, prompt, target, contrast, dictionaries, config, corpus, device):
     """Every input checked before any work: (model, sites, tokens, target id, contrast id, baseline)."""
-    from analysis.attribution import make_baseline, make_sites, prompt_tokens, target_ids
+    from analysis.attribution import corpus_contexts, make_baseline, make_sites, prompt_tokens, target_ids
     from analysis.dictionaries import open_dictionary
     from sae.models import load_model
     from store import session
@@ -119,7 +117,7 @@ def _prepare(space, model, prompt, target, contrast, dictionaries, config, corpu
         tid, cid = target_ids(lm, target, contrast)
         sites = make_sites(lm, [(r.name, r.model, r.hook, open_dictionary(space, r.name, device=device, con=con)[1])
                                 for r in rows])
-        corpus_tokens = _corpus_tokens(con, corpus) if config.ablation == "mean" else None
+        corpus_tokens = corpus_contexts(con, corpus) if config.ablation == "mean" else None
     return lm, sites, tokens, tid, cid, make_baseline(lm, sites, config.ablation, corpus_tokens, corpus)
 
 
@@ -130,18 +128,6 @@ def _default_rows(rows, model: str):
         if row.model == model and row.hook not in seen:
             seen[row.hook] = row
     return list(seen.values())
-
-
-def _corpus_tokens(con, corpus: str):
-    import torch
-
-    from store.corpora import context_tokens, get_corpus
-    from store.errors import InputError
-
-    if get_corpus(con, corpus) is None:
-        raise InputError(f"no corpus {corpus!r} in the workspace for the mean baseline: build it "
-                         "(`sparsescope corpus build`) or use --ablation zero")
-    return torch.tensor(context_tokens(con, corpus, 0, MEAN_CONTEXTS), dtype=torch.long)
 
 
 def _run(lm, tokens, sites, tid, cid, baseline, config):

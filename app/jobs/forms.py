@@ -14,10 +14,13 @@ from typing import Any, Callable, Literal, Mapping
 
 from store.errors import InputError
 
-COMMANDS = ("activations", "train", "analyze", "heads", "import", "report", "export-neuronpedia", "explain")
+COMMANDS = ("activations", "train", "analyze", "heads", "import", "report", "export-neuronpedia", "explain",
+            "attribute")
 """What the Jobs page starts, in the order it offers them."""
 SKIPPED = {"ws"}
 """Options a job does not take from its form (the workspace is the UI's)."""
+VERBATIM = {("attribute", "prompt"), ("attribute", "target"), ("attribute", "contrast")}
+"""Text options whose leading and trailing spaces matter (tokens start with a space): never stripped."""
 Kind = Literal["text", "int", "float", "flag", "list"]
 
 
@@ -37,6 +40,8 @@ class Field:
     """The flag to pass (None: a positional argument)."""
     off_option: str | None = None
     """The flag that turns a default-on boolean off (--no-eval)."""
+    verbatim: bool = False
+    """Text passed as typed, spaces included (a token such as ' Paris'); only an empty field is not given."""
 
 
 def _architectures() -> tuple[str, ...]:
@@ -57,8 +62,15 @@ def _formats() -> tuple[str, ...]:
     return tuple(FORMATS)
 
 
+def _ablations() -> tuple[str, ...]:
+    from store.graphs import ABLATIONS
+
+    return ABLATIONS
+
+
 CHOICES: dict[tuple[str, str], Callable[[], tuple[str, ...]]] = {
-    ("train", "arch"): _architectures, ("explain", "explainer"): _explainers, ("report", "fmt"): _formats}
+    ("train", "arch"): _architectures, ("explain", "explainer"): _explainers, ("report", "fmt"): _formats,
+    ("attribute", "ablation"): _ablations}
 """Options whose values come from a registry (the CLI checks them against the same one)."""
 
 
@@ -113,7 +125,8 @@ def fields(name: str) -> list[Field]:
                          param.default, bool(param.required), helps.get(param.name, getattr(param, "help", "")
                                                                            or ""),
                          choices() if choices else (), param.opts[0] if is_option else None,
-                         param.secondary_opts[0] if is_option and param.secondary_opts else None))
+                         param.secondary_opts[0] if is_option and param.secondary_opts else None,
+                         (name, param.name) in VERBATIM))
     return out
 
 
@@ -130,7 +143,12 @@ def _args(form: list[Field], values: Mapping[str, Any]) -> list[str]:
                 raise InputError(f"{field.label} cannot be turned off")
             args.append(flag)
             continue
-        text = str(value if value is not None else "").strip()
+        text = str(value if value is not None else "")
+        if field.verbatim:
+            if text:
+                args += [field.option, text] if field.option is not None else [text]
+            continue
+        text = text.strip()
         if field.choices and text == str(field.default):
             continue  # a choice left at the CLI's default: the command line stays what the user changed
         if field.kind != "list" and field.default is not None and text == str(field.default):
@@ -174,5 +192,16 @@ def _check_import(params: dict) -> None:
                   tokens=params["eval_tokens"], device=params.get("device")).check()
 
 
-CHECKS: dict[str, Callable[[dict], None]] = {"train": _check_train, "import": _check_import}
+def _check_attribute(params: dict) -> None:
+    from analysis.attribution import AttributionConfig
+
+    try:
+        AttributionConfig(max_nodes=params["max_nodes"], node_share=params["node_share"],
+                          edge_share=params["edge_share"], ablation=params["ablation"])
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+
+
+CHECKS: dict[str, Callable[[dict], None]] = {"train": _check_train, "import": _check_import,
+                                             "attribute": _check_attribute}
 """The cheap checks a command makes before its work starts, run before its job does."""

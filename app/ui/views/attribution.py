@@ -1,6 +1,7 @@
 """Attribution (/attribution?graph=ID&node=NODE_ID): the stored attribution graphs (`sparsescope attribute`), newest
 first; the chosen graph drawn with dictionaries as columns and token positions as rows, its faithfulness in words
-and a JSON download; click a feature node for its details, its feature page and steering."""
+and a JSON download; click a feature node for its details, its feature page and steering, and any node but the
+logit to ablate it and rerun the model."""
 import json
 
 import pandas as pd
@@ -10,6 +11,7 @@ from app.ui.data import attribution as data
 from app.ui.data import cache
 from app.ui.widgets.attribution import (
     MAX_LINKS,
+    ablation_section,
     clicked_node,
     faithfulness_words,
     graph_figure,
@@ -99,3 +101,6 @@ with details:
     else:
         node = nodes[asked_node]
         node_details(graph, node, node_note(node, notes), node.get("dictionary") in analysed, tokens)
+        if node["feature_type"] != "logit":
+            ablation_section(f"{graph_id}-{asked_node}", row.ablation, node, row.metric,
+                             lambda: data.ablate(row, graph, node))

@@ -1,5 +1,6 @@
 """The Attribution page's pieces: an attribution graph as a plotly figure (dictionaries as columns, token positions
-as rows), its faithfulness in words, and one node's details with its strongest links.
+as rows), its faithfulness in words, one node's details with its strongest links, and the node ablated and the model
+rerun, the metric's change beside the attribution's prediction.
 
 The graph document is store/graphs.py's layout: nodes "DICT:FEATURE@POS", "DICT:error@POS" and "logit", links with
 a signed weight.
@@ -7,14 +8,16 @@ a signed weight.
 from __future__ import annotations
 
 import html
+import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
 from app.ui.widgets.common import md_escape, num, page_link, visible
+from store.errors import InputError
 
 NODE_TRACES = {"feature": "circle", "error": "square", "logit": "star"}
 """One scatter trace per node type, drawn after the links, each with its marker symbol."""
@@ -225,3 +228,48 @@ def node_details(graph: dict, node: dict, note: str | None, analysed: bool, toke
         if len(frame):
             st.dataframe(frame, hide_index=True, width="stretch",
                          column_config={"weight": st.column_config.NumberColumn(format="%.4g")})
+
+
+def _decimals(*changes: float) -> int:
+    """Two decimals, as the metric is read, or as many as show the smallest nonzero change to two significant
+    digits (at most 6)."""
+    small = min((abs(c) for c in changes if c), default=1.0)
+    return max(2, min(6, 1 - math.floor(math.log10(small))))
+
+
+def ablation_words(before: float, after: float, attribution: float | None) -> str:
+    """"metric 4.13 -> 3.20 (change -0.93; attribution predicted -0.88)": ablating a node to its baseline, attribution
+    patching predicts the change -attribution (analysis/attribution/ablate.py)."""
+    change = after - before
+    predicted = None if attribution is None else 0.0 - attribution  # 0.0 - 0.0 is +0.0, not -0.0
+    d = _decimals(change, *(() if predicted is None else (predicted,)))
+    words = f"metric {before:.{d}f} -> {after:.{d}f} (change {change:+.{d}f}"
+    return words + (")" if predicted is None else f"; attribution predicted {predicted:+.{d}f})")
+
+
+DRIFT = 1e-3
+"""Relative difference between the metric rerun and the stored one above which the page says the inputs changed."""
+
+
+def ablation_section(key: str, kind: str, node: dict, stored_metric: float, run: Callable) -> None:
+    """The "ablate this node and rerun" button of a feature or error node; `run()` returns the
+    analysis.attribution.NodeAblation (or raises InputError: one st.error). The result stays shown for the node
+    (session_state keeps which nodes were asked for; the run itself is cached)."""
+    asked = st.session_state.setdefault("attribution_ablated", set())
+    if st.button("ablate this node and rerun", key=f"ablate-{key}", icon=":material/block:",
+                 help=f"replace the node by its {kind} baseline and rerun the model; attribution patching predicts "
+                      "the metric changes by -attribution"):
+        asked.add(key)
+    if key not in asked:
+        return
+    with st.spinner("ablating the node and rerunning the model..."):
+        try:
+            done = run()
+        except InputError as exc:
+            st.error(md_escape(str(exc)))
+            return
+    st.markdown(md_escape(ablation_words(done.before, done.after, node.get("attribution"))))
+    if abs(done.before - stored_metric) > DRIFT * max(1.0, abs(stored_metric)):
+        st.caption(md_escape(f"the metric rerun ({num(done.before)}) is not the graph's ({num(stored_metric)}): the "
+                             "model or dictionaries changed since the graph was made, so its attribution is of "
+                             "another model"))

@@ -36,6 +36,18 @@ def test_values_become_the_clis_arguments():
         ["report", "d", "--steering", "1", "--steering", "2", "--heads"]
 
 
+def test_attribute_offers_the_ablations_and_keeps_the_spaces_of_its_tokens():
+    from store.graphs import ABLATIONS
+
+    ablation = next(f for f in forms.fields("attribute") if f.name == "ablation")
+    assert ablation.choices == ABLATIONS and ablation.default == "mean"
+    assert forms.argv("attribute", {"prompt": " The capital of France is", "target": " Paris", "contrast": "",
+                                    "dictionaries": " a, b ", "ablation": "zero", "max_nodes": " 20 "}) == \
+        ["attribute", "--prompt", " The capital of France is", "--target", " Paris", "--dictionaries", "a, b",
+         "--max-nodes", "20", "--ablation", "zero"]
+    assert forms.argv("attribute", {"prompt": "x", "target": " "}) == ["attribute", "--prompt", "x", "--target", " "]
+
+
 @pytest.mark.parametrize("command, values, says", [
     ("train", {"arch": "topk", "k": "abc"}, "'--k'"),
     ("train", {"arch": "nope"}, "unknown architecture 'nope'"),
@@ -48,6 +60,10 @@ def test_values_become_the_clis_arguments():
     ("analyze", {"tokens": "1e3", "dictionary": "d"}, "'--tokens'"),
     ("analyze", {}, "Missing argument"),
     ("ui", {}, "a job cannot run 'ui'"),
+    ("attribute", {"prompt": "x", "target": " ", "max_nodes": "-1"}, "max_nodes and top_n must be positive"),
+    ("attribute", {"prompt": "x", "target": " ", "node_share": "1.5"}, "node_share and edge_share must be in (0, 1]"),
+    ("attribute", {"prompt": "x", "target": " ", "ablation": "half"}, "ablation must be mean or zero"),
+    ("attribute", {"target": " Paris"}, "Missing option '--prompt'"),
 ])
 def test_bad_values_are_one_input_error(command, values, says):
     with pytest.raises(InputError) as caught:

@@ -51,6 +51,20 @@ def test_a_bad_option_is_one_error_and_starts_nothing(ui_ws):
     assert _rows(ui_ws) == [] and not (ui_ws / "jobs").exists()
 
 
+def test_the_attribute_form_is_built_and_a_bad_option_is_one_error(ui_ws):
+    at = open_page(PAGE, command="attribute")
+    assert not at.exception and not at.error
+    ablation = next(s for s in at.selectbox if s.label.startswith("--ablation"))
+    assert ablation.options == ["", "mean", "zero"] and ablation.value == "mean"
+    assert {t.label for t in at.text_input} >= {"--prompt *", "--target *", "--contrast", "--dictionaries",
+                                                  "--max-nodes", "--node-share", "--edge-share", "--corpus"}
+    at = _start(at, "attribute", prompt="The cat", target=" ", max_nodes="0")
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and "max_nodes and top_n must be positive" in errors[0].replace("\\", ""), errors
+    assert _rows(ui_ws) == [] and not (ui_ws / "jobs").exists()
+
+
 def test_the_train_form_offers_every_trainable_architecture(ui_ws):
     from sae.dictionaries import trainable
 
