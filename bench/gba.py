@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -44,7 +45,9 @@ def run(source, arch: str, d_sae: int, k: int | None, seed: int, args, options=(
     spec = DictSpec.with_defaults(arch, source.d_in, d_sae, k, options=options)
     config = TrainConfig(arch=arch, d_sae=d_sae, k=spec.k, tokens=source.n_train, batch=args.batch, lr=args.lr,
                          seed=seed, checkpoint_every=0, device="cpu")
+    started = time.perf_counter()
     result = train(spec, config, source, progress=False)
+    print(f"{arch} seed {seed}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
     return result.sae, result.state.scale
 
 
