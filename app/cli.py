@@ -11,6 +11,7 @@ from app.commands import (  # noqa: F401  (each command module registers its com
     dicts,
     explain,
     heads,
+    neurons,
     report,
     search,
     steer,

@@ -64,12 +64,18 @@ class Run:
     seconds: dict = field(default_factory=dict)
 
 
+def _archs() -> list[str]:
+    """The architectures `train --arch` takes (a neuron dictionary is made from a model, not trained)."""
+    from sae.dictionaries.registry import trainable
+
+    return [a.name for a in trainable()]
+
+
 def build_base(root: Path, size: Size) -> Path:
     """The workspace both runs copy: the corpus, a fixed dictionary per architecture and an attention one."""
     import torch
 
     from analysis.corpora import add_corpus
-    from sae.dictionaries import ARCHITECTURES
     from store import Workspace, session
     from store.dictionaries import DictionaryRow, add_dictionary
     from tests.factories import saved_dictionary
@@ -78,7 +84,7 @@ def build_base(root: Path, size: Size) -> Path:
     with session(ws.db_path) as con:
         add_corpus(con, CORPUS, "builtin", MODEL, tokens=size.tokens, ctx=size.ctx)
         torch.manual_seed(0)
-        for arch, hook in [(a, HOOK) for a in ARCHITECTURES] + [("topk", ATTN)]:
+        for arch, hook in [(a, HOOK) for a in _archs()] + [("topk", ATTN)]:
             name = f"fixed-{arch}" if hook == HOOK else "fixed-attn"
             folder = saved_dictionary(ws.named("dictionaries", name), arch=arch, d_sae=D_SAE, k=K, hook_name=hook,
                                       model_name=MODEL)
@@ -105,7 +111,7 @@ def stage_train(run: Run) -> dict:
     from sae.dictionaries import ARCHITECTURES
 
     out = {}
-    for arch in ARCHITECTURES:
+    for arch in _archs():
         k = K if ARCHITECTURES[arch].default_k is not None else None
         req = TrainRequest(arch=arch, activations=str(run.cache), name=f"trained-{arch}", d_sae=D_SAE, k=k,
                            tokens=run.size.train_tokens, batch=256, lr=1e-3, device=run.device, checkpoint_every=0)
@@ -116,11 +122,10 @@ def stage_train(run: Run) -> dict:
 
 def stage_analyse(run: Run) -> dict:
     from analysis.features.analyze import AnalyzeRequest, analyze_dictionary
-    from sae.dictionaries import ARCHITECTURES
     from store import session
 
     out = {}
-    for arch in ARCHITECTURES:
+    for arch in _archs():
         req = AnalyzeRequest(f"fixed-{arch}", corpus=CORPUS, tokens=run.size.tokens, examples=3, quantiles=2,
                              batch=8, device=run.device)
         analyze_dictionary(run.ws, req, lm=run.lm, progress=False)
@@ -190,9 +195,8 @@ def stage_ui(run: Run) -> dict:
     from analysis.compare import compare_dictionaries
     from analysis.dictionaries import open_dictionary
     from analysis.features.inspector import inspect_prompt
-    from sae.dictionaries import ARCHITECTURES
 
-    saes = {f"fixed-{a}": open_dictionary(run.ws, f"fixed-{a}", device=run.device)[1] for a in ARCHITECTURES}
+    saes = {f"fixed-{a}": open_dictionary(run.ws, f"fixed-{a}", device=run.device)[1] for a in _archs()}
     out = {}
     for name, reading in inspect_prompt(run.lm, HOOK, PROMPT, saes).readings.items():
         out |= {f"ui.inspect.{name}.ids": reading.ids, f"ui.inspect.{name}.acts": reading.acts}

@@ -74,9 +74,9 @@ def setup(args) -> Path:
     ws, name = Workspace.resolve(args.workspace), dictionary_name(args)
     base = ws.root / f"before-analysis-{name}.duckdb"
     with session(ws.db_path) as con:
-        if get_dictionary(con, name) is not None and base.exists():
+        if get_dictionary(con, name) is not None and base.exists() and _cache_usable(con, args):
             return base
-        lm = load_model(args.model, device="cpu")
+        lm = load_model(args.model, device="cpu")  # build_cache rebuilds a cache the analysis could not use
         cache = build_cache(ws, con, lm, args.hook, "builtin", args.tokens, progress=not args.quick)
         if get_dictionary(con, name) is None:
             train_dictionary(ws, con, TrainRequest(arch="topk", activations=cache.path.name, name=name,
@@ -84,6 +84,18 @@ def setup(args) -> Path:
                                                    lr=1e-3, device="cpu"), lm=lm, progress=False)
     _results_free_copy(ws.db_path, base)
     return base
+
+
+def _cache_usable(con, args) -> bool:
+    """Whether the analysis will read the cache (a cache made before the corpus it caches changed is not used)."""
+    from analysis.features.analyze import _covering_cache
+    from store.corpora import get_corpus
+
+    corpus = get_corpus(con, "builtin")
+    if corpus is None:
+        return False
+    n_contexts = min(-(-args.tokens // corpus.ctx), corpus.n_contexts)
+    return _covering_cache(con, args.model, args.hook, corpus.name, n_contexts)[0] is not None
 
 
 def _results_free_copy(db: Path, dst: Path) -> None:
@@ -247,7 +259,10 @@ def main() -> None:
     _note(f"bare encode again: {after[0]:.1f} s")
     encode_s, encode_cpu = (before[0] + after[0]) / 2, (before[1] + after[1]) / 2
     p95, cooc = page_p95_ms(args, args.pages)
-    forward_s = 0.0 if analysis["source"].startswith("cache") else float("nan")
+    if not analysis["source"].startswith("cache"):
+        raise SystemExit(f"the analysis ran the model ({analysis['source']}) instead of reading the cache; "
+                         f"delete {args.workspace} and run again")
+    forward_s = 0.0  # the analysed tokens come from the cache
     peak_gb = analysis["peak_rss_kb"] / 2 ** 20
     line = {"bench": "scale", "features": args.d_sae, "tokens": args.tokens, "analysed_tokens": analysis["n_tokens"],
             "seconds": round(analysis["seconds"], 1), "encode_seconds": round(encode_s, 1),

@@ -4,6 +4,7 @@ Configs (SAELens' tests/helpers.py pattern: defaults for a tiny run; a test over
     dict_spec(arch, **fields)             a DictSpec on tiny-random's residual stream (d_in 64)
     train_config(**fields)                a TrainConfig that trains in seconds on CPU
     saved_dictionary(folder, **fields)    a freshly initialised dictionary saved in SAELens format
+    steer_dictionary(folder, arch, ...)   the same, loaded as a SteerDictionary named after its architecture
 Data
     seeded_tiny(**cfg)                    a tiny-random HookedTransformer with config overrides, weights from seed 0
     sparse_activations(n, d_in)           learnable activations: sparse combinations of random directions
@@ -78,6 +79,19 @@ def saved_dictionary(folder: str | Path, **spec_fields) -> Path:
 
     save_dictionary(build_training_sae(dict_spec(**spec_fields)), folder)
     return Path(folder)
+
+
+def steer_dictionary(folder: str | Path, arch: str, hook: str = TINY_HOOK, d_in: int = TINY_D_MODEL,
+                     d_sae: int = 128):
+    """A tiny-random SteerDictionary named `arch` (weights from seed 1, k 4), saved under folder/arch."""
+    import torch
+
+    from analysis.steering.targets import SteerDictionary
+    from sae.dictionaries import load_dictionary
+
+    torch.manual_seed(1)
+    saved = saved_dictionary(Path(folder) / arch, arch=arch, d_in=d_in, d_sae=d_sae, k=4, hook_name=hook)
+    return SteerDictionary(arch, load_dictionary(saved), model=TINY_MODEL)
 
 
 # ------------------------------------------------------------------------------------------- data

@@ -1,17 +1,21 @@
 """Test utilities shared across test files: the CLI runner (in this process, or as a real process that a crash
-point may kill), the one-error-line check, a store's rows for comparisons, the UI server's port and health check,
-the id of a process that is gone. Builders of models, configs and stores are in tests/factories.py."""
+point may kill), the one-error-line check, a store's rows for comparisons, the UI server (port, health check, a
+served workspace) and the browser tests' page helpers, the id of a process that is gone. Builders of models,
+configs and stores are in tests/factories.py."""
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -131,6 +135,41 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout_s: float = 60) -> Non
         except OSError:
             time.sleep(0.1)
     raise TimeoutError("the UI did not come up")
+
+
+@contextlib.contextmanager
+def serve_ui(ws: Path) -> Iterator[str]:
+    """`sparsescope ui` on workspace `ws` as a process of its own; yields its URL once it answers, stops it after."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "ui", "--port", str(port), "-w", str(ws)], cwd=ROOT,
+                            # PYTHONPATH: this checkout's code in the server too, not the installed checkout's
+                            env=os.environ | {"SPARSESCOPE_QUIET": "1", "PYTHONPATH": str(ROOT)},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        wait_healthy(url, proc)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+ARTIFACTS = ROOT / "tests" / "artifacts"
+"""Where the browser tests save their screenshots (git-ignored)."""
+
+
+def screenshot(page, name: str) -> None:
+    """The whole page as tests/artifacts/NAME.png."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def settled(page, timeout_ms: float = 60_000) -> None:
+    """Wait until Streamlit has finished running the page's script."""
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout_ms)
 
 
 WORD_JOINER = "\u2060"

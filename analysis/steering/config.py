@@ -11,7 +11,7 @@ from typing import Literal, get_args
 
 from sae.models import DEFAULT_MODEL, check_text
 
-Mode = Literal["add", "clamp", "ablate"]
+Mode = Literal["add", "clamp", "ablate", "orthogonal", "cap"]
 Positions = Literal["all", "prompt", "generated"]
 MODES: tuple[str, ...] = get_args(Mode)
 POSITIONS: tuple[str, ...] = get_args(Positions)
@@ -56,7 +56,10 @@ class Intervention:
 
     mode: Mode
     """add: strength x unit direction; clamp: set the feature to a value with the reconstruction error kept;
-    ablate: clamp to zero (codebook: take the code out of the chosen set)."""
+    ablate: clamp to zero (codebook: take the code out of the chosen set). The two geometric modes act on the
+    component of x along the unit direction d (a feature's decoder row, a code, a raw vector): orthogonal
+    keeps the orthogonal part and scales that component by `strength`, x' = x + (strength - 1)(x.d)d;
+    cap limits it from above at `value`, x' = x - max(0, x.d - value) d."""
     dictionary: str | None = None
     """Dictionary of the feature (with `feature`); None for a raw direction."""
     feature: int | None = None
@@ -68,9 +71,11 @@ class Intervention:
     strength: float = 1.0
     """add: in units of the feature's typical max activation (store's max_act when the dictionary is
     analysed); raw directions: multiples of the vector as given. clamp without `value`: value = strength x
-    max activation."""
+    max activation. orthogonal: the factor on the component along the direction (1 leaves x as it is, 0
+    removes the component, -1 reflects it). cap: unused."""
     value: float | None = None
-    """clamp: the feature's value in raw activation units (None: from strength)."""
+    """clamp: the feature's value in raw activation units (None: from strength). cap: the most the projection
+    on the unit direction may be, raw units (required)."""
     positions: Positions = "all"
     """Where to edit: every position, prompt tokens only, or generated tokens only (by the position of the
     activation: the first generated token is predicted from the last prompt position)."""
@@ -101,6 +106,8 @@ class Intervention:
         _finite("strength", self.strength)
         _finite("value", self.value, allow_none=True)
         _finite("scale", self.scale, allow_none=True)
+        if self.mode == "cap" and self.value is None:
+            raise ValueError("cap needs a value: the most the projection on the direction may be (--value)")
         if self.scale is not None and self.scale <= 0:
             raise ValueError(f"scale must be positive (got {self.scale})")
 

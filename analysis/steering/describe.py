@@ -162,10 +162,11 @@ def propose(con: duckdb.DuckDBPyConnection, description: str, dictionary: str | 
 
 
 def interventions(proposal: Proposal, mode: str = "add", positions: str = "all") -> tuple:
-    """One Intervention per proposed feature (add, or clamp to strength x max_act); ablate would steer away."""
+    """One Intervention per proposed feature (add, or clamp to strength x max_act); ablate would steer away, and
+    orthogonal and cap only rescale or limit what is already there."""
     from analysis.steering.config import Intervention  # torch: only when a run is built
 
-    if mode == "ablate":
+    if mode not in ("add", "clamp"):
         raise InputError("steering toward a description adds or clamps its features; use --mode add or clamp")
     return tuple(Intervention(mode, dictionary=p.dictionary, feature=p.feature, strength=p.strength,
                               positions=positions) for p in proposal.features)

@@ -75,14 +75,17 @@ def stop_ids(tokenizer) -> list[int]:
 
 def sample(logits: Tensor, sampling: Sampling, generator: torch.Generator) -> Tensor:
     """[n] next tokens from logits [n, vocab]: greedy, or nucleus sampling by inverse CDF on one uniform
-    number per row (the coupling between arms)."""
+    number per row (the coupling between arms). The uniform is drawn in every mode, greedy included, so
+    the generator advances alike whatever temperature and top_p an arm uses; arms whose nuclei hold the
+    same renormalised probabilities emit the same token."""
     uniform = torch.rand(logits.shape[0], 1, generator=generator, dtype=torch.float64)
     if sampling.temperature == 0:
         return logits.argmax(dim=-1)
     probs = torch.softmax(logits.double() / sampling.temperature, dim=-1)
     sorted_p, order = probs.sort(dim=-1, descending=True, stable=True)
-    before = sorted_p.cumsum(dim=-1) - sorted_p
-    sorted_p = sorted_p.masked_fill(before >= sampling.top_p, 0.0)  # smallest prefix reaching top_p
+    if sampling.top_p < 1:  # at 1 the whole distribution: rounding in the cumsum must not cut its tail
+        before = sorted_p.cumsum(dim=-1) - sorted_p
+        sorted_p = sorted_p.masked_fill(before >= sampling.top_p, 0.0)  # smallest prefix reaching top_p
     cdf = sorted_p.cumsum(dim=-1)
     pick = torch.searchsorted(cdf, uniform.to(cdf.device) * cdf[:, -1:]).clamp(max=cdf.shape[1] - 1)
     return order.gather(1, pick).squeeze(1)

@@ -101,7 +101,17 @@ def _prompt_rows(model, tokens: Tensor, hooks: set[str]) -> dict[str, Tensor]:
     return {h: cache[h][0].reshape(tokens.shape[0], -1) for h in hooks}
 
 
+GEOMETRIC_NOTES = {
+    "orthogonal": "orthogonal: strength {strength:g} multiplies the component along the unit direction "
+                  "(1 leaves it, 0 removes it)",
+    "cap": "cap: the component along the unit direction is at most {value:g} (raw units)",
+}
+"""Modes whose numbers do not depend on the feature's scale: strength and value are taken as given."""
+
+
 def _numbers(spec: Intervention, target, prompt_rows: dict[str, Tensor]) -> Numbers:
+    if spec.mode in GEOMETRIC_NOTES:
+        return Numbers(1.0, 1.0, GEOMETRIC_NOTES[spec.mode].format(strength=spec.strength, value=spec.value or 0.0))
     if isinstance(target, DirectionTarget):
         return Numbers(spec.scale or target.norm, target.norm, "raw direction: strength 1 adds the vector as given")
     if isinstance(target, CodeTarget):
@@ -123,8 +133,8 @@ def _numbers(spec: Intervention, target, prompt_rows: dict[str, Tensor]) -> Numb
     return Numbers(spec.scale or unit * target.norm, unit, note)
 
 
-def _needs_estimate(target) -> bool:
-    if isinstance(target, (DirectionTarget, CodeTarget)):
+def _needs_estimate(spec: Intervention, target) -> bool:
+    if spec.mode in GEOMETRIC_NOTES or isinstance(target, (DirectionTarget, CodeTarget)):
         return False
     return target.dictionary.max_acts.get(target.feature, 0.0) <= 0
 
@@ -144,7 +154,7 @@ def bind(model, config: SteerConfig, dictionaries: Mapping[str, SteerDictionary]
                 _dictionary(model, spec.trigger.dictionary, dictionaries).target(spec.trigger.feature)
                 for spec in config.interventions]
     if numbers is None:
-        hooks = {t.hook for t in targets if _needs_estimate(t)}
+        hooks = {t.hook for s, t in zip(config.interventions, targets) if _needs_estimate(s, t)}
         rows = _prompt_rows(model, prompt_tokens, hooks)
         numbers = [_numbers(s, t, rows) for s, t in zip(config.interventions, targets)]
     return [Bound(s, t, g, n) for s, t, g, n in zip(config.interventions, targets, triggers, numbers)]
@@ -166,10 +176,15 @@ def _apply(bound: Bound, x: Tensor, mask: Tensor) -> Tensor:
     if not bool(mask.any()):
         return x
     rows = x[mask]  # [m, d_in]
-    if bound.spec.mode == "add":
+    mode = bound.spec.mode
+    if mode == "add":
         new = bound.target.add(rows, bound.amount)
-    elif bound.spec.mode == "clamp":
+    elif mode == "clamp":
         new = bound.target.clamp(rows, bound.value)
+    elif mode == "orthogonal":
+        new = bound.target.rescale(rows, bound.spec.strength)
+    elif mode == "cap":
+        new = bound.target.cap(rows, bound.spec.value)
     else:
         new = bound.target.ablate(rows)
     out = x.clone()

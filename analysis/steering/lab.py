@@ -143,6 +143,8 @@ def sweep(model, config: SteerConfig, dictionaries: Mapping[str, SteerDictionary
         raise InputError("a sweep needs the intervention to vary")
     if not strengths:
         raise InputError("a sweep needs at least one strength")
+    if config.interventions[index].mode == "cap":
+        raise InputError("a sweep varies the strength, which cap does not use (it caps at --value)")
     configs = [_with_strength(config, index, s) for s in strengths]  # validates every strength first
     baseline = SteerRun(model, configs[0], dictionaries, arms=("default",))
     default = baseline.run()

@@ -1,7 +1,8 @@
 """What an intervention acts on: a dictionary feature (SAE family or MP atom), a codebook code, a raw direction.
 
 Every target works on flattened rows x [n, d_in] (hook_z heads flattened head-major) and offers
-read(x) -> [n] (the feature's activation), add(x, amount), clamp(x, value) and ablate(x).
+read(x) -> [n] (the feature's activation), add(x, amount), clamp(x, value) and ablate(x), and from
+AlongDirection the geometric edits on the unit direction d: rescale(x, factor) and cap(x, value).
 clamp and ablate are SAE splices with the error term: x' = decode(edited codes) + (x - decode(codes)), so
 only the edited feature's contribution changes. For a linear decoder that is x + (value - a) * row, computed
 that way so that clamping a feature to its own value returns x bit for bit.
@@ -62,7 +63,30 @@ class SteerDictionary:
         return self.sae.encode(x.to(self.sae.W_dec.dtype))
 
 
-class FeatureTarget:
+class AlongDirection:
+    """Edits of the component of x along a target's unit direction `self.unit` (the orthogonal and cap modes).
+
+    Both leave the orthogonal part x - (x.d)d as it is, and a row they do not change comes back bit for bit
+    (rescale by 1, a projection already under the cap).
+    """
+
+    unit: Tensor
+
+    def projection(self, x: Tensor) -> Tensor:
+        """[n] x.d for rows x [n, d_in]."""
+        return x @ self.unit.to(x.dtype)
+
+    def rescale(self, x: Tensor, factor: float) -> Tensor:
+        """x' = (I - dd^T)x + factor (dd^T)x: the component along d scaled by `factor`."""
+        return x + ((factor - 1.0) * self.projection(x))[:, None] * self.unit.to(x.dtype)
+
+    def cap(self, x: Tensor, value: float) -> Tensor:
+        """x' = x - max(0, x.d - value) d: the component along d at most `value`."""
+        excess = (self.projection(x) - value).clamp(min=0.0)
+        return x - excess[:, None] * self.unit.to(x.dtype)
+
+
+class FeatureTarget(AlongDirection):
     """A feature of an SAE-family dictionary (relu, topk, batchtopk, jumprelu) or an MP atom (its coefficient)."""
 
     def __init__(self, dictionary: SteerDictionary, feature: int):
@@ -92,7 +116,7 @@ class FeatureTarget:
         return self.clamp(x, 0.0)
 
 
-class CodeTarget:
+class CodeTarget(AlongDirection):
     """A code of a codebook dictionary: steering switches the code into or out of the chosen top-k set."""
 
     def __init__(self, dictionary: SteerDictionary, code: int):
@@ -161,7 +185,7 @@ class CodeTarget:
         return self._splice(x, force=False)
 
 
-class DirectionTarget:
+class DirectionTarget(AlongDirection):
     """A raw direction at a hook: a user vector or a decoder row copied out of a dictionary."""
 
     def __init__(self, vector: Tensor, hook: str, label: str = ""):
@@ -173,7 +197,7 @@ class DirectionTarget:
 
     def read(self, x: Tensor) -> Tensor:
         """The projection of each row on the unit direction."""
-        return x @ self.unit.to(x.dtype)
+        return self.projection(x)
 
     def add(self, x: Tensor, amount: float | Tensor) -> Tensor:
         return x + amount * self.unit.to(x.dtype)

@@ -60,3 +60,20 @@ def existing_workspace(path: str | None):
 def quiet() -> bool:
     """No progress bars when output is not a terminal and CI asked for quiet logs."""
     return bool(os.environ.get("SPARSESCOPE_QUIET"))
+
+
+def help_filled_by(fill):
+    """A click command class whose options' help comes from `fill()` (option name -> help) only when the help is
+    shown: the registries behind it import torch, numpy or DuckDB (seconds), and filling the help in there keeps
+    `sparsescope --help` and usage errors free of them (tests/unit/cli/test_startup.py)."""
+    from typer.core import TyperCommand
+
+    class FilledHelp(TyperCommand):
+        def format_help(self, ctx, formatter) -> None:
+            helps = fill()
+            for param in self.params:
+                if param.name in helps:
+                    param.help = helps[param.name]
+            super().format_help(ctx, formatter)
+
+    return FilledHelp

@@ -6,17 +6,16 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 from rich.text import Text
-from typer.core import TyperCommand
 
-from app.commands.common import DeviceOpt, WorkspaceOpt, app, console, quiet, workspace
+from app.commands.common import DeviceOpt, WorkspaceOpt, app, console, help_filled_by, quiet, workspace
 
 
 def registry_help() -> dict[str, str]:
     """Help of the train options that depend on the architectures, from the registry."""
-    from sae.dictionaries import ARCHITECTURES
+    from sae.dictionaries import trainable
     from sae.dictionaries.factory import FEATURES_PER_INPUT
 
-    archs = list(ARCHITECTURES.values())
+    archs = trainable()
     names = [a.name for a in archs]
     with_k = [f"{a.name}: {a.k_meaning} (default {a.default_k})" for a in archs if a.default_k is not None]
     with_l1 = [f"{a.name}: {a.sparsity_meaning} (default {a.default_sparsity:g})" for a in archs
@@ -31,20 +30,9 @@ def registry_help() -> dict[str, str]:
             "option": f"An architecture's own option, NAME=VALUE (repeat it for several). {'. '.join(with_options)}."}
 
 
-class TrainCommand(TyperCommand):
-    """`train`, whose --arch, --d-sae, --k, --l1 and --option help is read from the architecture registry when it
-    is shown.
-
-    The registry imports torch and SAELens (seconds): filling the help in only here keeps `sparsescope --help`
-    and usage errors torch-free (tests/unit/cli/test_startup.py).
-    """
-
-    def format_help(self, ctx, formatter) -> None:
-        helps = registry_help()
-        for param in self.params:
-            if param.name in helps:
-                param.help = helps[param.name]
-        super().format_help(ctx, formatter)
+TrainCommand = help_filled_by(registry_help)
+"""`train`, whose --arch, --d-sae, --k, --l1 and --option help is read from the architecture registry (torch,
+SAELens)."""
 
 
 @app.command(name="train", cls=TrainCommand)

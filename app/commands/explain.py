@@ -6,9 +6,16 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 from rich.text import Text
-from typer.core import TyperCommand
 
-from app.commands.common import WorkspaceOpt, app, console, err_console, existing_workspace, quiet
+from app.commands.common import (
+    WorkspaceOpt,
+    app,
+    console,
+    err_console,
+    existing_workspace,
+    help_filled_by,
+    quiet,
+)
 
 
 def registry_help() -> dict[str, str]:
@@ -34,16 +41,8 @@ def registry_help() -> dict[str, str]:
                      f"batch (default {BATCH})."}
 
 
-class ExplainCommand(TyperCommand):
-    """`explain`, whose --explainer, --scorer and --batch help is read from the registry only when it is shown (keeps
-    `sparsescope --help` free of numpy and DuckDB)."""
-
-    def format_help(self, ctx, formatter) -> None:
-        helps = registry_help()
-        for param in self.params:
-            if param.name in helps:
-                param.help = helps[param.name]
-        super().format_help(ctx, formatter)
+ExplainCommand = help_filled_by(registry_help)
+"""`explain`, whose --explainer, --scorer and --batch help is read from the registry (numpy, DuckDB)."""
 
 
 @app.command(name="explain", cls=ExplainCommand)

@@ -250,10 +250,14 @@ def _describe_conflicts(opts: dict) -> None:
 def steer_cmd(
     prompt: Annotated[Optional[str], typer.Option(help="Prompt (wrapped in the chat template unless --raw).")] = None,
     feature: Annotated[Optional[list[str]], typer.Option(help="DICT:ID to steer with (repeat for several).")] = None,
-    mode: Annotated[str, typer.Option(help="add, clamp or ablate.")] = "add",
+    mode: Annotated[str, typer.Option(help="add, clamp, ablate, orthogonal (scale the residual's component along "
+                                           "the direction by --strength) or cap (cap that component at --value).")
+                    ] = "add",
     strength: Annotated[str, typer.Option(help="add: x the feature's max activation; clamp: value = strength x "
-                                               "max activation unless --value.")] = "4",
-    value: Annotated[Optional[str], typer.Option(help="clamp: the feature's value (raw units).")] = None,
+                                               "max activation unless --value; orthogonal: the factor on the "
+                                               "component along the direction.")] = "4",
+    value: Annotated[Optional[str], typer.Option(help="clamp: the feature's value (raw units); cap: the most the "
+                                                      "projection on the unit direction may be (required).")] = None,
     positions: Annotated[str, typer.Option(help="all, prompt or generated.")] = "all",
     trigger: Annotated[Optional[str], typer.Option(help="DICT:ID: steer only where this feature fires.")] = None,
     threshold: Annotated[str, typer.Option(help="Trigger threshold (raw activation).")] = "0",
@@ -264,7 +268,9 @@ def steer_cmd(
     seed: Annotated[int, typer.Option(help="Sampling seed (both arms draw the same numbers).")] = 0,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Tokens to generate.")] = 40,
     temperature: Annotated[str, typer.Option(help="Sampling temperature (0: greedy).")] = "0.7",
-    top_p: Annotated[str, typer.Option("--top-p", help="Nucleus sampling mass.")] = "0.9",
+    top_p: Annotated[str, typer.Option("--top-p", help="Nucleus sampling: draw from the most likely tokens "
+                                                       "holding this much probability, in (0, 1]; 1 is the "
+                                                       "whole distribution.")] = "0.9",
     greedy: Annotated[bool, typer.Option("--greedy", help="Greedy decoding (temperature 0).")] = False,
     raw: Annotated[bool, typer.Option("--raw", help="Raw completion, no chat template.")] = False,
     model: Annotated[Optional[str], typer.Option(help="Model (default: the dictionary's).")] = None,

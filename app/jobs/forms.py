@@ -40,9 +40,9 @@ class Field:
 
 
 def _architectures() -> tuple[str, ...]:
-    from sae.dictionaries import ARCHITECTURES
+    from sae.dictionaries import trainable
 
-    return tuple(ARCHITECTURES)
+    return tuple(arch.name for arch in trainable())
 
 
 def _explainers() -> tuple[str, ...]:

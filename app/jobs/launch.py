@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 
 from app.jobs.progress import Progress, from_dict, read_last
-from app.jobs.run import LOG, PROGRESS, ROOT, child_env, job_folder
+from app.jobs.run import LOG, PROGRESS, ROOT, child_env, job_folder, read_tail
 from store import jobs as repo
 from store.workspace import Workspace
 
@@ -88,12 +88,8 @@ def cancel(job: repo.Job) -> bool:
 
 def log_tail(path: str, lines: int = 30) -> str:
     """The last lines of a log as a terminal would show them (a progress bar's redraws collapse to the last)."""
-    try:
-        with open(path, "rb") as src:
-            src.seek(0, os.SEEK_END)
-            src.seek(max(0, src.tell() - TAIL_BYTES))
-            text = src.read().decode("utf-8", "replace")
-    except OSError:
+    text = read_tail(path, TAIL_BYTES)
+    if text is None:
         return ""
     shown = [line.rstrip("\r").split("\r")[-1].rstrip() for line in text.split("\n")]
     return "\n".join([line for line in shown if line][-lines:])

@@ -98,14 +98,21 @@ def _signal_group(pgid: int, signum: int) -> None:
         pass
 
 
-def last_error(log: Path, limit: int = 65536) -> str | None:
-    """The command's last `error: ...` line (what the CLI prints when it refuses or fails), if any."""
+def read_tail(path: str | Path, limit: int) -> str | None:
+    """The last `limit` bytes of a log as text (None when it cannot be read)."""
     try:
-        with open(log, "rb") as src:
+        with open(path, "rb") as src:
             src.seek(0, os.SEEK_END)
             src.seek(max(0, src.tell() - limit))
-            text = src.read().decode("utf-8", "replace")
+            return src.read().decode("utf-8", "replace")
     except OSError:
+        return None
+
+
+def last_error(log: Path, limit: int = 65536) -> str | None:
+    """The command's last `error: ...` line (what the CLI prints when it refuses or fails), if any."""
+    text = read_tail(log, limit)
+    if text is None:
         return None
     lines = [part.split("\r")[-1].strip() for part in text.splitlines()]
     errors = [line for line in lines if line.startswith("error: ")]

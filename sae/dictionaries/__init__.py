@@ -11,6 +11,7 @@ defaults and help, the checks of DictSpec, the training dictionary and what anal
     mp         mp.py         sparsescope_mp / sparsescope_mp       k: pursuit steps (32)            pursuit steps, tied
     codebook   codebook.py   sparsescope_codebook / (same)         k: codes per token (8)           codes, tied
     gba        gba.py        sparsescope_gba / standard            --option (groups, targets, ...)  unit-norm inputs
+    neurons    neurons.py    - / sparsescope_neurons               (not trained: `sparsescope neurons add`)
 
 (*) with its learned threshold: a plain JumpReLU SAE for any SAELens install; `arch_of` still tells it is a
 BatchTopK dictionary, by the training architecture in its metadata.
@@ -26,7 +27,8 @@ and training classes (their config's `architecture()` returns a new SAELens name
 the defaults do not fit, and declare `NAME = Architecture("name", TrainingSAE, TrainingConfig, SAE, Config,
 saelens_names=(...), default_k=... or default_sparsity=..., ...)`; then add it to the tuple in
 `registry._register_builtin` (or call `register(NAME)` from anywhere, as tests/unit/dictionaries/test_contract.py
-does).
+does). An architecture that is not trained (neurons) has no training class and names the command that creates
+its dictionaries (`created_by`); `trainable()` lists the ones `train --arch` takes.
 """
 # The registry first: it imports every architecture file, and each of them imports it back.
 # isort: off
@@ -39,6 +41,7 @@ from sae.dictionaries.registry import (
     feature_activations,
     lookup,
     register,
+    trainable,
     unregister,
 )
 # isort: on
@@ -70,6 +73,7 @@ from sae.dictionaries.mp import (
     MPTrainingSAEConfig,
     mp_encode_steps,
 )
+from sae.dictionaries.neurons import NeuronsSAE, NeuronsSAEConfig, neuron_dictionary, neuron_layer
 from sae.dictionaries.step import StepOutput, train_step
 from sae.dictionaries.storage import load_dictionary, save_dictionary
 from sae.dictionaries.topk import SparseTopKTrainingSAE, SparseTopKTrainingSAEConfig
@@ -77,10 +81,10 @@ from sae.dictionaries.topk import SparseTopKTrainingSAE, SparseTopKTrainingSAECo
 __all__ = [
     "ARCHITECTURES", "Architecture", "STOP_REASONS", "CodebookSAE", "CodebookSAEConfig", "CodebookTrainingSAE",
     "CodebookTrainingSAEConfig", "DictSpec", "GBATrainingSAE", "GBATrainingSAEConfig", "MPSAE", "MPSAEConfig",
-    "MPSteps", "MPTrainingSAE", "MPTrainingSAEConfig", "Option", "SparseBatchTopKTrainingSAE",
-    "SparseBatchTopKTrainingSAEConfig", "SparseTopKTrainingSAE", "SparseTopKTrainingSAEConfig", "StepOutput",
-    "adapt_biases", "arch_of", "architecture", "build_training_sae", "check_options", "codebook_code_ids",
-    "feature_activations", "geometric_median", "init_from_sample", "kmeans_init", "load_dictionary", "lookup",
-    "mp_encode_steps", "parse_options", "register", "replace_dead_codes", "save_dictionary", "train_step",
-    "unregister",
+    "MPSteps", "MPTrainingSAE", "MPTrainingSAEConfig", "NeuronsSAE", "NeuronsSAEConfig", "Option",
+    "SparseBatchTopKTrainingSAE", "SparseBatchTopKTrainingSAEConfig", "SparseTopKTrainingSAE",
+    "SparseTopKTrainingSAEConfig", "StepOutput", "adapt_biases", "arch_of", "architecture", "build_training_sae",
+    "check_options", "codebook_code_ids", "feature_activations", "geometric_median", "init_from_sample",
+    "kmeans_init", "load_dictionary", "lookup", "mp_encode_steps", "neuron_dictionary", "neuron_layer",
+    "parse_options", "register", "replace_dead_codes", "save_dictionary", "train_step", "trainable", "unregister",
 ]

@@ -51,6 +51,8 @@ def check_options(arch: str, d_sae: int | None, k: int | None, l1: float | None,
     value. d_sae None: not known yet (8 x d_in, once the source is known). `options`: the architecture's own
     (parsed, see parse_options), checked by its record's `check`."""
     record = registry.architecture(arch)
+    if not record.trainable:
+        raise InputError(registry.not_trained(record))
     if d_sae is not None and not _positive_int(d_sae):
         raise InputError(f"--d-sae must be a positive integer (got {d_sae!r})")
     if k is not None:

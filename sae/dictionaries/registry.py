@@ -92,12 +92,19 @@ class Architecture:
     (defaults filled in) and d_sae (None while not known)."""
     unit_norm_inputs: bool = False
     """Train on inputs scaled to mean norm 1 instead of sqrt(d_in) (thresholds on the pre-activation scale)."""
+    created_by: str = ""
+    """The command that creates its dictionaries when it is not trained (neurons: from a model's weights)."""
+
+    @property
+    def trainable(self) -> bool:
+        """`--arch NAME` trains it (it has a training class)."""
+        return self.training_class is not None and self.training_config is not None
 
     def build(self, spec: DictSpec, shared: dict[str, Any]) -> TrainingSAE:
         """A freshly initialised training dictionary for spec; `shared` holds the config fields every
         architecture takes (d_in, d_sae, device, metadata, reshape_activations)."""
-        if self.training_class is None or self.training_config is None:
-            raise InputError(f"SparseScope cannot train {self.name} dictionaries (it only loads them)")
+        if not self.trainable:
+            raise InputError(not_trained(self))
         fields = {**shared, **self.config_fields, **self.option_values(spec.options)}
         if self.default_k is not None:
             fields["k"] = spec.k_or_default
@@ -139,6 +146,17 @@ def unregister(name: str) -> None:
     ARCHITECTURES.pop(name, None)
     for table, saelens_name in _ADDED_TO_SAELENS.pop(name, []):
         table.pop(saelens_name, None)
+
+
+def trainable() -> list[Architecture]:
+    """The registered architectures `train --arch` takes, in registration order."""
+    return [arch for arch in ARCHITECTURES.values() if arch.trainable]
+
+
+def not_trained(arch: Architecture) -> str:
+    """Why `--arch NAME` is refused for an architecture without a training class."""
+    how = f"`{arch.created_by}` creates them" if arch.created_by else "SparseScope only loads them"
+    return f"{arch.name} dictionaries are not trained ({how})"
 
 
 def architecture(name: str) -> Architecture:
@@ -188,6 +206,10 @@ def _register_builtin() -> None:
 
     for arch in (RELU, TOPK, BATCHTOPK, JUMPRELU, MP, CODEBOOK, GBA):
         register(arch)
+
+    from sae.dictionaries.neurons import NEURONS  # created from a model's weights, not trained
+
+    register(NEURONS)
 
 
 _register_builtin()

@@ -1,13 +1,11 @@
 """The web UI in headless Chromium: `sparsescope ui` on the demo-sized test store, pages as a user sees them.
 
-Needs the Debian chromium binary (apt-get install chromium) and the playwright package; Playwright's own
-browser download is not used. Screenshots land in tests/artifacts/ (gitignored).
+Needs the Debian chromium binary (apt-get install chromium) and the playwright package (the `browser` fixture of
+conftest.py). Screenshots land in tests/artifacts/ (gitignored).
 """
 from __future__ import annotations
 
 import os
-import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -15,27 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import free_port, wait_healthy
+from tests.helpers import screenshot, serve_ui, settled
 
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = ROOT / "tests" / "artifacts"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-gpu", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 FIRST_VIEW_TARGET_S = 3.0
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.skip("no chromium binary (apt-get install chromium)")
-    with sync_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")
@@ -44,60 +27,38 @@ def server(tmp_path_factory, browser):
     ws = tmp_path_factory.mktemp("browser") / "ws"
     subprocess.run([sys.executable, "-m", "tests.ui_store", str(ws)], cwd=ROOT, check=True,
                    stdout=subprocess.DEVNULL)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     page = browser.new_page(viewport={"width": 1400, "height": 2200})
     started = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "ui", "--port", str(port), "-w", str(ws)], cwd=ROOT,
-                            # PYTHONPATH: this checkout's code in the server too, not the installed checkout's
-                            env=os.environ | {"SPARSESCOPE_QUIET": "1", "PYTHONPATH": str(ROOT)},
-                            stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        wait_healthy(url, proc)
-        up = time.monotonic()
-        page.goto(url)
-        page.get_by_role("heading", name="SparseScope").wait_for(timeout=120_000)
-        page.get_by_test_id("stDataFrame").first.wait_for(timeout=120_000)
-        first_view = time.monotonic()
-        print(f"\nfirst view: server up {up - started:.2f} s after `sparsescope ui` started; Home with its "
-              f"dictionary table {first_view - up:.2f} s after that (target {FIRST_VIEW_TARGET_S} s; "
-              f"bench/ui_first_view.py compares it with a bare Streamlit page); load average "
-              f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-        yield url, page, first_view - up, ws
+        with serve_ui(ws) as url:
+            up = time.monotonic()
+            page.goto(url)
+            page.get_by_role("heading", name="SparseScope").wait_for(timeout=120_000)
+            page.get_by_test_id("stDataFrame").first.wait_for(timeout=120_000)
+            first_view = time.monotonic()
+            print(f"\nfirst view: server up {up - started:.2f} s after `sparsescope ui` started; Home with its "
+                  f"dictionary table {first_view - up:.2f} s after that (target {FIRST_VIEW_TARGET_S} s; "
+                  f"bench/ui_first_view.py compares it with a bare Streamlit page); load average "
+                  f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+            yield url, page, first_view - up, ws
     finally:
         page.close()
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-
-
-def _shot(page, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-
-
-def _settled(page) -> None:
-    """Wait until Streamlit has finished running the page's script."""
-    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000)
 
 
 def test_home_shows_the_workspace(server):
     url, page, first_view_s, _ = server
-    _settled(page)
+    settled(page)
     assert page.get_by_test_id("stMetricValue").first.inner_text() == "1"
     assert page.locator(".js-plotly-plot").count() == 0  # the chart waits on its own tab
-    _shot(page, "home")
+    screenshot(page, "home")
     page.get_by_role("tab", name="FVU against L0").click()
     page.locator(".js-plotly-plot text", has_text="codebook-demo").wait_for(timeout=60_000)
-    _settled(page)
+    settled(page)
     assert page.locator(".js-plotly-plot").count() == 1
     for name in ("topk-demo", "mp-demo", "codebook-demo"):  # the table is a canvas: read the chart's labels
         assert page.locator(".js-plotly-plot text", has_text=name).is_visible()
     assert "view=" in page.url  # the open tab is in the URL, so a link opens the chart
-    _shot(page, "home-chart")
+    screenshot(page, "home-chart")
     assert first_view_s < 60  # printed above; the 3 s target is reported, not asserted, on a shared machine
 
 
@@ -105,7 +66,7 @@ def test_feature_page_deep_link(server):
     url, page, _, _ = server
     page.goto(f"{url}/feature?dict=mp-demo&feature=2")
     page.get_by_text("Top activating contexts").wait_for(timeout=120_000)
-    _settled(page)
+    settled(page)
     # st.html renders a moment after the elements around it: wait for it rather than check at once
     page.locator("h2", has_text="feature #2").filter(has_text="pursuit atom").wait_for(timeout=60_000)
     tokens = page.locator("span.tok")
@@ -113,8 +74,8 @@ def test_feature_page_deep_link(server):
     page.get_by_test_id("stPageLink").first.wait_for(timeout=60_000)  # neighbour links
     hot = page.locator("span.tok[style*='outline']").first
     assert float(hot.get_attribute("title")) > 0  # hovering the firing token shows its activation
-    assert page.get_by_text("Matching pursuit").is_visible()
-    _shot(page, "feature")
+    page.get_by_text("Matching pursuit").wait_for(timeout=60_000)  # below the blocks drawn after the examples
+    screenshot(page, "feature")
 
 
 def test_bad_feature_id_is_one_error_line(server):
@@ -122,35 +83,35 @@ def test_bad_feature_id_is_one_error_line(server):
     page.goto(f"{url}/feature?dict=mp-demo&feature=abc")
     page.get_by_text("feature must be a whole number").wait_for(timeout=60_000)
     assert page.locator("[data-testid='stException']").count() == 0
-    _shot(page, "feature-bad-id")
+    screenshot(page, "feature-bad-id")
 
 
 def test_prompt_inspector_highlights_tokens(server):
     url, page, _, _ = server
     page.goto(f"{url}/inspector")
     page.get_by_text("Features on token").wait_for(timeout=120_000)
-    _settled(page)
+    settled(page)
     tokens = page.locator("span.tok")
     tokens.nth(20).wait_for(timeout=60_000)
     assert tokens.nth(5).get_attribute("title").startswith("#")
     page.get_by_text("5: q", exact=True).wait_for(timeout=60_000)  # the token pills
     page.get_by_test_id("stPageLink").first.wait_for(timeout=60_000)  # features of the picked token
     assert page.get_by_text("codebook-demo", exact=True).first.is_visible()
-    _shot(page, "inspector")
+    screenshot(page, "inspector")
 
 
 def test_browser_and_compare_pages(server):
     url, page, _, _ = server
     page.goto(f"{url}/browser?dict=topk-demo")
     page.get_by_text("select a row to open it").wait_for(timeout=60_000)
-    _settled(page)
-    _shot(page, "browser")
+    settled(page)
+    screenshot(page, "browser")
     page.goto(f"{url}/compare?a=topk-demo&b=mp-demo")
     page.get_by_text("features of topk-demo").wait_for(timeout=120_000)  # after the matching
     page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
-    _settled(page)
+    settled(page)
     assert page.get_by_test_id("stMetricValue").first.inner_text() == "hungarian"
-    _shot(page, "compare")
+    screenshot(page, "compare")
 
 
 HOSTILE_PARAM = ("![x](http://evil.example/p.png) [login](https://evil.example) <img src=x> **b** _i_ $x^2$ "
@@ -166,13 +127,13 @@ def test_a_hostile_query_parameter_is_shown_as_text(server):
         page.goto(f"{url}/{path}{quote(HOSTILE_PARAM)}")
         alert = page.get_by_test_id("stAlert")
         alert.first.wait_for(timeout=120_000)
-        _settled(page)
+        settled(page)
         assert alert.count() == 1 and page.locator("[data-testid='stException']").count() == 0
         shown = alert.first.inner_text().replace("\u2060", "")
         assert HOSTILE_PARAM in shown, shown
         assert page.locator("img[src*='evil'], a[href*='evil'], a[href^='mailto']").count() == 0
         assert alert.first.locator("img, a, strong, em, code, .katex, [data-testid='stIconMaterial']").count() == 0
-    _shot(page, "hostile-param")
+    screenshot(page, "hostile-param")
 
 
 def test_pages_keep_serving_while_a_long_job_runs(server):
@@ -195,7 +156,7 @@ def test_pages_keep_serving_while_a_long_job_runs(server):
         page.get_by_text("Top activating contexts").wait_for(timeout=120_000)
         page.locator("h2", has_text="feature #2").filter(has_text="pursuit atom").wait_for(timeout=120_000)
         served_during_job = job.poll() is None
-        _shot(page, "feature-during-job")
+        screenshot(page, "feature-during-job")
         _, err = job.communicate(timeout=900)
     finally:
         if job.poll() is None:

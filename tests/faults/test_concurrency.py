@@ -47,28 +47,29 @@ def test_analyze_and_heads_finish_while_activations_run(ws):
     assert [(c[5], c[7]) for c in caches] == [(400_000, True)]
 
 
-def _store_is_held(db) -> bool:
-    import duckdb
-
-    try:
-        duckdb.connect(str(db), read_only=True).close()
-    except duckdb.IOException:
-        return True
-    return False
+def _says_waiting(proc) -> bool:
+    """Whether the process' stderr shows the store's waiting line (read up to it; False at its end)."""
+    return any("waiting for the store" in line for line in proc.stderr)
 
 
 def test_two_writers_take_turns(ws, tmp_path):
+    """While another process holds the store, two writers (`corpus add`, `import`) wait for it, saying so, and both
+    succeed, one after the other, once it is let go."""
+    from store import connect
     from tests.factories import saved_dictionary
 
     folder = saved_dictionary(tmp_path / "imported", d_sae=32)
-    corpus = start_cli("corpus", "add", "big", "--source", "builtin", "--tokens", "1500000", "--model",
-                       "tiny-random", "-w", ws, threads=1)  # holds the store while it tokenises
-    while not _store_is_held(ws / "sparsescope.duckdb") and corpus.poll() is None:
-        time.sleep(0.05)
-    imported = cli_process("import", folder, "-w", ws, threads=1)
-    code, err = _finish(corpus)
-    assert (code, imported.returncode) == (0, 0), (err, imported.stderr)
-    assert "waiting for the store" in imported.stderr  # it came while the corpus was being written, and waited
+    held = connect(ws / "sparsescope.duckdb")  # this process plays a long job's final transaction
+    try:
+        corpus = start_cli("corpus", "add", "big", "--source", "builtin", "--tokens", "200000", "--model",
+                           "tiny-random", "-w", ws, threads=1)
+        imported = start_cli("import", folder, "-w", ws, threads=1)
+        assert _says_waiting(corpus) and _says_waiting(imported)  # each came while the store was held, and waits
+        assert corpus.poll() is None and imported.poll() is None
+    finally:
+        held.close()
+    (corpus_code, corpus_err), (import_code, import_err) = _finish(corpus), _finish(imported)
+    assert (corpus_code, import_code) == (0, 0), (corpus_err, import_err)
     db = ws / "sparsescope.duckdb"
     assert store_rows(db, "corpora", "name = 'big'") and store_rows(db, "dictionaries", "name = 'imported'")
 

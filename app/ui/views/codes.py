@@ -32,7 +32,8 @@ corpus = corpora[data.analysed[name][0]]
 with st.form("code-search"):
     left, right = st.columns([3, 2], vertical_alignment="bottom")
     regex = left.text_input("regular expression over the token text (Python re, searched anywhere in the token)",
-                            value=st.query_params.get("regex", ""), max_chars=500, placeholder=r"^\s?\d+$")
+                            value=st.query_params.get("regex", ""), max_chars=500, placeholder=r"^\s?\d+$",
+                            key="codes-regex")  # a key: the URL's regex, its default after a search, is no new widget
     tokens = right.select_slider("corpus tokens read", dc.TOKEN_BUDGETS, value=asked_tokens or dc.TOKEN_BUDGETS[1],
                                  format_func=lambda n: f"{n:,}")
     st.form_submit_button("Search", icon=":material/search:")

@@ -1,5 +1,8 @@
 """Steering page (/steering?dict=NAME&feature=ID&mode=MODE&describe=TEXT): default and steered text side by side as
-they are generated, the measures, a strength sweep, steer by words, and the stored runs with a re-run button each."""
+they are generated, the measures, a strength sweep, steer by words, and the stored runs with a re-run button each.
+MODE is add, clamp, ablate, orthogonal or cap; more interventions (features, decoder combinations, vector files)
+apply in order after the first."""
+import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -10,6 +13,8 @@ from app.ui.data import cache
 from app.ui.data import steering as sc
 from app.ui.widgets.common import asked_feature_of, md_escape, num, pct, show_error
 from app.ui.widgets.report import steering_report_button
+from app.ui.widgets.steer_more import interventions as more_specs
+from app.ui.widgets.steer_more import more_interventions
 from app.ui.widgets.steer_words import steer_by_words
 from store.errors import InputError
 
@@ -33,35 +38,43 @@ mode = top[2].segmented_control("mode", MODES, default=asked_mode or "add", requ
 st.query_params.update({"dict": name, "feature": str(feature), "mode": mode})
 prompt = st.text_area("prompt", "Tell me about your weekend.", max_chars=4000)
 row = st.columns(4)
-strength = row[0].slider("strength (x the feature's max activation)", -20.0, 20.0, 4.0, 0.5)
+strength = row[0].slider("strength (x the feature's max activation; orthogonal: the factor)", -20.0, 20.0, 4.0, 0.5,
+                         help="add: strength x max activation along the feature's decoder direction; clamp: the "
+                              "value when none is given; orthogonal: x' = x + (strength - 1)(x.d)d")
 positions = row[1].segmented_control("positions", POSITIONS, default="all", required=True)
-value = row[2].number_input("clamp value (raw; empty: strength x max act)", value=None, format="%.4g")
+value = row[2].number_input("value (clamp: raw, empty = strength x max act; cap: required)", value=None,
+                            format="%.4g", help="cap: x' = x - max(0, x.d - value) d, d the unit decoder direction")
 chat = row[3].toggle("chat template", value=True, help="off: raw completion")
-row = st.columns(4)
+row = st.columns(5)
 seed = int(row[0].number_input("seed", min_value=0, value=0, step=1))
 samples = int(row[1].number_input("samples", min_value=1, max_value=8, value=2, step=1))
 max_new = row[2].slider("new tokens", 1, 128, 40)
 temperature = row[3].slider("temperature (0: greedy)", 0.0, 2.0, 0.7, 0.05)
+top_p = row[4].slider("top-p (nucleus)", 0.01, 1.0, 0.9, 0.01,
+                      help="draw from the most likely tokens holding this much probability (1: all of them); both "
+                           "arms draw the same random numbers")
 with st.expander("Conditional: steer only where another feature fires"):
     cond = st.columns([1, 3, 1, 1])
     use_trigger = cond[0].checkbox("use a trigger")
     trigger_dict = cond[1].selectbox("trigger dictionary", names, index=names.index(name))
     trigger_feature = int(cond[2].number_input("trigger feature", min_value=0, value=0, step=1))
     threshold = cond[3].number_input("threshold", value=0.0, format="%.4g")
+extra_rows = more_interventions()
 
 
 def generation_config(specs: tuple, dictionary: str) -> SteerConfig:
     """The page's prompt and generation settings with `specs`, on the model of `dictionary`."""
     model = rows[dictionary].model if dictionary in rows else None
     return SteerConfig(prompt, specs, model=model or sc.DEFAULT_MODEL, chat=chat, max_new_tokens=max_new,
-                       samples=samples, seed=seed, temperature=temperature)
+                       samples=samples, seed=seed, temperature=temperature, top_p=top_p)
 
 
 def current_config() -> SteerConfig:
     trigger = Trigger(trigger_dict, trigger_feature, threshold) if use_trigger else None
     spec = Intervention(mode, dictionary=name, feature=feature, strength=strength, value=value,
                         positions=positions, trigger=trigger)
-    return generation_config((spec,), name)
+    more = more_specs(extra_rows, positions, lambda wanted: sc.dictionaries(rows, wanted), cache.workspace().root)
+    return generation_config((spec, *more), name)
 
 
 def show_measures(result) -> None:
@@ -75,6 +88,11 @@ def show_measures(result) -> None:
                    delta=f"{target['steered']['mean'] - target['default']['mean']:+.4g} vs default")
     cols[3].metric("fires on steered / default tokens",
                    f"{pct(target['steered']['fired'])} / {pct(target['default']['fired'])}")
+    if len(m["targets"]) > 1:
+        st.dataframe(pd.DataFrame([(t["label"], t["default"]["mean"], t["steered"]["mean"], t["default"]["fired"],
+                                    t["steered"]["fired"]) for t in m["targets"]],
+                                  columns=["target", "mean default", "mean steered", "fires default", "fires steered"]),
+                     hide_index=True, width="stretch")
     fig = go.Figure(go.Bar(y=m["kl_per_position"], hovertemplate="token %{x}: KL %{y:.4f}<extra></extra>"))
     fig.update_layout(xaxis_title="generated token", yaxis_title="KL", height=220, margin=dict(t=10, b=10))
     st.plotly_chart(fig, width="stretch")
@@ -174,7 +192,8 @@ if not runs:
     st.caption("no steering runs yet")
 for stored in runs:
     cfg = stored.config
-    what = ", ".join(f"{i['mode']} {i.get('dictionary') or 'direction'}:{i.get('feature')} x{i['strength']:g}"
+    what = ", ".join(f"{i['mode']} {i.get('dictionary') or 'direction'}:{i.get('feature')} "
+                     + (f"at most {i.get('value')}" if i["mode"] == "cap" else f"x{i['strength']:g}")
                      for i in cfg.get("interventions", []))
     cols = st.columns([1, 7, 2, 1])
     cols[0].markdown(f"**#{stored.id}**")

@@ -1,6 +1,7 @@
 """The contract every registered architecture keeps, and a toy architecture that joins with one `register` call.
 
-Each architecture is trained on the tiny model's activations through the workspace (analysis.training), then:
+Each architecture is trained on the tiny model's activations through the workspace (analysis.training), or created
+by its command where it is not trained (neurons: analysis.features.neurons.add_neurons), then:
 encode / decode / forward shapes, at most k active features per row where k bounds rows, a save -> SAELens
 `load_from_disk` round trip with the same outputs, a steering hook on one of its features, and an analysis pass
 that stores its features. The toy architecture (a ReLU SAE with a fixed threshold, defined below) goes through
@@ -19,6 +20,7 @@ from sae_lens.saes.standard_sae import StandardSAE, StandardSAEConfig, StandardT
 from analysis.activations import build_cache
 from analysis.corpora import add_corpus
 from analysis.features.analyze import AnalyzeRequest, analyze_dictionary
+from analysis.features.neurons import NeuronsRequest, add_neurons
 from analysis.steering.lab import Intervention, SteerConfig, SteerDictionary, steer
 from analysis.training import TrainRequest, train_dictionary
 from sae.activation_reader import ActivationReader
@@ -32,6 +34,7 @@ from sae.dictionaries import (
     register,
     save_dictionary,
     train_step,
+    trainable,
     unregister,
 )
 from store import session
@@ -119,8 +122,20 @@ def space(tmp_path_factory, tiny_model):
     return {"ws": ws, "cache": cache.path.name, "rows": acts.reshape(-1, acts.shape[-1]).float(), "trained": {}}
 
 
+def _rows(space, tiny_model, hook: str) -> torch.Tensor:
+    """[n, d] activations at `hook`: the cache's rows at HOOK, else the model's on a few corpus-like lines."""
+    if hook == HOOK:
+        return space["rows"]
+    text = " ".join(f"Line {i} of the contract corpus, with a number: {i * 7 % 13}." for i in range(8))
+    _, cache = tiny_model.run_with_cache(tiny_model.to_tokens(text), names_filter=hook)
+    return cache[hook][0]
+
+
 def _trained(space, tiny_model, arch: str):
-    """The workspace's dictionary of `arch` (its store row), trained once per module."""
+    """The workspace's dictionary of `arch` (its store row), trained (or created) once per module."""
+    if arch not in space["trained"] and not ARCHITECTURES[arch].trainable:  # neurons: from the model's weights
+        space["trained"][arch] = add_neurons(space["ws"], NeuronsRequest(layer=0, model="tiny-random", name=arch),
+                                             lm=tiny_model)
     if arch not in space["trained"]:
         torch.manual_seed(0)
         k = K if ARCHITECTURES[arch].default_k is not None else None
@@ -148,10 +163,15 @@ def _training_dictionary(arch: str, rows: torch.Tensor, steps: int = 3):
 def check_record(arch: Architecture) -> None:
     assert ARCHITECTURES[arch.name] is arch
     # SAELens maps the record's architecture names back to its classes, so it loads and trains them.
-    training_name, saved_name = arch.training_config.architecture(), arch.inference_config.architecture()
-    assert training_name in arch.saelens_names
-    assert SAE_TRAINING_CLASS_REGISTRY[training_name] == (arch.training_class, arch.training_config)
+    saved_name = arch.inference_config.architecture()
     assert SAE_CLASS_REGISTRY[saved_name] == (arch.inference_class, arch.inference_config)
+    assert arch.trainable != bool(arch.created_by)  # a dictionary is trained, or a command creates it
+    if arch.trainable:
+        training_name = arch.training_config.architecture()
+        assert training_name in arch.saelens_names
+        assert SAE_TRAINING_CLASS_REGISTRY[training_name] == (arch.training_class, arch.training_config)
+    else:
+        assert saved_name in arch.saelens_names
     assert (arch.default_k is None) == (not arch.k_meaning)
     assert (arch.default_sparsity is None) == (not arch.sparsity_meaning) == (not arch.sparsity_field)
 
@@ -160,7 +180,7 @@ def check_shapes_and_sparsity(arch: Architecture, sae, x: torch.Tensor, k: int |
     n = x.shape[0]
     with torch.no_grad():
         acts = sae.encode(x)
-        assert acts.shape == (n, D_SAE)
+        assert acts.shape == (n, sae.cfg.d_sae)
         assert sae.decode(acts).shape == x.shape and sae(x).shape == x.shape
         assert torch.isfinite(sae(x)).all()
     active = (acts != 0).sum(dim=-1)
@@ -173,7 +193,10 @@ def check_shapes_and_sparsity(arch: Architecture, sae, x: torch.Tensor, k: int |
 
 
 def check_round_trip(arch: Architecture, sae, x: torch.Tensor, folder) -> None:
-    save_dictionary(sae, folder / "first")
+    if arch.trainable:
+        save_dictionary(sae, folder / "first")
+    else:  # created as the inference dictionary itself
+        sae.save_model(folder / "first")
     loaded = SAE.load_from_disk(folder / "first")
     assert type(loaded) is arch.inference_class and arch_of(loaded) is arch and arch_of(sae) is arch
     with torch.no_grad():
@@ -187,8 +210,9 @@ def check_round_trip(arch: Architecture, sae, x: torch.Tensor, folder) -> None:
 
 def check_steering(name: str, sae, tiny_model) -> None:
     dictionary = SteerDictionary(name, sae, model="tiny-random")
-    _, cache = tiny_model.run_with_cache(tiny_model.to_tokens(PROMPT), names_filter=HOOK)
-    x = cache[HOOK][0]
+    hook = dictionary.hook
+    _, cache = tiny_model.run_with_cache(tiny_model.to_tokens(PROMPT), names_filter=hook)
+    x = cache[hook][0]
     peak = dictionary.encode(x).amax(dim=0)
     on, off = int(peak.argmax()), int(peak.argmin())
     assert peak[on] > 0
@@ -199,7 +223,7 @@ def check_steering(name: str, sae, tiny_model) -> None:
         return target.clamp(rows, target.read(rows)).reshape(act.shape)
 
     tokens = tiny_model.to_tokens(PROMPT)
-    assert torch.equal(tiny_model.run_with_hooks(tokens, fwd_hooks=[(HOOK, own_value)]), tiny_model(tokens))
+    assert torch.equal(tiny_model.run_with_hooks(tokens, fwd_hooks=[(hook, own_value)]), tiny_model(tokens))
     config = SteerConfig(prompt=PROMPT, chat=False, model="tiny-random", max_new_tokens=3,
                          interventions=(Intervention("clamp", dictionary=name, feature=off, value=10.0),))
     result = steer(tiny_model, config, {name: dictionary})
@@ -209,9 +233,10 @@ def check_steering(name: str, sae, tiny_model) -> None:
 def check_analysis(arch: Architecture, ws, name: str, tiny_model) -> None:
     out = analyze_dictionary(ws, AnalyzeRequest(name, corpus="t", tokens=N_CTX * CTX, examples=3, quantiles=2),
                              lm=tiny_model, progress=False)
-    assert out.d_sae == D_SAE and out.alive > 0
     with session(ws.db_path, read_only=True) as con:
-        assert count_features(con, name) == D_SAE
+        d_sae = con.execute("SELECT d_sae FROM dictionaries WHERE name = ?", [name]).fetchone()[0]
+        assert out.d_sae == d_sae and out.alive > 0
+        assert count_features(con, name) == d_sae
         alive = con.execute("SELECT feature FROM features WHERE dictionary = ? AND count > 0 ORDER BY count DESC "
                             "LIMIT 1", [name]).fetchone()[0]
         card = feature_card(con, name, alive)
@@ -228,19 +253,25 @@ def test_record_matches_what_saelens_registered(name):
 
 @pytest.mark.parametrize("name", list(ARCHITECTURES))
 def test_shapes_and_at_most_k_active(space, tiny_model, name):
-    arch, x = ARCHITECTURES[name], space["rows"][:64]
-    training = _training_dictionary(name, space["rows"])
-    check_shapes_and_sparsity(arch, training, x, arch.default_k)
+    arch = ARCHITECTURES[name]
+    if arch.trainable:
+        training = _training_dictionary(name, space["rows"])
+        check_shapes_and_sparsity(arch, training, space["rows"][:64], arch.default_k)
     row = _trained(space, tiny_model, name)
     assert row.arch == name and row.k == (K if arch.default_k is not None else None)
     # A saved BatchTopK dictionary encodes by its learned threshold: k bounds no batch there.
+    x = _rows(space, tiny_model, row.hook)[:64]
     check_shapes_and_sparsity(arch, SAE.load_from_disk(row.path), x, None if arch.k_per_batch else row.k)
 
 
 @pytest.mark.parametrize("name", list(ARCHITECTURES))
-def test_save_load_round_trip_through_saelens(space, tmp_path, name):
+def test_save_load_round_trip_through_saelens(space, tiny_model, tmp_path, name):
     arch = ARCHITECTURES[name]
-    check_round_trip(arch, _training_dictionary(name, space["rows"]), space["rows"][:64], tmp_path)
+    if arch.trainable:
+        check_round_trip(arch, _training_dictionary(name, space["rows"]), space["rows"][:64], tmp_path)
+    else:
+        row = _trained(space, tiny_model, name)
+        check_round_trip(arch, SAE.load_from_disk(row.path), _rows(space, tiny_model, row.hook)[:64], tmp_path)
 
 
 @pytest.mark.parametrize("name", list(ARCHITECTURES))
@@ -281,9 +312,9 @@ def test_the_train_help_lists_every_architecture(toy, monkeypatch, capsys):
 
     monkeypatch.setenv("COLUMNS", "200")
     code, out, _ = run_cli(monkeypatch, capsys, "train", "--help")
-    assert code == 0 and "relu, topk, batchtopk, jumprelu, mp, codebook, gba or toy." in out
+    assert code == 0 and "relu, topk, batchtopk, jumprelu, mp, codebook, gba or toy." in out  # not neurons: not trained
     helps = registry_help()  # what the help shows for --k and --l1 (wrapped there)
-    for arch in ARCHITECTURES.values():
+    for arch in trainable():
         if arch.default_k is not None:
             assert f"{arch.name}: {arch.k_meaning} (default {arch.default_k})" in helps["k"]
     assert "relu: L1 penalty (default 5)" in helps["l1"] and "toy: L1 penalty (default 0.5)" in helps["l1"]

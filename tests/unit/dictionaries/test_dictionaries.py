@@ -10,7 +10,6 @@ from sae_lens.registry import SAE_CLASS_REGISTRY, SAE_TRAINING_CLASS_REGISTRY
 
 import sae  # noqa: F401  - `import sae` must register the architectures
 from sae.dictionaries import (
-    ARCHITECTURES,
     DictSpec,
     arch_of,
     build_training_sae,
@@ -18,9 +17,12 @@ from sae.dictionaries import (
     load_dictionary,
     save_dictionary,
     train_step,
+    trainable,
 )
 
-K_ARCHITECTURES = tuple(name for name, arch in ARCHITECTURES.items() if arch.default_k is not None)
+TRAINED = tuple(arch.name for arch in trainable())
+"""Architectures `train` takes (neurons are created from a model's weights: tests/unit/dictionaries/test_neurons.py)."""
+K_ARCHITECTURES = tuple(arch.name for arch in trainable() if arch.default_k is not None)
 
 D_IN, D_SAE, K = 16, 64, 4
 # These tensors are tiny: a second intra-op thread only adds synchronisation, which on a busy machine makes
@@ -57,7 +59,7 @@ def test_every_architecture_is_registered_with_saelens():
         assert name in SAE_TRAINING_CLASS_REGISTRY
 
 
-@pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.parametrize("arch", TRAINED)
 def test_shapes_and_at_most_k_active(arch):
     model, data = trained(arch, steps=3)
     x = data[:64]
@@ -71,7 +73,7 @@ def test_shapes_and_at_most_k_active(arch):
         assert int(active.max()) <= K and int(active.max()) > 0
 
 
-@pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.parametrize("arch", TRAINED)
 def test_save_load_round_trip_through_saelens(arch, tmp_path):
     model, data = trained(arch)
     scale, raw = 0.5, data[:64] / 0.5  # the model trained on raw * scale
@@ -97,7 +99,7 @@ def _jumprelu_reference(model, x):
     return torch.where(pre > model.topk_threshold.float(), pre, 0)
 
 
-@pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.parametrize("arch", TRAINED)
 def test_train_step_decreases_the_loss(arch):
     # Sparsity coefficients sized for d_in = 16 (the defaults suit inputs with hundreds of dimensions).
     model, data = make(arch, l1={"relu": 0.1, "jumprelu": 0.01}.get(arch)), synthetic(1024)
@@ -113,7 +115,7 @@ def test_train_step_decreases_the_loss(arch):
     assert sum(losses[-5:]) < 0.8 * sum(losses[3:8]), losses
 
 
-@pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.parametrize("arch", TRAINED)
 def test_hook_z_dictionaries_take_head_shaped_inputs(arch, tmp_path):
     model, data = trained(arch, steps=2, hook_name="blocks.0.attn.hook_z")
     save_dictionary(model, tmp_path / "z")

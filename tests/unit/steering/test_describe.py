@@ -83,8 +83,9 @@ def test_interventions_follow_the_proposal(explained):
     assert [(s.mode, s.dictionary, s.feature, s.positions) for s in specs] == [
         ("add", "planted", p.feature, "generated") for p in proposal.features]
     assert [s.strength for s in specs] == [p.strength for p in proposal.features]
-    with pytest.raises(InputError, match="use --mode add or clamp"):
-        interventions(proposal, mode="ablate")
+    for mode in ("ablate", "orthogonal", "cap"):
+        with pytest.raises(InputError, match="use --mode add or clamp"):
+            interventions(proposal, mode=mode)
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [

@@ -100,6 +100,13 @@ def test_cli_steer_prints_stores_and_reruns(steer_ws, monkeypatch, capsys):
     (["--feature", "tk:1", "--mode", "boost"], "mode must be one of add, clamp, ablate"),
     (["--feature", "tk:1", "--sweep", "1,nan"], "--sweep must be a finite number"),
     (["--rerun", "42"], "no steering run 42"),
+    (["--feature", "tk:1", "--mode", "project"], "mode must be one of add, clamp, ablate, orthogonal, cap"),
+    (["--feature", "tk:1", "--mode", "cap"], "cap needs a value"),
+    (["--feature", "tk:1", "--top-p", "0"], "top_p must be in (0, 1]"),
+    (["--feature", "tk:1", "--top-p", "1.5"], "top_p must be in (0, 1]"),
+    (["--feature", "tk:1", "--top-p", "-0.2"], "top_p must be in (0, 1]"),
+    (["--feature", "tk:1", "--top-p", "nan"], "--top-p must be a finite number"),
+    (["--feature", "tk:1", "--mode", "cap", "--value", "1", "--sweep", "0,1"], "which cap does not use"),
 ])
 def test_cli_bad_input_is_one_line_and_stores_nothing(steer_ws, monkeypatch, capsys, args, needle):
     base = ["steer", "-w", str(steer_ws.root), "--raw", "--max-new-tokens", "3"]
@@ -109,6 +116,24 @@ def test_cli_bad_input_is_one_line_and_stores_nothing(steer_ws, monkeypatch, cap
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], err
     assert _runs(steer_ws) == []
+
+
+def test_cli_steers_with_two_features_in_the_geometric_modes(steer_ws, monkeypatch, capsys):
+    ws = str(steer_ws.root)
+    base = ["steer", "-w", ws, "--prompt", "Hello", "--feature", "tk:7", "--feature", "tk:3", "--raw",
+            "--max-new-tokens", "3", "--temperature", "1", "--top-p", "0.5"]
+    code, out, err = run_cli(monkeypatch, capsys, *base, "--mode", "orthogonal", "--strength", "0")
+    assert code == 0, err
+    out = " ".join(out.split())  # rich wraps long lines
+    assert "orthogonal: strength 0 multiplies the component" in out and "tk:3 on the continuation" in out
+    code, out, err = run_cli(monkeypatch, capsys, *base, "--mode", "cap", "--value", "-1")
+    assert code == 0, err
+    assert "at most -1 (raw units)" in " ".join(out.split())
+    stored = sorted(_runs(steer_ws), key=lambda r: r.id)
+    assert [[(i["mode"], i["feature"]) for i in r.config["interventions"]] for r in stored] == [
+        [("orthogonal", 7), ("orthogonal", 3)], [("cap", 7), ("cap", 3)]]
+    assert [r.config["top_p"] for r in stored] == [0.5, 0.5]
+    assert stored[1].config["interventions"][0]["value"] == -1.0
 
 
 def test_migration_creates_the_table():

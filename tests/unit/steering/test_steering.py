@@ -1,26 +1,16 @@
 """Steering engine on tiny-random: exactness of the edits, positions, triggers, codebook forcing, determinism."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
 from analysis.steering.lab import Intervention, SteerConfig, SteerDictionary, SteerRun, Trigger, steer, sweep
 from store.errors import InputError
-from tests.factories import saved_dictionary
+from tests.factories import steer_dictionary
 
 HOOK = "blocks.0.hook_resid_post"
 NEXT = "blocks.1.hook_resid_pre"  # the same residual after block 0: sees what our hook returned
 PROMPT = "The cat sat on"
-
-
-def _dictionary(tmp: Path, arch: str, hook: str = HOOK, d_in: int = 64, d_sae: int = 128) -> SteerDictionary:
-    from sae.dictionaries import load_dictionary
-
-    torch.manual_seed(1)
-    folder = saved_dictionary(tmp / arch, arch=arch, d_in=d_in, d_sae=d_sae, k=4, hook_name=hook)
-    return SteerDictionary(arch, load_dictionary(folder), model="tiny-random")
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -31,12 +21,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def dicts(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("steer_dicts")
-    return {arch: _dictionary(tmp, arch) for arch in ("topk", "relu", "mp", "codebook")}
 
 
 def _config(*interventions, **kw) -> SteerConfig:
@@ -230,7 +214,7 @@ def test_prompt_longer_than_context_says_the_limit(tiny_model, dicts):
 
 
 def test_a_trigger_read_after_the_edit_is_refused(tiny_model, dicts, tmp_path):
-    later = {**dicts, "late": _dictionary(tmp_path, "relu", hook="blocks.1.hook_resid_post")}
+    later = {**dicts, "late": steer_dictionary(tmp_path, "relu", hook="blocks.1.hook_resid_post")}
     later["late"].name = "late"
     spec = Intervention("add", dictionary="topk", feature=1, trigger=Trigger("late", 0))
     with pytest.raises(InputError, match="after blocks.0.hook_resid_post"):
@@ -239,7 +223,7 @@ def test_a_trigger_read_after_the_edit_is_refused(tiny_model, dicts, tmp_path):
 
 def test_hook_z_dictionary_splices_on_flattened_heads(tiny_model, tmp_path):
     hook = "blocks.1.attn.hook_z"
-    zdict = {"z": _dictionary(tmp_path, "topk", hook=hook)}
+    zdict = {"z": steer_dictionary(tmp_path, "topk", hook=hook)}
     zdict["z"].name = "z"
     assert zdict["z"].sae.cfg.reshape_activations == "hook_z"
     _, cache = tiny_model.run_with_cache(tiny_model.to_tokens(PROMPT), names_filter=hook)

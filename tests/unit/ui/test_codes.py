@@ -84,3 +84,16 @@ def test_a_code_page_forces_the_code_in_steering(ui_ws):
 def test_an_unknown_steering_mode_is_one_error(ui_ws):
     at = open_page("views/steering.py", dict="codebook-demo", feature=3, mode="nudge")
     assert not at.exception and len(at.error) == 1 and "unknown mode 'nudge'" in at.error[0].value
+
+
+def test_a_second_regex_typed_in_the_form_is_the_one_searched(ui_ws):
+    """The first search puts the regex in the URL, which becomes the field's default: the field must keep what is
+    typed next rather than turn into a new widget holding the old regex."""
+    at = open_page(PAGE)
+    at.text_input[0].set_value(r"\s")
+    at.button[0].click().run()
+    assert not at.exception and len(at.dataframe) == 1
+    at.text_input[0].set_value("(unclosed")
+    at.button[0].click().run()
+    assert not at.exception and at.query_params["regex"] == "(unclosed"
+    assert len(at.error) == 1 and "does not compile" in at.error[0].value
