@@ -148,9 +148,21 @@ class GBATrainingSAE(StandardTrainingSAE):
 
     def initialize_weights(self) -> None:
         super().initialize_weights()
-        bias = self._parameters.pop("b_enc").detach()  # out of parameters(): no optimizer can hold it
-        self.register_buffer("b_enc", bias)
+        # Tied, as in the paper: decoder row m is a_m * w_m, w_m the unit encoder column (W_dec is derived).
+        scale = self._parameters.pop("W_dec").detach().norm(dim=-1)
+        self.a = torch.nn.Parameter(scale)
+        # Out of parameters(): no optimizer can hold them. b_enc is set by the rule; b_dec (the paper's b_pre) is
+        # fixed at the geometric median of a sample (init_from_sample): trained, its gradient through the encoder
+        # is a gradient on every feature's threshold (w_m . b_pre - b_m), which the reconstruction loss always
+        # lowers (no sparsity term), faster than the rule raises them: L0 runs away.
+        for name in ("b_enc", "b_dec"):
+            self.register_buffer(name, self._parameters.pop(name).detach())
         self.normalize_encoder()
+
+    @property
+    def W_dec(self) -> Tensor:  # type: ignore[override]
+        """[d_sae, d_in]: a_m * w_m (the unit encoder column), differentiable in both."""
+        return self.a[:, None] * self.W_enc.T
 
     def get_coefficients(self) -> dict[str, Any]:
         return {}
@@ -206,9 +218,19 @@ class GBATrainingSAE(StandardTrainingSAE):
             threshold = pre[:, cols].kthvalue(rank, dim=0).values  # [group size]
             self.b_enc[cols] = (-threshold).clamp(-1.0, 0.0)
 
+    @torch.no_grad()
+    def fold_activation_norm_scaling_factor(self, scaling_factor: float) -> None:
+        """As SAELens' fold (W_enc * s, W_dec / s, b_dec / s) with W_dec = a * W_enc^T: a / s^2."""
+        self.W_enc.mul_(scaling_factor)
+        self.a.div_(scaling_factor ** 2)
+        self.b_dec.div_(scaling_factor)
+        self.cfg.normalize_activations = "none"
+
     def process_state_dict_for_saving_inference(self, state_dict: dict[str, Any]) -> None:
         for name in _WINDOW:
             state_dict.pop(name, None)
+        state_dict["W_dec"] = self.W_dec.detach().contiguous()  # a plain standard SAE's decoder
+        state_dict.pop("a", None)
         super().process_state_dict_for_saving_inference(state_dict)
 
 
