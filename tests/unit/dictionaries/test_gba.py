@@ -67,6 +67,41 @@ def test_the_biases_are_never_in_the_optimizer():
     assert torch.equal(sae.b_enc, before) and sae.b_enc.grad is None
 
 
+def test_b_pre_is_fixed_at_the_geometric_median_and_never_trained():
+    # Trained, b_pre's gradient through the encoder moves every threshold w_m . b_pre - b_m the way the
+    # reconstruction loss wants (more firing, there is no sparsity term): L0 ran away on the demo cache.
+    rows = torch.tensor(sparse_activations(n=2048, d_in=16))
+    rows = rows * input_scale(rows, 16, unit_norm=True)
+    sae = _gba(16, 32)
+    init_from_sample(sae, rows[:1024])
+    median = sae.b_dec.clone()
+    assert "b_dec" not in dict(sae.named_parameters()) and "b_dec" in sae.state_dict()
+    optimizer = torch.optim.Adam(sae.parameters(), lr=1e-2)
+    for step in range(8):
+        train_step(sae, rows[step * 256:(step + 1) * 256], optimizer, step, 8)
+    assert torch.equal(sae.b_dec, median)
+
+
+def test_the_decoder_is_tied_to_the_encoder_and_saved_as_a_standard_sae(tmp_path):
+    from sae_lens import SAE
+
+    from sae.dictionaries import save_dictionary
+
+    rows = torch.tensor(sparse_activations(n=1024, d_in=16))
+    sae = _gba(16, 32)
+    init_from_sample(sae, rows)
+    optimizer = torch.optim.Adam(sae.parameters(), lr=1e-2)
+    for step in range(4):
+        train_step(sae, rows[step * 256:(step + 1) * 256], optimizer, step, 4)
+    assert "W_dec" not in dict(sae.named_parameters())  # a_m and the unit encoder column w_m are trained
+    cosine = torch.nn.functional.cosine_similarity(sae.W_dec, sae.W_enc.T, dim=-1)
+    torch.testing.assert_close(cosine, torch.ones(32))  # decoder row m is a_m * w_m
+    save_dictionary(sae, tmp_path / "gba", activation_scale=3.0)  # the scale folded in, as training saves it
+    loaded = SAE.load_from_disk(tmp_path / "gba")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(rows / 3.0), sae(rows) / 3.0, rtol=1e-4, atol=1e-5)
+
+
 def _train_on_sparse_data(seed: int = 0):
     torch.manual_seed(seed)
     rows = torch.tensor(sparse_activations(n=20_000, d_in=16, seed=seed))
