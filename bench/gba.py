@@ -83,7 +83,7 @@ def main() -> None:
     parser.add_argument("--d-sae", type=int, default=2304)
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--lr", type=float, default=4e-4)
-    parser.add_argument("--update-every", type=int, default=5, help="GBA's update_every (steps)")
+    parser.add_argument("--update-every", type=int, default=1, help="GBA's update_every (steps)")
     parser.add_argument("--quick", action="store_true", help="synthetic data, 512 features")
     args = parser.parse_args()
     if args.quick:

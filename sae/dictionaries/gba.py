@@ -13,7 +13,12 @@ update (running sums per feature, not a buffer of activations):
 Algorithm 1 of the paper writes the clips as min / max the other way round; a reviewer notes the slip, and the
 range [-1, 0] is what the rule means. That range is on the scale of a unit-norm direction's pre-activation on
 unit-norm inputs, so the record asks for inputs of mean norm 1 (`unit_norm_inputs`) and the encoder's columns
-are kept at unit norm after each step (the paper's neurons are unit directions; the decoder stays free).
+are kept at unit norm after each step (the paper's neurons are unit directions). The model is tied as in the
+paper: decoder row m is a_m * w_m (Adam trains w and a). b_pre (SAELens' b_dec, subtracted before the encoder and
+added back after the decoder) is fixed at the geometric median of the initial sample, not trained: its gradient
+through the encoder is a gradient on every threshold w_m . b_pre - b_m, and with no sparsity term the loss always
+wants those lower; on the demo cache Adam moved b_pre by 0.4 (the rows lie about 0.6 from their median) within
+60 steps and L0 went from 67 to over 1,000 while the rule, a step of gamma * r_m per window, could not follow.
 
 Not in the paper: `quantile_init` starts every bias at its target (minus the quantile of the initial
 pre-activations), so that a single pass over a small cache already holds the targets; with it off the biases
