@@ -209,19 +209,30 @@ class GBATrainingSAE(StandardTrainingSAE):
     @torch.no_grad()
     def init_from_sample(self, rows: Tensor) -> None:
         """b_dec = geometric median of the rows; with quantile_init, each bias at minus its target's quantile of
-        the pre-activations (clipped to [-1, 0]), so that each feature starts near its target frequency."""
+        the pre-activations (clipped to [-1, 0]), so that each feature starts near its target frequency; the
+        decoder scales a_m at their least-squares value on the rows."""
         from sae.dictionaries.factory import geometric_median
 
         self.b_dec.copy_(geometric_median(rows))
-        if not self.cfg.quantile_init:
-            return
-        pre = (rows - self.b_dec) @ self.W_enc  # [n, d_sae]
-        for g in range(self.cfg.groups):
-            cols = (self.group == g).nonzero().squeeze(1)
-            target = float(self.target[cols[0]])
-            rank = min(max(int(round((1 - target) * rows.shape[0])), 1), rows.shape[0])
-            threshold = pre[:, cols].kthvalue(rank, dim=0).values  # [group size]
-            self.b_enc[cols] = (-threshold).clamp(-1.0, 0.0)
+        centred = rows - self.b_dec
+        pre = centred @ self.W_enc  # [n, d_sae]
+        if self.cfg.quantile_init:
+            for g in range(self.cfg.groups):
+                cols = (self.group == g).nonzero().squeeze(1)
+                target = float(self.target[cols[0]])
+                rank = min(max(int(round((1 - target) * rows.shape[0])), 1), rows.shape[0])
+                threshold = pre[:, cols].kthvalue(rank, dim=0).values  # [group size]
+                self.b_enc[cols] = (-threshold).clamp(-1.0, 0.0)
+        self._fit_decoder_scale(centred, torch.relu(pre + self.b_enc))
+
+    @torch.no_grad()
+    def _fit_decoder_scale(self, centred: Tensor, acts: Tensor) -> None:
+        """Every a_m at the one value that best reconstructs the centred sample (least squares): from SAELens'
+        0.1, Adam's steps of about lr a step would take far longer than one pass to reach the data's scale."""
+        basis = acts @ self.W_enc.T  # the reconstruction with every a_m = 1
+        fit = float((basis * centred).sum() / basis.pow(2).sum().clamp(min=1e-12))
+        if fit > 0:
+            self.a.fill_(fit)
 
     @torch.no_grad()
     def fold_activation_norm_scaling_factor(self, scaling_factor: float) -> None:

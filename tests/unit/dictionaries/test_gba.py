@@ -102,6 +102,23 @@ def test_the_decoder_is_tied_to_the_encoder_and_saved_as_a_standard_sae(tmp_path
         torch.testing.assert_close(loaded(rows / 3.0), sae(rows) / 3.0, rtol=1e-4, atol=1e-5)
 
 
+def test_the_decoder_scale_starts_at_its_least_squares_value():
+    # From SAELens' 0.1, Adam (about lr a step) left one pass over the demo cache at FVU 0.50 against TopK's 0.28.
+    rows = torch.tensor(sparse_activations(n=2048, d_in=16))
+    rows = rows * input_scale(rows, 16, unit_norm=True)
+    sae = _gba(16, 32)
+    init_from_sample(sae, rows)
+
+    def error(scale: float) -> float:
+        with torch.no_grad():
+            sae.a.fill_(scale)
+            return float((sae(rows) - rows).pow(2).sum())
+
+    fitted = float(sae.a[0].detach())
+    assert torch.equal(sae.a, torch.full((32,), fitted)) and fitted > 0.2
+    assert error(fitted) < min(error(0.9 * fitted), error(1.1 * fitted), error(0.1))
+
+
 def _train_on_sparse_data(seed: int = 0):
     torch.manual_seed(seed)
     rows = torch.tensor(sparse_activations(n=20_000, d_in=16, seed=seed))
