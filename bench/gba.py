@@ -84,6 +84,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--lr", type=float, default=4e-4)
     parser.add_argument("--update-every", type=int, default=1, help="GBA's update_every (steps)")
+    parser.add_argument("--gamma", type=float, default=0.03, help="GBA's gamma (bias step)")
     parser.add_argument("--quick", action="store_true", help="synthetic data, 512 features")
     args = parser.parse_args()
     if args.quick:
@@ -99,7 +100,7 @@ def main() -> None:
 
         note = f"no activation cache at {args.activations}: synthetic sparse data instead"
         source, data = synthetic_source(Path(tempfile.mkdtemp())), "synthetic"
-    options = (("update_every", args.update_every),)
+    options = (("update_every", args.update_every), ("gamma", args.gamma))
     held_out = source.held_out_rows()
     gba = [run(source, "gba", args.d_sae, None, seed, args, options) for seed in (0, 1)]
     gba_numbers = measure(*gba[0], held_out)
@@ -113,7 +114,7 @@ def main() -> None:
     print(json.dumps({
         "data": data, "note": note, "train_rows": source.n_train, "held_out_rows": int(held_out.shape[0]),
         "d_in": source.d_in, "d_sae": args.d_sae, "batch": args.batch, "lr": args.lr,
-        "gba_update_every": args.update_every,
+        "gba_update_every": args.update_every, "gba_gamma": args.gamma,
         "within_1_5x": round(within, 4), "dead": round(dead, 4),
         "gba": {**gba_numbers, "l0": round(gba_numbers["l0"], 2), "seed_match": seed_match(gba[0][0], gba[1][0])},
         "topk": {**topk_numbers, "k": k, "l0": round(topk_numbers["l0"], 2),
