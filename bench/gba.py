@@ -84,7 +84,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--lr", type=float, default=4e-4)
     parser.add_argument("--update-every", type=int, default=1, help="GBA's update_every (steps)")
-    parser.add_argument("--gamma", type=float, default=0.03, help="GBA's gamma (bias step)")
+    parser.add_argument("--gamma", type=float, default=0.1, help="GBA's gamma (bias step)")
     parser.add_argument("--quick", action="store_true", help="synthetic data, 512 features")
     args = parser.parse_args()
     if args.quick:
