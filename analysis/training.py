@@ -51,6 +51,8 @@ class TrainRequest:
     """None: the architecture's default."""
     l1: float | None = None
     """None: the architecture's default."""
+    options: tuple[str, ...] = ()
+    """The architecture's own options as typed, NAME=VALUE (sae.dictionaries.parse_options); the rest: defaults."""
     tokens: int = 1_000_000
     batch: int = 4096
     lr: float = 4e-4
@@ -108,18 +110,19 @@ def _config(req: TrainRequest, d_sae: int | None, k: int | None) -> TrainConfig:
 
 def _spec(req: TrainRequest, source: SourcePlan):
     """The dictionary to train, with its defaults filled in (DictSpec checks arch, d_sae, k and l1)."""
-    from sae.dictionaries import DictSpec
+    from sae.dictionaries import DictSpec, parse_options
 
     return DictSpec.with_defaults(req.arch, source.d_in, req.d_sae, req.k, l1=req.l1, hook_name=source.hook,
-                                  model_name=source.model)
+                                  model_name=source.model, options=parse_options(req.arch, req.options))
 
 
 def check_train_options(req: TrainRequest) -> None:
     """Everything that can be checked before the source is known (so nothing is created for bad options)."""
     from sae.device import pick_device
-    from sae.dictionaries import check_options
+    from sae.dictionaries import check_options, parse_options
 
-    check_options(req.arch, req.d_sae, req.k, req.l1)  # what DictSpec checks, short of d_in
+    options = parse_options(req.arch, req.options)
+    check_options(req.arch, req.d_sae, req.k, req.l1, options)  # what DictSpec checks, short of d_in
     _config(req, req.d_sae, req.k)  # the run's own options (tokens, batch, lr, ...)
     pick_device(req.device)
     world = dist_context().world

@@ -121,12 +121,13 @@ class TrainResult:
     config: TrainConfig
 
 
-def input_scale(sample: torch.Tensor, d_in: int) -> float:
-    """Factor that brings the mean row norm to sqrt(d_in) (SAELens' convention: unit mean square entry)."""
+def input_scale(sample: torch.Tensor, d_in: int, unit_norm: bool = False) -> float:
+    """Factor that brings the mean row norm to sqrt(d_in) (SAELens' convention: unit mean square entry), or to 1
+    for an architecture whose thresholds live on that scale (Architecture.unit_norm_inputs: gba)."""
     mean_norm = float(sample.norm(dim=-1).mean())
     if not math.isfinite(mean_norm) or mean_norm <= 0:
         raise InputError(f"cannot normalise activations with mean norm {mean_norm}")
-    return math.sqrt(d_in) / mean_norm
+    return (1.0 if unit_norm else math.sqrt(d_in)) / mean_norm
 
 
 def training_memory(d_in: int, d_sae: int, batch: int) -> int:
@@ -176,7 +177,7 @@ def _build(spec, config: TrainConfig, source: Source, device: torch.device, init
     if not initialise:
         return sae, None
     sample = source.sample(config.init_rows, seed=config.seed)
-    scale = input_scale(sample, source.d_in)
+    scale = input_scale(sample, source.d_in, unit_norm=spec.architecture.unit_norm_inputs)
     init_from_sample(sae, (sample * scale).to(device))
     return sae, scale
 

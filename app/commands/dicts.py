@@ -20,13 +20,19 @@ def registry_help() -> dict[str, str]:
     with_k = [f"{a.name}: {a.k_meaning} (default {a.default_k})" for a in archs if a.default_k is not None]
     with_l1 = [f"{a.name}: {a.sparsity_meaning} (default {a.default_sparsity:g})" for a in archs
                if a.default_sparsity is not None]
+    with_options = [f"{a.name}: " + "; ".join(f"{o.name}, {o.meaning} (default {o.default:g})"
+                                              if not isinstance(o.default, bool) else
+                                              f"{o.name}, {o.meaning} (default {str(o.default).lower()})"
+                                              for o in a.options) for a in archs if a.options]
     return {"arch": f"{', '.join(names[:-1])} or {names[-1]}.",
             "d_sae": f"Features (default {FEATURES_PER_INPUT} x d_in).",
-            "k": f"{'; '.join(with_k)}.", "l1": f"Sparsity coefficient, {'; '.join(with_l1)}."}
+            "k": f"{'; '.join(with_k)}.", "l1": f"Sparsity coefficient, {'; '.join(with_l1)}.",
+            "option": f"An architecture's own option, NAME=VALUE (repeat it for several). {'. '.join(with_options)}."}
 
 
 TrainCommand = help_filled_by(registry_help)
-"""`train`, whose --arch, --d-sae, --k and --l1 help is read from the architecture registry (torch, SAELens)."""
+"""`train`, whose --arch, --d-sae, --k, --l1 and --option help is read from the architecture registry (torch,
+SAELens)."""
 
 
 @app.command(name="train", cls=TrainCommand)
@@ -48,6 +54,8 @@ def train_cmd(
                                              show_default=False)] = None,
     l1: Annotated[Optional[float], typer.Option(help="(From the architecture registry: TrainCommand.)",
                                                 show_default=False)] = None,
+    option: Annotated[Optional[list[str]], typer.Option(help="(From the architecture registry: TrainCommand.)",
+                                                        show_default=False)] = None,
     tokens: Annotated[int, typer.Option(help="Training tokens.")] = 1_000_000,
     batch: Annotated[int, typer.Option(help="Tokens per step (the global batch under torchrun).")] = 4096,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 4e-4,
@@ -74,7 +82,8 @@ def train_cmd(
         from analysis.training import TrainRequest, train_in_workspace
 
         request = TrainRequest(arch=arch, activations=activations, model=model, hook=hook, corpus=corpus,
-                               name=name, d_in=d_in, d_sae=d_sae, k=k, l1=l1, tokens=tokens, batch=batch, lr=lr,
+                               name=name, d_in=d_in, d_sae=d_sae, k=k, l1=l1, options=tuple(option or ()),
+                               tokens=tokens, batch=batch, lr=lr,
                                seed=seed, device=device, resume=resume, checkpoint_every=checkpoint_every)
         result = train_in_workspace(space, request, progress=not quiet())
     finally:

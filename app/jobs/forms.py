@@ -182,6 +182,7 @@ def _check_train(params: dict) -> None:
     if params.get("name"):
         check_name(params["name"])
     request = {k: v for k, v in params.items() if k in TrainRequest.__dataclass_fields__}
+    request["options"] = tuple(params.get("option") or ())  # --option NAME=VALUE, repeated
     check_train_options(TrainRequest(**request))
 
 

@@ -10,6 +10,7 @@ defaults and help, the checks of DictSpec, the training dictionary and what anal
     jumprelu   plain.py      jumprelu / jumprelu                   --l1: L0 penalty (1)
     mp         mp.py         sparsescope_mp / sparsescope_mp       k: pursuit steps (32)            pursuit steps, tied
     codebook   codebook.py   sparsescope_codebook / (same)         k: codes per token (8)           codes, tied
+    gba        gba.py        sparsescope_gba / standard            --option (groups, targets, ...)  unit-norm inputs
     neurons    neurons.py    - / sparsescope_neurons               (not trained: `sparsescope neurons add`)
 
 (*) with its learned threshold: a plain JumpReLU SAE for any SAELens install; `arch_of` still tells it is a
@@ -34,6 +35,7 @@ its dictionaries (`created_by`); `trainable()` lists the ones `train --arch` tak
 from sae.dictionaries.registry import (
     ARCHITECTURES,
     Architecture,
+    Option,
     arch_of,
     architecture,
     feature_activations,
@@ -53,7 +55,15 @@ from sae.dictionaries.codebook import (
     kmeans_init,
     replace_dead_codes,
 )
-from sae.dictionaries.factory import DictSpec, build_training_sae, check_options, geometric_median, init_from_sample
+from sae.dictionaries.factory import (
+    DictSpec,
+    build_training_sae,
+    check_options,
+    geometric_median,
+    init_from_sample,
+    parse_options,
+)
+from sae.dictionaries.gba import GBATrainingSAE, GBATrainingSAEConfig, adapt_biases
 from sae.dictionaries.mp import (
     MPSAE,
     STOP_REASONS,
@@ -70,11 +80,11 @@ from sae.dictionaries.topk import SparseTopKTrainingSAE, SparseTopKTrainingSAECo
 
 __all__ = [
     "ARCHITECTURES", "Architecture", "STOP_REASONS", "CodebookSAE", "CodebookSAEConfig", "CodebookTrainingSAE",
-    "CodebookTrainingSAEConfig", "DictSpec", "MPSAE", "MPSAEConfig", "MPSteps", "MPTrainingSAE",
-    "MPTrainingSAEConfig", "NeuronsSAE", "NeuronsSAEConfig", "SparseBatchTopKTrainingSAE",
-    "SparseBatchTopKTrainingSAEConfig", "SparseTopKTrainingSAE", "SparseTopKTrainingSAEConfig", "StepOutput",
-    "arch_of", "architecture", "build_training_sae", "check_options", "codebook_code_ids", "feature_activations",
-    "geometric_median", "init_from_sample", "kmeans_init", "load_dictionary", "lookup", "mp_encode_steps",
-    "neuron_dictionary", "neuron_layer", "register", "replace_dead_codes", "save_dictionary", "train_step",
-    "trainable", "unregister",
+    "CodebookTrainingSAEConfig", "DictSpec", "GBATrainingSAE", "GBATrainingSAEConfig", "MPSAE", "MPSAEConfig",
+    "MPSteps", "MPTrainingSAE", "MPTrainingSAEConfig", "NeuronsSAE", "NeuronsSAEConfig", "Option",
+    "SparseBatchTopKTrainingSAE", "SparseBatchTopKTrainingSAEConfig", "SparseTopKTrainingSAE",
+    "SparseTopKTrainingSAEConfig", "StepOutput", "adapt_biases", "arch_of", "architecture", "build_training_sae",
+    "check_options", "codebook_code_ids", "feature_activations", "geometric_median", "init_from_sample",
+    "kmeans_init", "load_dictionary", "lookup", "mp_encode_steps", "neuron_dictionary", "neuron_layer",
+    "parse_options", "register", "replace_dead_codes", "save_dictionary", "train_step", "trainable", "unregister",
 ]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import Any, Mapping, Sequence
 
 import torch
 from sae_lens.saes.sae import SAEMetadata, TrainingSAE
@@ -20,9 +21,35 @@ def _positive_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
-def check_options(arch: str, d_sae: int | None, k: int | None, l1: float | None) -> Architecture:
+def parse_options(arch: str, texts: Sequence[str]) -> tuple[tuple[str, Any], ...]:
+    """`--option NAME=VALUE` texts as (name, value) pairs in the options' types; InputError for a text that is
+    not NAME=VALUE, a name the architecture does not have, or a value of the wrong type."""
+    record = registry.architecture(arch)
+    known = {option.name: option for option in record.options}
+    pairs = {}
+    for text in texts:
+        name, sep, value = text.partition("=")
+        if not sep:
+            raise InputError(f"--option takes NAME=VALUE (got {text!r})")
+        option = known.get(name.strip())
+        if option is None:
+            raise InputError(_unknown_option(record, name.strip()))
+        pairs[option.name] = option.parse(value)
+    return tuple(pairs.items())
+
+
+def _unknown_option(record: Architecture, name: str) -> str:
+    if not record.options:
+        with_options = [a.name for a in registry.ARCHITECTURES.values() if a.options]
+        return f"--option does not apply to {record.name} (it is for {', '.join(with_options) or 'no architecture'})"
+    return f"unknown option {name!r} for {record.name} (choose from {', '.join(o.name for o in record.options)})"
+
+
+def check_options(arch: str, d_sae: int | None, k: int | None, l1: float | None,
+                  options: Mapping[str, Any] | tuple = ()) -> Architecture:
     """The architecture, after checking the dictionary options a user gives; InputError with one message per bad
-    value. d_sae None: not known yet (8 x d_in, once the source is known)."""
+    value. d_sae None: not known yet (8 x d_in, once the source is known). `options`: the architecture's own
+    (parsed, see parse_options), checked by its record's `check`."""
     record = registry.architecture(arch)
     if not record.trainable:
         raise InputError(registry.not_trained(record))
@@ -41,6 +68,12 @@ def check_options(arch: str, d_sae: int | None, k: int | None, l1: float | None)
             raise InputError(f"--l1 does not apply to {arch} (it is for {', '.join(with_l1)})")
         if isinstance(l1, bool) or not isinstance(l1, (int, float)) or not math.isfinite(l1) or l1 < 0:
             raise InputError(f"--l1 must be a non-negative number (got {l1!r})")
+    given = dict(options)
+    for name in given:
+        if name not in {option.name for option in record.options}:
+            raise InputError(_unknown_option(record, name))
+    if record.check is not None:
+        record.check(record.option_values(given), d_sae)
     return record
 
 
@@ -62,21 +95,23 @@ class DictSpec:
     """Model the activations come from (recorded in the saved dictionary)."""
     hook_head_index: int | None = None
     """Single attention head the activations come from, if any."""
+    options: tuple[tuple[str, Any], ...] = ()
+    """The architecture's own options as (name, value) pairs (its Architecture.options); the rest: defaults."""
 
     def __post_init__(self):
         if not _positive_int(self.d_in):
             raise InputError(f"--d-in must be a positive integer (got {self.d_in!r})")
-        check_options(self.arch, self.d_sae, self.k, self.l1)
+        check_options(self.arch, self.d_sae, self.k, self.l1, self.options)
         if self.hook_head_index is not None and self.hook_head_index < 0:
             raise InputError(f"--head must be a non-negative head index (got {self.hook_head_index})")
 
     @classmethod
     def with_defaults(cls, arch: str, d_in: int, d_sae: int | None = None, k: int | None = None,
                       **rest) -> DictSpec:
-        """The spec to train and record: d_sae (8 x d_in) and k (the architecture's) filled in where not given.
-        l1 stays as given (None: the default, recorded as None)."""
+        """The spec to train and record: d_sae (8 x d_in), k and the options (the architecture's) filled in where
+        not given. l1 stays as given (None: the default, recorded as None)."""
         spec = cls(arch, d_in, FEATURES_PER_INPUT * d_in if d_sae is None else d_sae, k, **rest)
-        return replace(spec, k=spec.k_or_default)
+        return replace(spec, k=spec.k_or_default, options=tuple(spec.architecture.option_values(spec.options).items()))
 
     @property
     def architecture(self) -> Architecture:

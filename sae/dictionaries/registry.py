@@ -9,7 +9,7 @@ name. `register` also hands the record's classes to SAELens (`register_sae_class
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from sae_lens.registry import (
     SAE_CLASS_REGISTRY,
@@ -24,6 +24,30 @@ if TYPE_CHECKING:
     from sae_lens.saes.sae import SAE, SAEConfig, TrainingSAE, TrainingSAEConfig
 
     from sae.dictionaries.factory import DictSpec
+
+
+@dataclass(frozen=True)
+class Option:
+    """An option of one architecture, given as `--option NAME=VALUE`: a field of its training config."""
+
+    name: str
+    """The training config's field, and what users type before `=`."""
+    default: int | float | bool
+    """Its value when not given; its type is the option's type."""
+    meaning: str
+    """Help text (what the value does), shown with the default."""
+
+    def parse(self, text: str) -> int | float | bool:
+        """The value of `text` in the option's type; InputError with one line when it is not one."""
+        kind = type(self.default)
+        try:
+            if kind is bool:
+                if text.strip().lower() not in ("true", "false", "1", "0"):
+                    raise ValueError
+                return text.strip().lower() in ("true", "1")
+            return kind(text)
+        except ValueError:
+            raise InputError(f"--option {self.name} must be {kind.__name__} (got {text!r})") from None
 
 
 @dataclass(frozen=True, eq=False)  # one record per architecture: compared and hashed by identity
@@ -61,6 +85,13 @@ class Architecture:
     """Chooses k discrete codes per token (codebook): steered by switching codes on, searched by code."""
     tied: bool = False
     """The encoder is derived from the decoder (no W_enc parameter of its own)."""
+    options: tuple[Option, ...] = ()
+    """Its own options (`--option NAME=VALUE`), each a field of its training config."""
+    check: Callable[[Mapping[str, Any], int | None], None] | None = None
+    """Raises InputError (one line) for option values that cannot hold together: called with every option
+    (defaults filled in) and d_sae (None while not known)."""
+    unit_norm_inputs: bool = False
+    """Train on inputs scaled to mean norm 1 instead of sqrt(d_in) (thresholds on the pre-activation scale)."""
     created_by: str = ""
     """The command that creates its dictionaries when it is not trained (neurons: from a model's weights)."""
 
@@ -74,12 +105,16 @@ class Architecture:
         architecture takes (d_in, d_sae, device, metadata, reshape_activations)."""
         if not self.trainable:
             raise InputError(not_trained(self))
-        fields = {**shared, **self.config_fields}
+        fields = {**shared, **self.config_fields, **self.option_values(spec.options)}
         if self.default_k is not None:
             fields["k"] = spec.k_or_default
         if self.sparsity_field:
             fields[self.sparsity_field] = spec.sparsity_or_default
         return self.training_class(self.training_config(**fields))
+
+    def option_values(self, given: Mapping[str, Any] | tuple = ()) -> dict[str, Any]:
+        """Every option of the architecture: the given values over the defaults."""
+        return {**{option.name: option.default for option in self.options}, **dict(given)}
 
 
 ARCHITECTURES: dict[str, Architecture] = {}
@@ -164,11 +199,12 @@ def _register_builtin() -> None:
     # Imported here, after Architecture is defined: each architecture file imports it to declare its record.
     from sae.dictionaries.batchtopk import BATCHTOPK
     from sae.dictionaries.codebook import CODEBOOK
+    from sae.dictionaries.gba import GBA
     from sae.dictionaries.mp import MP
     from sae.dictionaries.plain import JUMPRELU, RELU
     from sae.dictionaries.topk import TOPK
 
-    for arch in (RELU, TOPK, BATCHTOPK, JUMPRELU, MP, CODEBOOK):
+    for arch in (RELU, TOPK, BATCHTOPK, JUMPRELU, MP, CODEBOOK, GBA):
         register(arch)
 
     from sae.dictionaries.neurons import NEURONS  # created from a model's weights, not trained

@@ -123,6 +123,13 @@ def _bad_files(tmp_path):
     ("lr", ["--activations", "{acts}", "--lr", "0"], "--lr must be positive"),
     ("name", ["--activations", "{acts}", "--name", "../evil"], "dictionary name '../evil'"),
     ("l1", ["--activations", "{acts}", "--l1", "0.5"], "--l1 does not apply to topk"),
+    ("gba-target", ["--arch", "gba", "--activations", "{acts}", "--option", "target_high=2"],
+     "--option target_high is a frequency: it must be in (0, 1] (got 2.0)"),
+    ("gba-groups", ["--arch", "gba", "--activations", "{acts}", "--option", "groups=0"],
+     "--option groups must be at least 1"),
+    ("gba-too-many-groups", ["--arch", "gba", "--activations", "{acts}", "--d-sae", "8", "--option", "groups=9"],
+     "--option groups (9) cannot exceed the number of features (8)"),
+    ("option-elsewhere", ["--activations", "{acts}", "--option", "groups=4"], "--option does not apply to topk"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(monkeypatch, capsys, tmp_path, acts, plain_saelens, case, args,
                                                   needle):

@@ -312,7 +312,7 @@ def test_the_train_help_lists_every_architecture(toy, monkeypatch, capsys):
 
     monkeypatch.setenv("COLUMNS", "200")
     code, out, _ = run_cli(monkeypatch, capsys, "train", "--help")
-    assert code == 0 and "relu, topk, batchtopk, jumprelu, mp, codebook or toy." in out  # not neurons: not trained
+    assert code == 0 and "relu, topk, batchtopk, jumprelu, mp, codebook, gba or toy." in out  # not neurons: not trained
     helps = registry_help()  # what the help shows for --k and --l1 (wrapped there)
     for arch in trainable():
         if arch.default_k is not None:

@@ -55,6 +55,8 @@ def test_attribute_offers_the_ablations_and_keeps_the_spaces_of_its_tokens():
     ("train", {"arch": "topk", "lr": "-1"}, "--lr must be positive"),
     ("train", {"arch": "topk", "name": "../up"}, "dictionary name '../up'"),
     ("train", {"k": "3"}, "Missing option '--arch'"),
+    ("train", {"arch": "gba", "option": "target_high=1.5"}, "target_high is a frequency"),
+    ("train", {"arch": "gba", "option": "groups=0"}, "groups must be at least 1"),
     ("activations", {"tokens": "12"}, "Missing option '--hook'"),
     ("import", {"ref": "x", "eval_tokens": "0"}, "--eval-tokens must be at least 1"),
     ("analyze", {"tokens": "1e3", "dictionary": "d"}, "'--tokens'"),
