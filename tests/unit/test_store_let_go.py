@@ -40,13 +40,13 @@ def test_activations_let_go_while_the_model_runs(tiny_model, ws, tmp_path, monke
     src.write_text("".join(f"Line {i} of the corpus.\n" for i in range(300)))
     with session(ws.db_path) as con:
         add_corpus(con, "t", str(src), "tiny-random", ctx=16)
-    original, seen = analysis.activations.write_cache, []
+    original, seen = analysis.activations.write_caches, []
 
-    def write_cache(*args, **kwargs):
+    def write_caches(*args, **kwargs):
         seen.append(_free(ws.db_path))
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(analysis.activations, "write_cache", write_cache)
+    monkeypatch.setattr(analysis.activations, "write_caches", write_caches)
     result = analysis.activations.build_cache(ws, None, tiny_model, "blocks.0.hook_resid_post", "t", 320,
                                               progress=False)
     assert seen == [True] and result.manifest.complete
