@@ -39,15 +39,17 @@ def evaluate_site(model, hook: str, sae=None, name: str | None = None, *, prompt
     d_in = check_site(model, hook)
     if sae is not None and sae.cfg.d_in != d_in:
         raise InputError(f"dictionary {name!r} takes {sae.cfg.d_in} inputs, but {hook} has {d_in} per token")
-    bar = tqdm(total=STEPS + (LEARNED_STEPS if sae is not None else 0), desc=f"ioi at {hook}", disable=not progress)
+    fit_weight = max(1, round(fit_prompts / prompts))  # the fit pass runs that many times the prompts
+    bar = tqdm(total=STEPS - 1 + fit_weight + (LEARNED_STEPS if sae is not None else 0), desc=f"ioi at {hook}",
+               unit="run", disable=not progress)
 
-    def step(value):
-        bar.update(1)
+    def step(value, weight: int = 1):
+        bar.update(weight)
         return value
 
     fit, task = build_ioi(model, fit_prompts, seed + 1, **task_options), build_ioi(model, prompts, seed,
                                                                                      **task_options)
-    fit_acts, acts = step(last_acts(model, fit, hook)), step(last_acts(model, task, hook))
+    fit_acts, acts = step(last_acts(model, fit, hook), fit_weight), step(last_acts(model, task, hook))
     cf_acts = step(cf_last_acts(model, task, hook))
     attrs = {a: task.attribute(a) for a in ATTRIBUTES}
     n_values = {a: task.n_values(a) for a in ATTRIBUTES}
