@@ -25,11 +25,13 @@ TEMPLATES = (
     "Then, {A} and {B} went to the store. {C} gave a drink to",
     "When {A} and {B} got a snack at the cafe, {C} decided to give it to",
     "After the meeting, {A} and {B} went to the park. {C} handed a ball to",
-    "Friends {A} and {B} found a book at school. {C} gave the book to",
+    "After the lunch, {A} and {B} went to the store. {C} gave a gift to",
     "While {A} and {B} were working at the office, {C} passed a note to",
     "Then, {A} and {B} had a long argument. Afterwards, {C} said to",
 )
-"""{A} and {B} are the two names, {C} the subject again: ABB when {A} is the IO, BAB when {B} is."""
+"""{A} and {B} are the two names, {C} the subject again: ABB when {A} is the IO, BAB when {B} is. Each is solved
+by SmolLM2-135M-Instruct on 30 prompts (IO > S in all; "Friends {A} and {B} found a book at school. {C} gave the
+book to" was not: IO > S in 13% of its ABB prompts)."""
 ORDERS = ("ABB", "BAB")
 ATTRIBUTES = ("io", "s", "order")
 """The attributes of an IOI prompt, in the order results list them."""
