@@ -81,9 +81,9 @@ def run_task_eval(ws: Workspace, request: TaskEvalRequest, lm=None, progress: bo
 
 def save_result(folder: Path, result: dict) -> Path:
     """Write result to FOLDER/TASK-HOOK-seedS.json atomically (a rerun replaces it)."""
-    from analysis.reports.output import write_atomic
+    from store.paths import write_durable
 
     folder.mkdir(parents=True, exist_ok=True)
     out = folder / f"{result['task']}-{result['hook']}-seed{result['seed']}.json"
-    write_atomic(out, json.dumps(result, indent=1))
+    write_durable(out, json.dumps(result, indent=1))
     return out
