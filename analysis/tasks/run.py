@@ -13,7 +13,8 @@ TASKS = {"ioi": "indirect object identification: templated prompts, attributes I
 """Every task `eval-task` takes, with what it is."""
 DEFAULT_MODEL = "smollm2-135m-instruct"
 RESULTS_FOLDER = "task_evals"
-"""Under a dictionary's folder (or the workspace, for the supervised dictionary alone): one JSON per task/site."""
+"""Under a dictionary's folder (or the workspace, for the supervised dictionary alone): one JSON per task, site,
+seed and --edit-features."""
 
 
 @dataclass(frozen=True)
@@ -80,10 +81,10 @@ def run_task_eval(ws: Workspace, request: TaskEvalRequest, lm=None, progress: bo
 
 
 def save_result(folder: Path, result: dict) -> Path:
-    """Write result to FOLDER/TASK-HOOK-seedS.json atomically (a rerun replaces it)."""
+    """Write result to FOLDER/TASK-HOOK-seedS-editN.json atomically (a rerun replaces it)."""
     from store.paths import write_durable
 
     folder.mkdir(parents=True, exist_ok=True)
-    out = folder / f"{result['task']}-{result['hook']}-seed{result['seed']}.json"
+    out = folder / f"{result['task']}-{result['hook']}-seed{result['seed']}-edit{result['edit_features']}.json"
     write_durable(out, json.dumps(result, indent=1))
     return out

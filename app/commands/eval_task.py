@@ -47,7 +47,7 @@ def eval_task_cmd(
     necessity (logit difference IO - S kept by the reconstruction from the task features, or lost when they are
     removed, normalised against mean ablation), control (an IO edit against the counterfactual patch) and
     interpretability (precision/recall/F1 of the best feature per attribute value), next to the supervised
-    dictionary built from conditional means. Saves DICTIONARY_FOLDER/task_evals/TASK-HOOK-seedS.json.
+    dictionary built from conditional means. Saves DICTIONARY_FOLDER/task_evals/TASK-HOOK-seedS-editN.json.
     """
     from analysis.tasks import TaskEvalRequest, check_task, run_task_eval
 

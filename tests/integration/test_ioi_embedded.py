@@ -43,7 +43,7 @@ def test_the_supervised_dictionary_at_layer_24(lm, monkeypatch, capsys, tmp_path
     monkeypatch.setattr("sae.models.load_model", lambda *a, **k: lm)  # the module's model: no second load
     code, out, err = run_cli(monkeypatch, capsys, "eval-task", "ioi", "--layer", "24", "-w", str(tmp_path / "ws"))
     assert code in (0, None), err
-    saved = tmp_path / "ws" / "task_evals" / f"ioi-{HOOK}-seed0.json"
+    saved = tmp_path / "ws" / "task_evals" / f"ioi-{HOOK}-seed0-edit2.json"
     result = json.loads(saved.read_text())
     sup = result["dictionaries"]["supervised"]
     assert "sufficiency (task features)" in out and str(saved) in out.replace("\n", "")

@@ -81,3 +81,17 @@ def test_every_architecture_parts_add_up_and_evaluates(tiny_model, one_thread, a
     assert set(row["interpretability"]) == {"io", "s", "order"}
     assert all(0 <= v["f1"] <= 1 for v in row["interpretability"].values())
     assert 0 <= row["edit_accuracy"] <= 1 and 0 < row["task_features"] <= 2 * (8 + 8 + 2)
+
+
+def test_a_result_is_saved_per_task_site_seed_and_edit_size(tmp_path):
+    import json
+
+    from analysis.tasks import save_result
+
+    result = {"task": "ioi", "hook": TINY_HOOK, "seed": 3, "edit_features": 2, "dictionaries": {}}
+    path = save_result(tmp_path / "task_evals", result)
+    assert path == tmp_path / "task_evals" / f"ioi-{TINY_HOOK}-seed3-edit2.json"
+    assert json.loads(path.read_text()) == result
+    again = save_result(tmp_path / "task_evals", result | {"seconds": 1.0})  # a rerun replaces it
+    assert again == path and json.loads(path.read_text())["seconds"] == 1.0
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no staging file left
