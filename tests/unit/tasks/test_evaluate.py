@@ -76,6 +76,8 @@ def test_every_architecture_parts_add_up_and_evaluates(tiny_model, one_thread, a
     codes = dict_codes.encode(sae, x)
     everything = dict_codes.part(sae, x, codes, torch.ones(codes.z.shape[1], dtype=torch.bool))
     assert torch.allclose(codes.base + everything, codes.recon, atol=1e-4)
+    with torch.no_grad():
+        assert torch.allclose(codes.recon, sae(x), atol=1e-4)  # the dictionary's own reconstruction
     result = _evaluate(tiny_model, sae)
     row = result["dictionaries"]["d"]
     assert set(row["interpretability"]) == {"io", "s", "order"}
