@@ -66,7 +66,9 @@ def evaluate_site(model, hook: str, sae=None, name: str | None = None, *, prompt
     check = {"accuracy": float((m.logit_diff(clean, task.io_tokens, task.s_tokens) > 0).float().mean()),
              "top1": float((clean.argmax(-1) == task.io_tokens).float().mean()),
              "logit_diff": ld_clean, "logit_diff_mean_ablated": ld_mean, "logit_diff_cf_patched": ld_cf_patch,
-             "patch_to_cf_io": float((cf_patched.argmax(-1) == task.cf_io_tokens).float().mean())}
+             "patch_to_cf_io": float((cf_patched.argmax(-1) == task.cf_io_tokens).float().mean()),
+             # what an edit that changes nothing scores: the clean answer agreeing with the patched one
+             "edit_accuracy_unedited": m.choice_agreement(clean, cf_patched, task.name_tokens)}
     ctx = dict(acts=acts, cf_patched=cf_patched, ld=ld, ld_clean=ld_clean, ld_mean=ld_mean,
                candidates=task.name_tokens)
     sup = SupervisedDictionary.fit(fit_acts, {a: fit.attribute(a) for a in ATTRIBUTES}, n_values)

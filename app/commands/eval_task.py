@@ -65,7 +65,8 @@ def _print(result: dict) -> None:
                                 f"{result['templates']} templates), fit on {result['fit_prompts']}"))
     console.print(f"model: IO > S {check['accuracy']:.1%}, IO top-1 {check['top1']:.1%}, logit diff "
                   f"{check['logit_diff']:.2f}; mean-ablated {check['logit_diff_mean_ablated']:.2f}; counterfactual "
-                  f"patch {check['logit_diff_cf_patched']:.2f}, answers the new IO {check['patch_to_cf_io']:.1%}",
+                  f"patch {check['logit_diff_cf_patched']:.2f}, answers the new IO {check['patch_to_cf_io']:.1%} "
+                  f"(an edit that changes nothing agrees with it on {check['edit_accuracy_unedited']:.1%})",
                   markup=False)
     names = list(result["dictionaries"])
     table = Table("metric", *names)

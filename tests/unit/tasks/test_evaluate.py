@@ -64,6 +64,8 @@ def test_the_mean_is_not_sufficient(tiny_model, one_thread):
     assert row["sufficiency_all"] == pytest.approx(0.0, abs=1e-3)
     assert row["necessity_all"] == pytest.approx(0.0, abs=1e-3)  # a - x_hat + E[x_hat] = a: nothing removed
     assert row["edit_magnitude"] == 0.0 and row["task_features"] == 0  # nothing fires: nothing to edit
+    # an edit that changes nothing scores what the clean run's agreement with the patch is
+    assert row["edit_accuracy"] == result["model_check"]["edit_accuracy_unedited"]
 
 
 @pytest.mark.parametrize("arch", ["topk", "relu", "mp", "codebook"])
