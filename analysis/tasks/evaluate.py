@@ -33,9 +33,7 @@ def evaluate_site(model, hook: str, sae=None, name: str | None = None, *, prompt
     task_options go to build_ioi (names, templates, prefix). InputError for a site the task cannot use, a
     dictionary whose width is not the site's, or counts that are not positive.
     """
-    if edit_features < 1 or fit_prompts < 2:
-        raise InputError(f"--edit-features must be >= 1 and --fit-prompts >= 2 (got {edit_features}, "
-                         f"{fit_prompts})")
+    check_counts(prompts, fit_prompts, edit_features)
     d_in = check_site(model, hook)
     if sae is not None and sae.cfg.d_in != d_in:
         raise InputError(f"dictionary {name!r} takes {sae.cfg.d_in} inputs, but {hook} has {d_in} per token")
@@ -56,7 +54,7 @@ def evaluate_site(model, hook: str, sae=None, name: str | None = None, *, prompt
 
     patcher = SitePatcher(model, task, hook)
 
-    def ld(patch=None) -> float:
+    def ld(patch=None) -> tuple[float, torch.Tensor]:
         logits = patcher.logits(patch)
         step(None)
         return float(m.logit_diff(logits, task.io_tokens, task.s_tokens).mean()), logits
@@ -79,6 +77,14 @@ def evaluate_site(model, hook: str, sae=None, name: str | None = None, *, prompt
     return {"task": "ioi", "model": model.cfg.model_name, "hook": hook, "prompts": len(task),
             "fit_prompts": len(fit), "seed": seed, "edit_features": edit_features, "names": len(task.names),
             "templates": len(task.templates), "model_check": check, "dictionaries": results}
+
+
+def check_counts(prompts: int, fit_prompts: int, edit_features: int) -> None:
+    """InputError unless there are at least 2 prompts of each kind and 1 edit feature."""
+    for option, value, least in (("--prompts", prompts, 2), ("--fit-prompts", fit_prompts, 2),
+                                 ("--edit-features", edit_features, 1)):
+        if value < least:
+            raise InputError(f"{option} must be at least {least} (got {value})")
 
 
 def _approximation(ld, recon, removed, ld_clean: float, ld_mean: float, suffix: str = "") -> dict:

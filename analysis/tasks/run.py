@@ -59,13 +59,12 @@ def resolve_site(request: TaskEvalRequest, row=None) -> tuple[str, str]:
 def run_task_eval(ws: Workspace, request: TaskEvalRequest, lm=None, progress: bool = False) -> tuple[dict, Path]:
     """Evaluate and save; (result, path of its JSON). Every input is checked before the model loads."""
     from analysis.dictionaries import dictionary_folder, open_dictionary
-    from analysis.tasks.evaluate import evaluate_site
+    from analysis.tasks.evaluate import check_counts, evaluate_site
     from analysis.tasks.site import check_site
     from sae.models import load_model
 
     check_task(request.task)
-    if request.prompts < 2:
-        raise InputError(f"--prompts must be at least 2 (got {request.prompts})")
+    check_counts(request.prompts, request.fit_prompts, request.edit_features)
     row, sae = open_dictionary(ws, request.dictionary, device="cpu") if request.dictionary else (None, None)
     model_name, hook = resolve_site(request, row)
     lm = lm if lm is not None else load_model(model_name, device="cpu")

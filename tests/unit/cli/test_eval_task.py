@@ -29,7 +29,8 @@ def eval_ws(ws):
     (["ioi", "--dictionary", "resid", "--layer", "1"], f"reads {TINY_HOOK}, not blocks.1.hook_resid_post"),
     (["ioi", "--dictionary", "missing"], "missing"),
     (["ioi"], "give --dictionary NAME, or --layer / --hook"),
-    (["ioi", "--dictionary", "resid", "--prompts", "1"], "--prompts must be at least 2"),
+    (["ioi", "--dictionary", "resid", "--prompts", "1"], "--prompts must be at least 2 (got 1)"),
+    (["ioi", "--dictionary", "resid", "--edit-features", "0"], "--edit-features must be at least 1 (got 0)"),
     # tiny-random's byte tokenizer makes no name a single token
     (["ioi", "--dictionary", "resid"], "names that are single tokens for tiny-random: only 0 of 36 are"),
 ])
