@@ -10,6 +10,7 @@ from app.commands import (  # noqa: F401  (each command module registers its com
     data,
     demo,
     dicts,
+    eval_task,
     explain,
     heads,
     neurons,

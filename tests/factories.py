@@ -6,6 +6,7 @@ Configs (SAELens' tests/helpers.py pattern: defaults for a tiny run; a test over
     saved_dictionary(folder, **fields)    a freshly initialised dictionary saved in SAELens format
     steer_dictionary(folder, arch, ...)   the same, loaded as a SteerDictionary named after its architecture
 Data
+    TINY_IOI                              IOI task options (names, templates) that tiny-random can tokenise
     seeded_tiny(**cfg)                    a tiny-random HookedTransformer with config overrides, weights from seed 0
     sparse_activations(n, d_in)           learnable activations: sparse combinations of random directions
 Stores
@@ -30,6 +31,9 @@ import numpy as np
 import pyarrow as pa
 
 TINY_MODEL, TINY_HOOK, TINY_D_MODEL = "tiny-random", "blocks.0.hook_resid_post", 64
+TINY_IOI = dict(names=tuple("ABCDEFGH"), prefix="",
+                templates=("Then {A} and {B} went home. {C} gave it to ", "So {A} met {B} and {C} waved at "))
+"""IOI task options for tiny-random's byte tokenizer: one-letter names are single tokens with no space before."""
 REPORT_MODEL, REPORT_CORPUS, REPORT_CTX_LEN, REPORT_N_CONTEXTS = "tiny-demo", "demo-text", 32, 200
 """The report store's model and corpus (build_report_store); synthetic_feature_tables defaults to them."""
 _WORDS = ("the cat sat on a mat while dog ran to park and it was very quiet there until rain came down "

@@ -1,8 +1,8 @@
 """Imports flow one way: app -> analysis -> (sae, store); store never imports torch; nothing imports app.
 
-Inside analysis, a capability subpackage (features/, heads/, steering/, reports/, explain/) imports the shared top-level
-modules and its own package, never a sibling; the shared modules import no subpackage. Inside app, commands/
-and ui/ do not import each other, and in ui/ only data/ holds st.cache_*.
+Inside analysis, a capability subpackage (features/, heads/, steering/, reports/, explain/, tasks/) imports the
+shared top-level modules and its own package, never a sibling; the shared modules import no subpackage. Inside
+app, commands/ and ui/ do not import each other, and in ui/ only data/ holds st.cache_*.
 `sae` may import the shared leaves `store.errors` (the project's InputError), `store.paths` (confined names,
 durable writes, staging) and `store.faults` (crash points of the fault tests), and nothing else of `store`.
 """
@@ -22,7 +22,7 @@ FORBIDDEN = {
 }
 ALLOWED = {"sae": {"store.errors", "store.paths", "store.faults"}}
 """Modules a package may import although their root is forbidden to it."""
-SUBPACKAGES = {"analysis": ("features", "heads", "steering", "reports", "explain", "attribution"),
+SUBPACKAGES = {"analysis": ("features", "heads", "steering", "reports", "explain", "attribution", "tasks"),
                "app": ("commands", "ui")}
 
 

@@ -9,7 +9,8 @@ TESTS = Path(__file__).resolve().parents[1]
 ROOT = TESTS.parent
 ROOMS = {"cli": "app/commands", "dictionaries": "sae/dictionaries", "features": "analysis/features",
          "heads": "analysis/heads", "steering": "analysis/steering", "store": "store", "reports": "analysis/reports",
-         "explain": "analysis/explain", "attribution": "analysis/attribution", "ui": "app/ui",
+         "explain": "analysis/explain", "attribution": "analysis/attribution", "tasks": "analysis/tasks",
+         "ui": "app/ui",
          "jobs": "app/jobs"}
 """tests/unit/<room>/ -> the code it tests."""
 PLAIN_MODULES = ("factories.py", "chat_server.py")
