@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from analysis.explain.chat import NO_WORDS, YES_WORDS
+from analysis.explain.chat import NO_WORDS, YES_WORDS, MalformedReply
 
 BATCH = 32
 """Prompts run through the model together (after their shared start)."""
@@ -54,7 +54,7 @@ def yes_no_verdicts(model, prompts: list[torch.Tensor]) -> list[bool]:
 
     yes, no = answer_tokens(model.tokenizer)
     if not (yes and no):
-        raise ValueError("the tokenizer holds no yes word or no no word as one token")
+        raise MalformedReply("the model's tokenizer holds no yes word or no no word as one token")
     device = model.cfg.device
     start = shared_start(prompts)
     cache = None

@@ -209,3 +209,13 @@ def test_the_inference_layout_keeps_the_model_s_outputs(one_thread):
         before = model(tokens)
         assert inference_layout(model) is model and model.W_U.T.is_contiguous()
         assert torch.equal(model(tokens), before)
+
+
+def test_a_tokenizer_without_one_token_verdicts_fails_the_feature():
+    import types
+
+    from analysis.explain.yes_no import yes_no_verdicts
+
+    two_tokens = types.SimpleNamespace(encode=lambda text, add_special_tokens: [1, 2])
+    with pytest.raises(MalformedReply, match="holds no yes word or no no word as one token"):
+        yes_no_verdicts(types.SimpleNamespace(tokenizer=two_tokens), [np.array([1, 2])])
