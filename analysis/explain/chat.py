@@ -6,7 +6,9 @@
 - EndpointChat: any OpenAI-compatible chat endpoint (a llama.cpp server, vLLM, Ollama's /v1): one POST of the
   messages to {endpoint}/chat/completions per call, with the standard library only, to that address only.
 - EmbeddedChat: a local TransformerLens model (sae.models.load_model; the embedded SmolLM2-135M-Instruct by
-  default), prompted through its tokenizer's chat template when it has one, decoded greedily.
+  default), prompted through its tokenizer's chat template when it has one, decoded greedily (with the key/value
+  cache). It also answers many yes/no questions at once (yes_no): one forward pass of the batch that reads the
+  next-token logits of "yes" and "no", instead of generating a reply to each.
 
 Two failures are told apart: Unreachable (the endpoint refuses, times out or answers with an HTTP error: the whole
 run stops, keeping what it wrote) and MalformedReply (a reply without a usable message: only the feature at hand
@@ -23,6 +25,9 @@ from typing import Protocol
 
 TEMPERATURE = 0.0
 """Every call is greedy, so a rerun asks and answers the same."""
+YES_WORDS = ("yes", "y", "true", "1", "active")
+NO_WORDS = ("no", "n", "false", "0", "inactive")
+"""The words read as a verdict, a reply's first word (judges.parse_verdict) or first token (EmbeddedChat.yes_no)."""
 
 
 class Unreachable(Exception):
@@ -117,7 +122,7 @@ class EmbeddedChat:
         if self._model is None:
             from sae.models import DEFAULT_MODEL, load_model
 
-            self._model = load_model(self.model_name or DEFAULT_MODEL, device=self.device)
+            self._model = inference_layout(load_model(self.model_name or DEFAULT_MODEL, device=self.device))
         return self._model
 
     def prompt_ids(self, messages: list[dict[str, str]]):
@@ -146,6 +151,44 @@ class EmbeddedChat:
         new = out[0, len(ids):].tolist()
         cut = next((i for i, t in enumerate(new) if t in stops), len(new))
         return model.tokenizer.decode(new[:cut], skip_special_tokens=True)
+
+
+    def yes_no(self, conversations: list[list[dict[str, str]]]) -> list[bool]:
+        """Whether the model answers yes (True) or no to each conversation: the likelier first token of the reply
+        among the verdict words held as one token (YES_WORDS against NO_WORDS, any case, with or without a leading
+        space; yes_no.answer_tokens). It is the greedy reply's verdict whenever that reply starts with one of them,
+        and a verdict still when it would start otherwise.
+
+        The prompts share their start (system prompt, description): its keys and values are computed once, then
+        the rest of every prompt runs in batches (yes_no.BATCH), right-padded (causal attention: the padding
+        never reaches a prompt's last token), and only the last token's residual is unembedded."""
+        from analysis.explain.yes_no import yes_no_verdicts
+
+        if not conversations:
+            return []
+        model = self.model
+        prompts = [self.prompt_ids(messages) for messages in conversations]
+        longest = max(len(ids) for ids in prompts)
+        if longest >= model.cfg.n_ctx:
+            raise MalformedReply(f"the prompt ({longest} tokens) fills {model.cfg.model_name}'s context")
+        return yes_no_verdicts(model, prompts)
+
+
+def inference_layout(model):
+    """`model` with the weights TransformerLens transposes on every call (`W.T.contiguous()`: the gated MLP's and
+    the unembedding's) stored transposed, so that copy is free; the values are unchanged. Decoding a token at a
+    time otherwise copies about 150 MB of weights per token (SmolLM2-135M)."""
+    from transformer_lens.components import Unembed
+    from transformer_lens.components.mlps.gated_mlp import GatedMLP
+
+    for module in model.modules():
+        names = ("W_gate", "W_in", "W_out") if isinstance(module, GatedMLP) else \
+            ("W_U",) if isinstance(module, Unembed) else ()
+        for name in names:
+            weight = getattr(module, name)
+            if not weight.T.is_contiguous():
+                weight.data = weight.data.T.contiguous().T
+    return model
 
 
 _STOP_TOKENS = ("<|im_end|>", "<|endoftext|>")

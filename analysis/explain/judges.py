@@ -3,7 +3,9 @@ fuzzing), for explanations that are text only.
 
 Both judge the same windows of a feature: up to N_JUDGED of its held-out activating windows, spread over its top
 examples and every band, and as many non-activating ones (evidence.py), one window per question, answered yes
-or no (a small model answers that far more reliably than a list of verdicts).
+or no (a small model answers that far more reliably than a list of verdicts). A chat that can answer many yes/no
+questions at once (the embedded model's yes_no: one batched forward pass reading the answers' next-token logits)
+gets all of a feature's questions in one call; an endpoint gets them one by one, each reply read by parse_verdict.
 
 - `detection-llm`: the window as plain text; "is the feature active in it?". Truth: the window activates.
 - `fuzz`: the window with tokens marked <<like this>>: on an activating window its firing tokens, except that a
@@ -20,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from analysis.explain.chat import Chat, MalformedReply
+from analysis.explain.chat import NO_WORDS, YES_WORDS, Chat, MalformedReply
 from analysis.explain.evidence import FeatureEvidence, Windows, concat
 from analysis.explain.llm import window_text
 from analysis.explain.registry import ExplainFailed, Explanation, Score
@@ -84,7 +86,7 @@ def fuzz_marks(windows: Windows, activating: np.ndarray, seed: int, feature: int
     return marked, activating & ~wrong
 
 
-_YES, _NO = {"yes", "y", "true", "1", "active"}, {"no", "n", "false", "0", "inactive"}
+_YES, _NO = set(YES_WORDS), set(NO_WORDS)
 
 
 def parse_verdict(reply: str) -> bool:
@@ -112,15 +114,17 @@ class _Judge:
     def score(self, explanation: Explanation, evidence: FeatureEvidence) -> Score:
         windows, activating = judged_windows(evidence)
         excerpts, truth = self.questions(windows, activating, evidence)
-        predicted = np.zeros(len(excerpts), bool)
-        for i, excerpt in enumerate(excerpts):
-            messages = [{"role": "system", "content": self.system},
-                        {"role": "user", "content": f"Description: {explanation.text}\n\nExcerpt: {excerpt}\n\n"
-                                                    "Answer yes or no."}]
-            try:
-                predicted[i] = parse_verdict(self._chat().complete(messages, MAX_TOKENS))
-            except MalformedReply as exc:
-                raise ExplainFailed(f"{self.name}: {exc}") from None
+        questions = [[{"role": "system", "content": self.system},
+                      {"role": "user", "content": f"Description: {explanation.text}\n\nExcerpt: {excerpt}\n\n"
+                                                  "Answer yes or no."}] for excerpt in excerpts]
+        chat = self._chat()
+        try:
+            if hasattr(chat, "yes_no"):
+                predicted = np.array(chat.yes_no(questions), bool)
+            else:
+                predicted = np.array([parse_verdict(chat.complete(q, MAX_TOKENS)) for q in questions], bool)
+        except MalformedReply as exc:
+            raise ExplainFailed(f"{self.name}: {exc}") from None
         return Score(detection_metrics(truth, predicted), len(excerpts))
 
 

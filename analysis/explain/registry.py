@@ -136,7 +136,7 @@ SCORERS: dict[str, Entry] = {
     "simulation": Entry("per-token prediction from the explanation's rule (1 where it matches), Pearson "
                         "correlation with the real activations on held-out windows", _simulation, rule=True),
     "detection-llm": Entry("the same detection judged by the language model from the explanation's text, one "
-                           "window at a time (what `detection` means for explainers without rules)",
+                           "yes/no question per window (what `detection` means for explainers without rules)",
                            _detection_llm, llm=True),
     "fuzz": Entry("held-out windows with tokens marked, half of the activating ones on the wrong tokens; the "
                   "language model says whether the marking fits the explanation: the same five metrics",

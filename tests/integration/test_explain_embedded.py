@@ -45,3 +45,27 @@ def test_llm_explainer_and_judge_on_the_embedded_model(con):
                        "WHERE scorer = 'detection-llm' AND metric = 'balanced_accuracy'").fetchall()
     assert all(value is not None and baseline is not None and n > 0 for _, value, baseline, n in rows)
     print("llm on the embedded model:", explained, rows, summary)
+
+
+def test_the_batched_verdicts_agree_with_the_greedy_replies():
+    """Wherever the embedded model's greedy reply to a judge's question is a verdict, the batched yes_no gives
+    the same one."""
+    from analysis.explain.chat import MalformedReply
+    from analysis.explain.judges import DETECTION_SYSTEM, parse_verdict
+
+    chat = EmbeddedChat()
+    excerpts = ["the cat sat on the mat", "a dog ran home", "cats and dogs", "def f(x): return x", "it rained",
+                "import numpy as np", "Paris is in France", "my cat is asleep"]
+    questions = [[{"role": "system", "content": DETECTION_SYSTEM},
+                  {"role": "user", "content": f"Description: the word ' cat'\n\nExcerpt: {e}\n\nAnswer yes or no."}]
+                 for e in excerpts]
+    batched = chat.yes_no(questions)
+    compared = 0
+    for question, verdict in zip(questions, batched):
+        try:
+            greedy = parse_verdict(chat.complete(question, 3))
+        except MalformedReply:
+            continue
+        compared += 1
+        assert verdict == greedy, question[-1]["content"]
+    assert compared >= len(questions) // 2

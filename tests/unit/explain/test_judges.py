@@ -129,3 +129,93 @@ def test_resolve_scorers_turns_rule_detection_into_the_judge_for_text_explanatio
     assert resolve_scorers("patterns", ("detection", "fuzz")) == ("detection", "fuzz")
     with pytest.raises(InputError, match="scorer 'simulation' applies a rule, which explainer 'llm' does not give"):
         resolve_scorers("llm", ("simulation",))
+
+
+class FirstToken:
+    """The same local model answering each question alone: its greedy reply's first token (the per-window path)."""
+
+    name = "first token"
+
+    def __init__(self, chat):
+        self.chat = chat
+
+    def complete(self, messages, max_tokens):
+        return self.chat.complete(messages, 1)
+
+
+def biased_tiny_chat(ev):
+    """The tiny model as a chat whose greedy first token is always 'y' or 'n': both get a large bias, split so
+    that about half of the judge's questions about `ev` go each way (the random model alone never says either).
+    The judge's system prompt is shortened to fit the byte-level model's 256-token context."""
+    import torch
+
+    from analysis.explain.chat import EmbeddedChat
+
+    chat = EmbeddedChat("tiny-random", device="cpu")
+    model, encode = chat.model, chat.model.tokenizer.encode
+    y, n = encode("y", add_special_tokens=False)[0], encode("n", add_special_tokens=False)[0]
+    asked = Answers(lambda user: "yes")
+    DetectionJudge(lambda: asked, 0).score(Explanation("the token ' cat'"), ev)
+    questions = [[{"role": "system", "content": DetectionJudge.system}, {"role": "user", "content": sent}]
+                 for sent in asked.sent]
+    with torch.no_grad():
+        gaps = [float(logits[y] - logits[n]) for logits in
+                (model(chat.prompt_ids(q)[None])[0, -1] for q in questions)]
+        model.unembed.b_U[y] += 50 - float(np.median(gaps))
+        model.unembed.b_U[n] += 50
+    return chat, questions
+
+
+def test_the_batched_verdicts_are_the_greedy_replies_verdicts(one_thread, monkeypatch):
+    from analysis.explain import yes_no
+
+    monkeypatch.setattr(yes_no, "BATCH", 7)  # several batches of right-padded prompts after the shared start
+    monkeypatch.setattr(DetectionJudge, "system", "Say yes or no.")
+    ev = feature_evidence()
+    chat, questions = biased_tiny_chat(ev)
+    one_by_one = [parse_verdict(FirstToken(chat).complete(q, 3)) for q in questions]
+    assert 0 < sum(one_by_one) < len(questions)  # both answers occur
+    assert chat.yes_no(questions) == one_by_one
+    assert 0 < yes_no.shared_start([chat.prompt_ids(q) for q in questions]) < len(chat.prompt_ids(questions[0]))
+    # the judge asks the batch when the chat can answer one, and scores it as it scores replies one by one
+    batched = DetectionJudge(lambda: chat, 0).score(Explanation("the token ' cat'"), ev)
+    single = DetectionJudge(lambda: FirstToken(chat), 0).score(Explanation("the token ' cat'"), ev)
+    assert batched == single
+
+
+def test_answer_tokens_and_the_shared_start():
+    import torch
+
+    from analysis.explain.yes_no import answer_tokens, shared_start
+    from sae.models import tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    yes, no = answer_tokens(tokenizer)
+    assert sorted(tokenizer.decode([t]) for t in yes) == ["1", "Y", "y"]  # bytes: the one-letter words only
+    assert sorted(tokenizer.decode([t]) for t in no) == ["0", "N", "n"]
+    ids = [torch.tensor(p) for p in ([1, 2, 3, 4], [1, 2, 5], [1, 2, 3, 9, 9])]
+    assert shared_start(ids) == 2 and shared_start(ids[:1]) == 3 and shared_start([ids[0], ids[0]]) == 3
+
+
+def test_the_inference_layout_keeps_the_model_s_outputs(one_thread):
+    import torch
+
+    from analysis.explain.chat import inference_layout
+    from sae.models import load_model
+
+    model = load_model("tiny-random", device="cpu")
+    tokens = torch.tensor([[0, 5, 9, 200, 17]])
+    with torch.no_grad():
+        before = model(tokens)
+        assert inference_layout(model) is model and model.W_U.T.is_contiguous()
+        assert torch.equal(model(tokens), before)
+
+
+def test_a_tokenizer_without_one_token_verdicts_fails_the_feature():
+    import types
+
+    from analysis.explain.yes_no import yes_no_verdicts
+
+    two_tokens = types.SimpleNamespace(encode=lambda text, add_special_tokens: [1, 2])
+    with pytest.raises(MalformedReply, match="holds no yes word or no no word as one token"):
+        yes_no_verdicts(types.SimpleNamespace(tokenizer=two_tokens), [np.array([1, 2])])

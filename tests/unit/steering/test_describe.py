@@ -2,6 +2,7 @@
 model with the usual measures, and bad input as one error line with exit 2 and nothing stored."""
 from __future__ import annotations
 
+import re
 import shutil
 
 import pytest
@@ -193,3 +194,61 @@ def test_cli_without_explanations(ws, monkeypatch, capsys):
     code, _, err = run_cli(monkeypatch, capsys, "steer", "-w", str(ws.root), "--describe", "python", "--prompt", "Hi")
     assert code == 2
     assert "this workspace has no explanations or labels yet" in error_line(err)
+
+
+# ------------------------------------------------------------------------- a store built by the pipeline
+
+@pytest.fixture(scope="module")
+def pipeline_store(tmp_path_factory, tiny_model):
+    """A store filled by the real pipeline on the tiny model: a corpus, an activation cache, a TopK dictionary
+    `tk` trained on it, analysed, and every live feature explained by `patterns` (as `sparsescope explain`)."""
+    from analysis.activations import build_cache
+    from analysis.corpora import add_corpus
+    from analysis.explain import ExplainRequest, run_explain
+    from analysis.features.analyze import AnalyzeRequest, analyze_dictionary
+    from analysis.training import TrainRequest, train_dictionary
+    from store import Workspace
+
+    ws = Workspace.resolve(tmp_path_factory.mktemp("pipeline") / "ws")
+    src = tmp_path_factory.mktemp("src") / "t.txt"
+    words = "cat dog sun rain map key box cup hat pen".split()
+    src.write_text("".join(f"The {words[i % 10]} and the {words[i * 3 % 10]} ran {i % 7} miles.\n\n"
+                           for i in range(300)))
+    torch.manual_seed(0)
+    with session(ws.db_path) as con:
+        add_corpus(con, "t", str(src), "tiny-random", ctx=32)
+        cache = build_cache(ws, con, tiny_model, TINY_HOOK, "t", tokens=96 * 32, progress=False)
+        train_dictionary(ws, con, TrainRequest(arch="topk", activations=cache.path.name, name="tk", d_sae=64, k=4,
+                                               tokens=2048, batch=128, lr=1e-2), lm=tiny_model, progress=False)
+    analyze_dictionary(ws, AnalyzeRequest("tk", corpus="t", tokens=96 * 32, examples=10, quantiles=4),
+                       lm=tiny_model, progress=False)
+    run_explain(ws.db_path, ExplainRequest("tk"), progress=False)
+    return ws.db_path
+
+
+@pytest.mark.slow
+def test_on_a_pipeline_store_a_description_matching_an_explanation_selects_its_feature(pipeline_store):
+    """Describe each explained feature by the tokens its explanation quotes: wherever that description matches
+    the feature's own explanation better than any other one, steering by it selects that feature first."""
+    from store.explanations import search_explanations
+
+    con = connect(pipeline_store, read_only=True)
+    try:
+        rows = con.execute("SELECT e.feature, e.text FROM explanations e JOIN features f "
+                           "USING (dictionary, feature) WHERE e.dictionary = 'tk' AND f.count > 0").fetchall()
+        checked = 0
+        for feature, text in rows:
+            quoted = [t.strip() for t in re.findall(r"'([^']+)'", text.split(";")[0]) if t.strip()]
+            if not quoted:
+                continue
+            description = " ".join(dict.fromkeys(quoted))
+            proposal = propose(con, description, dictionary="tk")
+            hits = search_explanations(con, list(proposal.words), limit=500, dictionary="tk")
+            best = [h.feature for h in hits if h.score == hits[0].score]
+            if best == [feature]:
+                checked += 1
+                assert proposal.features[0].feature == feature, (feature, text, proposal)
+                assert proposal.features[0].explanation == text and proposal.features[0].strength == STRENGTH
+        assert len(rows) > 10 and checked >= 3, (len(rows), checked)
+    finally:
+        con.close()
