@@ -26,7 +26,8 @@ os.environ.setdefault("SPARSESCOPE_QUIET", "1")
 
 PROMPT = ("The committee met on Tuesday to review the budget for the new library. After a long discussion about "
           "the cost of books, chairs and computers, the members agreed that the library would open in the spring, "
-          "and the mayor thanked everyone for")
+          "and the mayor thanked everyone for their patience. The librarian then showed the plans for the reading "
+          "room, the garden and the children's corner, and promised that the first books would arrive in")
 
 
 def _quick_sites(model):
@@ -98,6 +99,8 @@ def main() -> None:
     model.requires_grad_(False)
     sites = _quick_sites(model) if args.quick else _full_sites(model, args.workspace, args.dictionaries)
     tokens = model.to_tokens(PROMPT)[:, :64]
+    if tokens.shape[1] < 64:  # the target is a 64-token prompt: a tokenizer that makes fewer must not pass unnoticed
+        raise SystemExit(f"the bench prompt is {tokens.shape[1]} tokens for {model.cfg.model_name}; 64 are needed")
     target = int(tokens[0, -1])
     baseline = make_baseline(model, sites, "zero")
     fb, nodes, graph = [], [], []
