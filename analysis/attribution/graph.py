@@ -127,6 +127,7 @@ def _left(scores: NodeScores, states, node: Node) -> Tensor | None:
     return scores.grad_f[node.site][node.pos, node.feature] * value
 
 
+@torch.enable_grad()
 def edges(model, tokens: Tensor, sites: list[Site], scores: NodeScores, nodes: list[Node], baseline: Baseline,
           tick: Callable[[], None] | None = None) -> list[Link]:
     """Links between kept nodes of consecutive sites that have kept nodes, plus each last-site node -> the metric

@@ -141,6 +141,7 @@ def _hooked(model, hooks: list[tuple[str, Callable]]) -> Iterator[None]:
         yield
 
 
+@torch.enable_grad()  # the gradients are the point: a caller's no_grad (or a library's) must not turn them off
 def run_node_pass(model, tokens: Tensor, sites: list[Site], target: int, contrast: int | None,
                   freeze_final_norm: bool = False) -> tuple[Tensor, list[SiteState]]:
     """(metric, per-site states with .f/.eps and their .grad) from one forward and one backward."""
@@ -156,6 +157,7 @@ def run_node_pass(model, tokens: Tensor, sites: list[Site], target: int, contras
     return metric.detach(), states
 
 
+@torch.enable_grad()
 def run_edge_pass(model, tokens: Tensor, sites: list[Site]) -> list[SiteState]:
     """States of a forward in which every site is cut (see the module docstring); the graph is kept for repeated
     backward passes. Runs only as far as the last site."""

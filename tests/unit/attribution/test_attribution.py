@@ -163,3 +163,17 @@ def test_a_whole_run_gives_a_pruned_graph_with_figures(model):
     assert all(n.pos >= 1 for n in result.nodes)  # position 0 is never a node
     assert result.faith.recovered is not None and result.faith.top_removed is not None
     assert {link.source for link in result.links} <= set(result.nodes)
+
+
+def test_a_caller_with_gradients_off_gets_the_same_graph(model):
+    # the UI and libraries may run with gradients off; the engine's passes turn them on for themselves
+    hooks = ("blocks.0.hook_resid_post", LAST)
+    sites = _sites(model, *[(f"d{i}", h, _dictionary(h, seed=i)) for i, h in enumerate(hooks)])
+    tokens = prompt_tokens(model, PROMPT)
+    tid, cid = target_ids(model, " ", "e")
+    baseline = make_baseline(model, sites, "zero")
+    on = attribute(model, tokens, sites, tid, cid, baseline, AttributionConfig(max_nodes=5))
+    with torch.no_grad():
+        off = attribute(model, tokens, sites, tid, cid, baseline, AttributionConfig(max_nodes=5))
+    assert [(n.site, n.pos, n.feature) for n in off.nodes] == [(n.site, n.pos, n.feature) for n in on.nodes]
+    assert [round(link.weight, 6) for link in off.links] == [round(link.weight, 6) for link in on.links]
