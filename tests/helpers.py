@@ -138,8 +138,9 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout_s: float = 60) -> Non
 
 
 @contextlib.contextmanager
-def serve_ui(ws: Path) -> Iterator[str]:
-    """`sparsescope ui` on workspace `ws` as a process of its own; yields its URL once it answers, stops it after."""
+def serve_ui(ws: Path, timeout_s: float = 60) -> Iterator[str]:
+    """`sparsescope ui` on workspace `ws` as a process of its own; yields its URL once it answers (within
+    timeout_s), stops it after."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen([sys.executable, "-m", "app.cli", "ui", "--port", str(port), "-w", str(ws)], cwd=ROOT,
@@ -147,7 +148,7 @@ def serve_ui(ws: Path) -> Iterator[str]:
                             env=os.environ | {"SPARSESCOPE_QUIET": "1", "PYTHONPATH": str(ROOT)},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        wait_healthy(url, proc)
+        wait_healthy(url, proc, timeout_s)
         yield url
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -155,6 +156,17 @@ def serve_ui(ws: Path) -> Iterator[str]:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def cli_workspace(tmp_path_factory, name: str, commands) -> Path:
+    """The demo-sized store of tests/ui_store.py grown by `commands`, each a real `sparsescope` process (one torch
+    thread), in a fresh folder."""
+    ws = tmp_path_factory.mktemp(name) / "ws"
+    subprocess.run([sys.executable, "-m", "tests.ui_store", str(ws)], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    for args in commands:
+        done = cli_process(*args, "-w", str(ws), threads=1)
+        assert done.returncode == 0, (args, done.stderr)
+    return ws
 
 
 ARTIFACTS = ROOT / "tests" / "artifacts"

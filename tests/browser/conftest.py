@@ -7,14 +7,12 @@ import contextlib
 import os
 import shutil
 import signal
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, cli_process, serve_ui
+from tests.helpers import cli_workspace, serve_ui
 from tests.ui_store import CORPUS, CTX, HOOK, MODEL, N_CONTEXTS
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -68,12 +66,8 @@ def _busiest_feature(ws: Path, dictionary: str) -> int:
 
 @pytest.fixture(scope="module")
 def workbench(tmp_path_factory, browser):
-    """The demo workspace plus WORKBENCH_CLI, each step a real `sparsescope` process (one torch thread), served."""
-    ws = tmp_path_factory.mktemp("workbench") / "ws"
-    subprocess.run([sys.executable, "-m", "tests.ui_store", str(ws)], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-    for args in WORKBENCH_CLI:
-        done = cli_process(*args, "-w", str(ws), threads=1)
-        assert done.returncode == 0, (args, done.stderr)
+    """The demo workspace plus WORKBENCH_CLI, served."""
+    ws = cli_workspace(tmp_path_factory, "workbench", WORKBENCH_CLI)
     try:
         with serve_ui(ws) as url:
             yield Workbench(url, ws, _busiest_feature(ws, ATTN_DICT))

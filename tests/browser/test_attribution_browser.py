@@ -4,13 +4,10 @@ saved graph whose nodes name real features of both layers; hover a node, click i
 Screenshots go to tests/artifacts/."""
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from tests.attribution_graphs import Column, graph_document, save_document
-from tests.helpers import ROOT, cli_process, screenshot, serve_ui, settled
+from tests.helpers import cli_workspace, screenshot, serve_ui, settled
 from tests.ui_store import CORPUS, CTX, HOOK, MODEL, N_CONTEXTS
 
 pytestmark = pytest.mark.browser
@@ -55,11 +52,7 @@ def _save_graph(ws) -> dict:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, browser):
-    ws = tmp_path_factory.mktemp("attribution") / "ws"
-    subprocess.run([sys.executable, "-m", "tests.ui_store", str(ws)], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-    for args in CLI:
-        done = cli_process(*args, "-w", str(ws), threads=1)
-        assert done.returncode == 0, (args, done.stderr)
+    ws = cli_workspace(tmp_path_factory, "attribution", CLI)
     doc = _save_graph(ws)
     with serve_ui(ws) as url:
         yield url, doc

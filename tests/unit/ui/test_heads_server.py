@@ -5,16 +5,14 @@ tests/artifacts/ (gitignored).
 """
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import free_port, wait_healthy
+from tests.helpers import serve_ui
 
 pytestmark = pytest.mark.browser
 
@@ -48,26 +46,11 @@ def page_url(tmp_path_factory):
     ws = tmp_path_factory.mktemp("heads-browser") / "ws"
     subprocess.run([sys.executable, "-m", "tests.ui_store", str(ws)], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     _add_head_scan(ws)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "ui", "--port", str(port), "-w", str(ws)], cwd=ROOT,
-                            # PYTHONPATH: this checkout's code in the server too, not the installed checkout's
-                            env=os.environ | {"SPARSESCOPE_QUIET": "1", "PYTHONPATH": str(ROOT)},
-                            stdout=subprocess.DEVNULL,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        wait_healthy(url, proc, timeout_s=120)
-        with sync_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-            page = browser.new_page(viewport={"width": 1400, "height": 2000})
-            yield url, page
-            browser.close()
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+    with serve_ui(ws, timeout_s=120) as url, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1400, "height": 2000})
+        yield url, page
+        browser.close()
 
 
 def test_heatmap_screenshot_and_click_opens_a_head(page_url):
