@@ -6,7 +6,8 @@ Prints one JSON line: {"bench": "attribute", "seconds": ..., "forward_backward_s
 "graph_seconds": ..., ...}. `seconds`: node attributions (one spliced forward and backward, every feature and
 error node of every dictionary) on a 64-token prompt; `forward_backward_seconds`: one forward of the model and a
 backward to its embeddings, no dictionary (target: ratio <= 5); `graph_seconds`: node attributions, pruning to at
-most 50 feature nodes and the edges between them (target: < 120). Medians of 3 runs, interleaved.
+most 50 feature nodes, their refinement (`refine_seconds`, 20 rounds at most) and the edges between them (target:
+< 120). Medians of 3 runs, interleaved.
 
 Full mode reads the workspace's dictionaries (default: the TopK dictionaries of smollm2-135m-instruct, one per
 hook); --quick runs on tiny-random with four random TopK dictionaries, one per hook.
@@ -111,13 +112,15 @@ def main() -> None:
         node_attributions(model, tokens, sites, target, None, baseline)
         nodes.append(time.perf_counter() - start)
     result = attribute(model, tokens, sites, target, None, baseline, AttributionConfig(max_nodes=50))
-    graph.append(result.seconds["nodes"] + result.seconds["edges"])
+    graph.append(result.seconds["nodes"] + result.seconds.get("refine", 0.0) + result.seconds["edges"])
     seconds, ref = statistics.median(nodes), statistics.median(fb)
     print(json.dumps({"bench": "attribute", "quick": args.quick, "model": model.cfg.model_name,
                       "dictionaries": [f"{s.name}@{s.hook} ({s.d_sae})" for s in sites], "tokens": tokens.shape[1],
                       "threads": args.threads, "seconds": round(seconds, 3),
                       "forward_backward_seconds": round(ref, 3), "ratio": round(seconds / ref, 2),
-                      "graph_seconds": round(graph[0], 2), "graph_nodes": len(result.nodes),
+                      "graph_seconds": round(graph[0], 2),
+                      "refine_seconds": round(result.seconds.get("refine", 0.0), 2),
+                      "refine_rounds": result.faith.rounds, "graph_nodes": len(result.nodes),
                       "graph_links": len(result.links), "load_average": round(os.getloadavg()[0], 2)}))
 
 

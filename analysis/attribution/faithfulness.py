@@ -30,6 +30,10 @@ class Faithfulness:
     """m(M without the top nodes)."""
     top_n: int
     """How many of the graph's feature nodes (largest attribution first) were ablated for top_removed."""
+    pruned: float | None = None
+    """m(C0) of the attribution-pruned graph the refinement started from (None: not refined)."""
+    rounds: int = 0
+    """Refinement rounds taken."""
 
     def _share(self, value: float) -> float | None:
         span = self.full - self.empty
@@ -38,6 +42,11 @@ class Faithfulness:
     @property
     def recovered(self) -> float | None:
         return self._share(self.graph - self.empty)
+
+    @property
+    def recovered_pruned(self) -> float | None:
+        """What attribution pruning alone recovered: the baseline the refined graph must beat."""
+        return None if self.pruned is None else self._share(self.pruned - self.empty)
 
     @property
     def top_removed(self) -> float | None:
@@ -69,8 +78,10 @@ def top_nodes(nodes: list[Node], n: int = 10) -> list[Node]:
 
 
 def faithfulness(model, tokens: Tensor, sites: list[Site], nodes: list[Node], baseline: Baseline, target: int,
-                 contrast: int | None, top_n: int = 10, first_pos: int = 1) -> Faithfulness:
-    """Four ablated runs: every node, none, the graph's nodes, every node but the graph's top `top_n`."""
+                 contrast: int | None, top_n: int = 10, first_pos: int = 1, pruned: float | None = None,
+                 rounds: int = 0) -> Faithfulness:
+    """Four ablated runs: every node, none, the graph's nodes, every node but the graph's top `top_n`
+    (`pruned`, `rounds`: what the refinement started from and took, carried along)."""
     n_pos, dev = tokens.shape[1], tokens.device
 
     def metric(keep: list[Node] | None, drop: list[Node] = ()) -> float:
@@ -79,4 +90,4 @@ def faithfulness(model, tokens: Tensor, sites: list[Site], nodes: list[Node], ba
 
     top = top_nodes(nodes, top_n)
     return Faithfulness(full=metric(None), empty=metric([]), graph=metric(nodes), without_top=metric(None, top),
-                        top_n=len(top))
+                        top_n=len(top), pruned=pruned, rounds=rounds)

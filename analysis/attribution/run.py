@@ -11,6 +11,7 @@ from torch import Tensor
 
 from analysis.attribution.faithfulness import Faithfulness, faithfulness
 from analysis.attribution.graph import Link, Node, NodeScores, edges, node_attributions, prune_links, prune_nodes
+from analysis.attribution.select import refine
 from analysis.attribution.splice import Baseline, Site, corpus_means
 from sae.models import check_hook, single_token
 from store.errors import InputError
@@ -33,10 +34,14 @@ class AttributionConfig:
     """Feature nodes ablated for the `top_removed` figure."""
     freeze_final_norm: bool = False
     """Treat the final norm's scale as a constant in the backward pass (circuit-tracer freezes norm scales)."""
+    refine: int = 20
+    """Rounds of swapping feature nodes towards the graph-only model's metric (select.py); 0: attribution only."""
 
     def __post_init__(self):
         if self.max_nodes <= 0 or self.top_n <= 0:
             raise ValueError(f"max_nodes and top_n must be positive (got {self.max_nodes}, {self.top_n})")
+        if self.refine < 0:
+            raise ValueError(f"refine must be 0 or more rounds (got {self.refine})")
         if not (0 < self.node_share <= 1 and 0 < self.edge_share <= 1):
             raise ValueError(f"node_share and edge_share must be in (0, 1] (got {self.node_share}, "
                              f"{self.edge_share})")
@@ -136,12 +141,20 @@ def attribute(model, tokens: Tensor, sites: list[Site], target: int, contrast: i
     scores = node_attributions(model, tokens, sites, target, contrast, baseline, config.freeze_final_norm)
     nodes = prune_nodes(scores, config.max_nodes, config.node_share, first_pos)
     seconds["nodes"] = time.perf_counter() - start
+    pruned, rounds = None, 0
+    if config.refine:
+        start = time.perf_counter()
+        refined = refine(model, tokens, sites, scores, nodes, baseline, target, contrast, config.refine,
+                         first_pos=first_pos)
+        nodes, pruned, rounds = refined.nodes, refined.history[0], len(refined.history) - 1
+        seconds["refine"] = time.perf_counter() - start
     start = time.perf_counter()
     tick = progress("edges", len(nodes)) if progress else None
     links = prune_links(edges(model, tokens, sites, scores, nodes, baseline, tick), config.edge_share)
     seconds["edges"] = time.perf_counter() - start
     start = time.perf_counter()
-    faith = faithfulness(model, tokens, sites, nodes, baseline, target, contrast, config.top_n, first_pos)
+    faith = faithfulness(model, tokens, sites, nodes, baseline, target, contrast, config.top_n, first_pos,
+                         pruned=pruned, rounds=rounds)
     seconds["faithfulness"] = time.perf_counter() - start
     return Attribution(tokens, target, contrast, scores, nodes, links, faith, baseline, seconds)
 
@@ -182,10 +195,13 @@ def graph_document(model, prompt: str, sites: list[Site], result: Attribution, c
         "ablation": result.baseline.kind, "baseline": result.baseline.source,
         "corpus": result.baseline.corpus, "corpus_contexts": result.baseline.contexts,
         "faithfulness": {"recovered": f.recovered, "top_removed": f.top_removed, "top_n": f.top_n,
-                         "full": f.full, "empty": f.empty, "graph": f.graph, "without_top": f.without_top},
+                         "full": f.full, "empty": f.empty, "graph": f.graph, "without_top": f.without_top,
+                         "recovered_by_attribution": f.recovered_pruned, "refine_rounds": f.rounds},
         "dictionaries": [s.name for s in sites], "model": model.cfg.model_name,
         "max_nodes": config.max_nodes, "node_share": config.node_share, "edge_share": config.edge_share,
         "method": "attribution patching (activation x gradient), edges with the upstream error held constant",
+        "selection": (f"attribution pruning, then {config.refine} rounds at most of swaps towards the graph-only "
+                      f"model's metric ({f.rounds} taken)") if config.refine else "attribution pruning",
         "seconds": result.seconds,
     }
     return {"metadata": metadata, "nodes": nodes, "links": links}

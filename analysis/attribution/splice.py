@@ -180,6 +180,33 @@ def run_ablated(model, tokens: Tensor, sites: list[Site], keep: list[tuple[Tenso
         return float(metric_of(model(tokens), target, contrast))
 
 
+def _gated_hook(site: Site, gates_f: Float[Tensor, "b pos d_sae"], gates_e: Float[Tensor, "b pos"],
+                base_f: Tensor, base_eps: Tensor):
+    """Every node interpolated between its baseline (gate 0) and its value (gate 1); one gate set per batch row."""
+    def hook(x: Tensor, hook) -> Tensor:
+        flat = x.reshape(x.shape[0] * x.shape[1], -1)
+        f = site.encode(flat)
+        eps = flat - site.decode(f)
+        f = base_f + gates_f.reshape(flat.shape[0], -1) * (f - base_f)
+        eps = base_eps + gates_e.reshape(-1, 1) * (eps - base_eps)
+        return (site.decode(f) + eps).reshape(x.shape)
+    return hook
+
+
+def run_gated(model, tokens: Tensor, sites: list[Site], gates: list[tuple[Tensor, Tensor]], baseline: Baseline,
+              target: int, contrast: int | None) -> Tensor:
+    """[b] metrics of the prompt `tokens` [1, pos] run b times, batch row i with, per site, its features and errors
+    set to baseline + gate x (value - baseline) (gates: per site, [b, pos, d_sae] and [b, pos]). Gates of 0 and 1
+    are the ablation pass's masks; the metrics are differentiable in the gates when they require grad."""
+    b = gates[0][0].shape[0]
+    hooks = [(s.hook, _gated_hook(s, gf, ge, bf, be))
+             for s, (gf, ge), bf, be in zip(sites, gates, baseline.features, baseline.errors)]
+    with _hooked(model, hooks):
+        logits = model(tokens.expand(b, -1))
+    last = logits[:, -1]
+    return last[:, target] - last[:, contrast] if contrast is not None else last[:, target]
+
+
 @torch.no_grad()
 def corpus_means(model, tokens: Tensor, sites: list[Site], batch: int = 8) -> tuple[list[Tensor], list[Tensor]]:
     """Per site, the mean feature activations [d_sae] and mean error [d_in] over corpus contexts `tokens`

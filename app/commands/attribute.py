@@ -32,6 +32,9 @@ def attribute_cmd(
         help="Baseline of attribution and faithfulness: mean (each node's mean over corpus contexts) or zero.")]
     = "mean",
     corpus: Annotated[str, typer.Option(help="Corpus whose first contexts give the mean baseline.")] = "builtin",
+    refine: Annotated[int, typer.Option(
+        help="Rounds of swapping feature nodes towards the graph-only model's metric (0: attribution pruning "
+             "only).")] = 20,
     json_out: Annotated[Optional[str], typer.Option(
         "--json", help="Also write the graph document to this file (inside the workspace; relative to it).")]
     = None,
@@ -47,7 +50,7 @@ def attribute_cmd(
     space = existing_workspace(ws)
     try:
         config = AttributionConfig(max_nodes=max_nodes, node_share=node_share, edge_share=edge_share,
-                                   ablation=ablation)
+                                   ablation=ablation, refine=refine)
     except ValueError as exc:
         from store.errors import InputError
 
@@ -185,6 +188,9 @@ def _print(result, sites, doc, graph_id: int, out) -> None:
                   f"{len(doc['links'])} links) recovers {_share(f.recovered)} of the metric with everything else "
                   f"ablated; ablating its top {f.top_n} feature nodes removes {_share(f.top_removed)}",
                   markup=False, highlight=False)
+    if f.pruned is not None:
+        console.print(f"  attribution pruning alone (the same budget, before {f.rounds} refinement round(s)) "
+                      f"recovered {_share(f.recovered_pruned)}", markup=False, highlight=False)
     table = Table("node", "token@pos", "attribution", "activation", "label / explanation", expand=False,
                   title="top nodes by |attribution|")
     by_id = {n["node_id"]: n for n in doc["nodes"]}

@@ -23,9 +23,11 @@ def test_a_graph_is_stored_listed_and_written_as_json(monkeypatch, capsys, searc
                              "-w", str(search_ws.root))
     assert code in (0, None), err
     assert "faithfulness: the graph" in out and "recovers" in out
+    assert "attribution pruning alone" in out  # the baseline the refined graph must beat, printed beside it
     doc = json.loads((search_ws.root / "graph.json").read_text())
     assert doc["metadata"]["dictionaries"] == ["res0-topk", "res1-relu"]
     assert doc["metadata"]["contrast"] == "e" and doc["metadata"]["ablation"] == "zero"
+    assert doc["metadata"]["faithfulness"]["recovered_by_attribution"] is not None
     assert any(n["feature_type"] == "logit" for n in doc["nodes"])
     assert _graphs(search_ws) == 1
     code, out, err = run_cli(monkeypatch, capsys, "graphs", "-w", str(search_ws.root))
@@ -38,6 +40,7 @@ def test_a_graph_is_stored_listed_and_written_as_json(monkeypatch, capsys, searc
     (("--target", " ", "--dictionaries", "elsewhere"), "belongs to model 'gpt2'"),
     (("--target", " ", "--dictionaries", "res0-topk,res0-mp"), "both read blocks.0.hook_resid_post"),
     (("--target", " ", "--dictionaries", "res0-topk", "--json", "/tmp/outside.json"), "inside the workspace"),
+    (("--target", " ", "--dictionaries", "res0-topk", "--refine", "-1"), "refine must be 0 or more rounds"),
 ])
 def test_bad_input_is_one_line_and_stores_nothing(monkeypatch, capsys, search_ws, extra, reason):
     with session(search_ws.db_path) as con:
