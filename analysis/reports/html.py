@@ -16,13 +16,14 @@ from analysis.reports.graphs import (
     FAITHFULNESS,
     FIGURE,
     GraphEntry,
+    NodeRow,
     facts,
     graph_figure_dict,
     links_to_card,
     node_rows,
     not_used_words,
 )
-from analysis.reports.html_feature import esc, feature_html, feature_link, fmt, steering_html
+from analysis.reports.html_feature import esc, feature_html, fmt, steering_html
 
 _CSS = """
 :root{--ink:#1d232a;--muted:#6b7280;--line:#e5e7eb;--accent:#d95f02}
@@ -165,6 +166,12 @@ def _heads(report: Report, page: Page) -> str:
             f'<div class="cols">{plots}</div>{groups}</section>')
 
 
+def _node(row: NodeRow, dictionary: str, in_report: set[int]) -> str:
+    """A node id, linking to the feature's card when the report holds it (like the report's other links)."""
+    return f'<a href="#f-{row.feature}">{esc(row.node_id)}</a>' if links_to_card(row, dictionary, in_report) \
+        else esc(row.node_id)
+
+
 def _graph(entry: GraphEntry, report: Report, page: Page) -> str:
     name, in_report, r = report.dictionary.name, report.feature_ids, entry.row
     rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts(entry))
@@ -173,7 +180,7 @@ def _graph(entry: GraphEntry, report: Report, page: Page) -> str:
               f'<tr><th>top removed</th><td class="num">{fmt(r.top_removed, ".1%")}</td></tr></tbody></table>')
     unused = not_used_words(entry, name)
     nodes = "".join(
-        f'<tr><td>{feature_link(n.feature, in_report) if links_to_card(n, name, in_report) else esc(n.node_id)}'
+        f'<tr><td>{_node(n, name, in_report)}'
         f'</td><td><code>{esc(n.where)}</code></td><td class="num">{fmt(n.attribution, ".4g")}</td>'
         f'<td class="num">{fmt(n.activation, ".4g")}</td><td>{esc(n.label)}</td></tr>' for n in node_rows(entry))
     return (f'<section id="graph-{r.id}" class="graph"><h2>Attribution graph #{r.id}</h2>'

@@ -183,7 +183,7 @@ def _graph_md(entry: GraphEntry, report: Report, images: dict[str, dict] | None,
         lines += [f"![Attribution graph #{r.id}]({rel})", "", f"_{md(FIGURE)}_", ""]
     lines += ["**Strongest nodes**", ""]
     lines += _table(["node", "token@pos", "attribution", "activation", "label"], [
-        [f"[#{n.feature}](#f-{n.feature})" if links_to_card(n, name, ids) else md(n.node_id), md(n.where),
+        [f"[{md(n.node_id)}](#f-{n.feature})" if links_to_card(n, name, ids) else md(n.node_id), md(n.where),
          num(n.attribution), num(n.activation), md(n.label)] for n in node_rows(entry)], "--rr-")
     return lines
 

@@ -57,7 +57,7 @@ def test_html_graph_section_has_faithfulness_figure_and_linked_nodes(store):
     assert "does not use the report" not in section
     # the node table: strongest first; topk-demo #1 has a card in the report (a link), #5 does not (text)
     rows = re.findall(r"<tr><td>(.*?)</td><td><code>(.*?)</code></td><td class=\"num\">(.*?)</td>", section)
-    assert rows[0] == ('<a href="#f-1">#1</a>', "&#x27;h&#x27;@2", "0.9")
+    assert rows[0] == ('<a href="#f-1">topk-demo:1@2</a>', "&#x27;h&#x27;@2", "0.9")
     assert ("topk-demo:5@4", "&#x27; &#x27;@4", "-0.3") in rows
     assert any(r[0] == "mp-demo:error@5" for r in rows)
     # the page's own figure: one trace per link, then the node traces (error nodes as squares)
@@ -78,7 +78,7 @@ def test_markdown_graph_section(store):
     text, images = render_markdown(report, "r_files")
     assert f"## Attribution graph #{both}" in text and "| 72.0% | 41.0% | mean |" in text
     assert f"r_files/graph_{both}.png" in images and images[f"r_files/graph_{both}.png"]["data"]
-    assert "| [#1](#f-1) | 'h'@2 | 0.9 | 1.5 |" in text
+    assert "| [topk-demo:1@2](#f-1) | 'h'@2 | 0.9 | 1.5 | cat and dog |" in text
     text, images = render_markdown(report, "r_files", with_images=False)
     assert not images and "**Strongest nodes**" in text and "graph_" not in text
 
