@@ -3,7 +3,8 @@
     report = collect_report(con, "topk-demo", Selection(top=10, by="density"))
     write_report(report, "html", Path("reports/topk.html"))
 
-`collect.py` gathers the Report from the store; html.py / markdown.py / json_io.py render it; browser.py
+`collect.py` gathers the Report from the store (graphs.py the attribution graphs attached with `graphs=[ID]`,
+drawn by analysis/graph_view.py as on the Attribution page); html.py / markdown.py / json_io.py render it; browser.py
 drives headless Chromium (PNG figures through kaleido, PDF printing); neuronpedia.py exports dashboards in
 the layout Neuronpedia uploads, with the explanation records it imports. The JSON schema is documented in
 SCHEMA.md.

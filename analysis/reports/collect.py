@@ -11,6 +11,7 @@ from typing import Literal
 import duckdb
 
 from analysis.reports.extras import HeadScores, SteeringRun, head_attribution, head_scores, steering_runs
+from analysis.reports.graphs import GraphEntry, graph_entries
 from store import dictionaries as dict_repo
 from store.errors import InputError
 from store.explanations import Explained, explanations_of
@@ -105,6 +106,8 @@ class Report:
     features: list[FeatureEntry]
     steering: list[SteeringRun] = field(default_factory=list)
     heads: HeadScores | None = None
+    graphs: list[GraphEntry] = field(default_factory=list)
+    """Attribution graphs attached with --graph, in the order asked."""
     generated: str = ""
     """UTC time the report was built, ISO 8601."""
 
@@ -188,11 +191,12 @@ def _trim(card: FeatureCard, cfg: ReportConfig) -> FeatureCard:
 
 def collect_report(con: duckdb.DuckDBPyConnection, dictionary: str, selection: Selection = Selection(),
                    steering: list[str] | None = None, heads: bool = False,
-                   cfg: ReportConfig = ReportConfig()) -> Report:
-    """Everything a report on `dictionary` shows; InputError for unknown dictionaries, features or runs."""
+                   cfg: ReportConfig = ReportConfig(), graphs: list[str] | None = None) -> Report:
+    """Everything a report on `dictionary` shows; InputError for unknown dictionaries, features, runs or graphs."""
     summary = dictionary_summary(con, dictionary)
     ids = select_features(con, dictionary, selection, cfg)
     runs = steering_runs(con, list(steering or []))
+    attached = graph_entries(con, list(graphs or []))
     heads_of = head_attribution(con, dictionary, ids)
     explained = explanations_of(con, dictionary, ids)
     entries = []
@@ -203,5 +207,5 @@ def collect_report(con: duckdb.DuckDBPyConnection, dictionary: str, selection: S
         entry.steering = [r.run_id for r in runs if (dictionary, feature) in r.targets]
         entries.append(entry)
     return Report(dictionary=summary, features=entries, steering=runs,
-                  heads=head_scores(con, summary.model) if heads else None,
+                  heads=head_scores(con, summary.model) if heads else None, graphs=attached,
                   generated=datetime.now(timezone.utc).isoformat(timespec="seconds"))

@@ -12,6 +12,17 @@ from functools import lru_cache
 
 from analysis.reports.collect import Report
 from analysis.reports.figures import fvu_vs_l0, head_heatmap
+from analysis.reports.graphs import (
+    FAITHFULNESS,
+    FIGURE,
+    GraphEntry,
+    NodeRow,
+    facts,
+    graph_figure_dict,
+    links_to_card,
+    node_rows,
+    not_used_words,
+)
 from analysis.reports.html_feature import esc, feature_html, fmt, steering_html
 
 _CSS = """
@@ -132,6 +143,7 @@ def _extra_sections(report: Report) -> list[tuple[str, str]]:
         out.append(("steering", "Steering runs"))
     if report.heads is not None:
         out.append(("heads", "Attention head scores"))
+    out += [(f"graph-{g.row.id}", f"Attribution graph #{g.row.id}") for g in report.graphs]
     return out
 
 
@@ -154,6 +166,32 @@ def _heads(report: Report, page: Page) -> str:
             f'<div class="cols">{plots}</div>{groups}</section>')
 
 
+def _node(row: NodeRow, dictionary: str, in_report: set[int]) -> str:
+    """A node id, linking to the feature's card when the report holds it (like the report's other links)."""
+    return f'<a href="#f-{row.feature}">{esc(row.node_id)}</a>' if links_to_card(row, dictionary, in_report) \
+        else esc(row.node_id)
+
+
+def _graph(entry: GraphEntry, report: Report, page: Page) -> str:
+    name, in_report, r = report.dictionary.name, report.feature_ids, entry.row
+    rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts(entry))
+    scores = (f'<table class="stats"><caption>faithfulness ({esc(r.ablation)} ablation)</caption><tbody>'
+              f'<tr><th>recovered</th><td class="num">{fmt(r.recovered, ".1%")}</td></tr>'
+              f'<tr><th>top removed</th><td class="num">{fmt(r.top_removed, ".1%")}</td></tr></tbody></table>')
+    unused = not_used_words(entry, name)
+    nodes = "".join(
+        f'<tr><td>{_node(n, name, in_report)}'
+        f'</td><td><code>{esc(n.where)}</code></td><td class="num">{fmt(n.attribution, ".4g")}</td>'
+        f'<td class="num">{fmt(n.activation, ".4g")}</td><td>{esc(n.label)}</td></tr>' for n in node_rows(entry))
+    return (f'<section id="graph-{r.id}" class="graph"><h2>Attribution graph #{r.id}</h2>'
+            f'{f"<p class=muted>{esc(unused)}</p>" if unused else ""}<div class="cols">'
+            f'<table class="stats"><tbody>{rows}</tbody></table>{scores}</div>'
+            f'<p class="muted">{esc(FAITHFULNESS)}</p>{page.plot(graph_figure_dict(entry), f"graph-{r.id}")}'
+            f'<p class="muted">{esc(FIGURE)}</p><table class="nodes"><caption>strongest nodes</caption><thead><tr>'
+            f'<th>node</th><th>token@pos</th><th>attribution</th><th>activation</th><th>label</th></tr></thead>'
+            f'<tbody>{nodes}</tbody></table></section>')
+
+
 def render_html(report: Report) -> str:
     """The whole report as one HTML document (str)."""
     page = Page()
@@ -163,12 +201,13 @@ def render_html(report: Report) -> str:
     steering = (f'<section id="steering"><h2>Steering runs</h2>{"".join(steering_html(r, page.plot) for r in loose)}'
                 f'</section>') if loose else ""
     heads = _heads(report, page)
+    graphs = "".join(_graph(g, report, page) for g in report.graphs)
     title = f"SparseScope report: {report.dictionary.name}"
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{esc(title)}</title>'
             f'<style>{_CSS}</style><script>{plotly_js()}</script></head><body>'
             f'<header><h1>{esc(title)}</h1><p class="muted">{len(report.features)} features · model '
             f'{esc(report.dictionary.model)} · generated {esc(report.generated)} by SparseScope</p></header>'
-            f'{_toc(report)}{summary}{steering}{heads}{cards}'
+            f'{_toc(report)}{summary}{steering}{heads}{graphs}{cards}'
             f'<script type="application/json" id="report-figures">{json_for_script(page.figures)}</script>'
             f'<script>{_RENDER}</script></body></html>')

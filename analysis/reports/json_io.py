@@ -15,6 +15,7 @@ from typing import Any
 import duckdb
 
 from analysis.reports.collect import FeatureEntry, Report
+from analysis.reports.graphs import GraphEntry
 from store import dictionaries as dict_repo
 from store.errors import InputError
 from store.explanations import Explained, ScoreRow, import_explanations
@@ -67,6 +68,14 @@ def _feature(entry: FeatureEntry) -> dict:
     }
 
 
+def _graph(entry: GraphEntry) -> dict:
+    r = entry.row
+    return {"id": r.id, "model": r.model, "prompt": r.prompt, "target": r.target, "contrast": r.contrast,
+            "dictionaries": list(r.dictionaries), "metric": r.metric, "recovered": r.recovered,
+            "top_removed": r.top_removed, "ablation": r.ablation, "n_nodes": r.n_nodes, "n_links": r.n_links,
+            "created": r.created, "graph": entry.document}
+
+
 def report_to_dict(report: Report) -> dict:
     d = report.dictionary
     summary = {k: getattr(d, k) for k in ("name", "model", "hook", "arch", "d_in", "d_sae", "k", "source",
@@ -76,7 +85,8 @@ def report_to_dict(report: Report) -> dict:
     heads = None if report.heads is None else vars(report.heads)
     return _clean({"schema": SCHEMA, "version": SCHEMA_VERSION, "generated": report.generated,
                    "dictionary": summary, "features": [_feature(f) for f in report.features],
-                   "steering_runs": [vars(r) for r in report.steering], "heads": heads})
+                   "steering_runs": [vars(r) for r in report.steering], "heads": heads,
+                   "graphs": [_graph(g) for g in report.graphs]})
 
 
 def report_to_json(report: Report) -> str:

@@ -12,6 +12,16 @@ import re
 from analysis.reports.collect import FeatureEntry, Report
 from analysis.reports.extras import SteeringRun
 from analysis.reports.figures import feature_figures, fvu_vs_l0, kl_per_position
+from analysis.reports.graphs import (
+    FAITHFULNESS,
+    FIGURE,
+    GraphEntry,
+    facts,
+    graph_figure_dict,
+    links_to_card,
+    node_rows,
+    not_used_words,
+)
 from store.queries import Example, Ranked
 
 _SPECIAL = re.compile(r"([\\`*_\[\]<>|#~])")
@@ -158,6 +168,26 @@ def _summary_md(report: Report, images: dict[str, dict] | None, folder: str) -> 
     return lines
 
 
+def _graph_md(entry: GraphEntry, report: Report, images: dict[str, dict] | None, folder: str) -> list[str]:
+    name, ids, r = report.dictionary.name, report.feature_ids, entry.row
+    lines = [f'<a id="graph-{r.id}"></a>', "", f"## Attribution graph #{r.id}", ""]
+    unused = not_used_words(entry, name)
+    lines += [f"_{md(unused)}_", ""] if unused else []
+    lines += _table(["", ""], [[md(k), md(v)] for k, v in facts(entry)])
+    lines += _table(["recovered", "top removed", "ablation"],
+                    [[num(r.recovered, ".1%"), num(r.top_removed, ".1%"), md(r.ablation)]], "rr-")
+    lines += [f"_{md(FAITHFULNESS)}_", ""]
+    if images is not None:
+        rel = f"{folder}/graph_{r.id}.png"
+        images[rel] = graph_figure_dict(entry)
+        lines += [f"![Attribution graph #{r.id}]({rel})", "", f"_{md(FIGURE)}_", ""]
+    lines += ["**Strongest nodes**", ""]
+    lines += _table(["node", "token@pos", "attribution", "activation", "label"], [
+        [f"[{md(n.node_id)}](#f-{n.feature})" if links_to_card(n, name, ids) else md(n.node_id), md(n.where),
+         num(n.attribution), num(n.activation), md(n.label)] for n in node_rows(entry)], "--rr-")
+    return lines
+
+
 def render_markdown(report: Report, folder: str = "report_files",
                     with_images: bool = True) -> tuple[str, dict[str, dict]]:
     """(Markdown text, {relative PNG path: figure}) for the report; `folder` is where the PNGs will lie.
@@ -172,6 +202,7 @@ def render_markdown(report: Report, folder: str = "report_files",
         lines += ["_Figures left out: drawing them needs Chromium; the HTML report has them all._", ""]
     lines += ["## Contents", ""]
     lines += [f"- [Feature {f.card.feature}](#f-{f.card.feature}) {md(f.card.label)}".rstrip() for f in report.features]
+    lines += [f"- [Attribution graph #{g.row.id}](#graph-{g.row.id})" for g in report.graphs]
     lines += [""] + _summary_md(report, images, folder)
     loose = [r for r in report.steering if not any(r.run_id in f.steering for f in report.features)]
     if loose:
@@ -183,6 +214,8 @@ def render_markdown(report: Report, folder: str = "report_files",
             lines += _table(["layer"] + [f"H{h}" for h in range(report.heads.n_heads)],
                             [[f"L{i}"] + [num(v, ".2f") for v in row] for i, row in enumerate(matrix)],
                             "r" * (report.heads.n_heads + 1))
+    for graph in report.graphs:
+        lines += _graph_md(graph, report, images, folder)
     for entry in report.features:
         lines += _feature_md(entry, report, images, folder)
     return "\n".join(lines) + "\n", images or {}

@@ -42,6 +42,9 @@ def report_cmd(
     steering: Annotated[Optional[List[str]], typer.Option(help="Steering run id to attach (repeatable).",
                                                           show_default=False)] = None,
     heads: Annotated[bool, typer.Option("--heads", help="Add the model's attention head scores.")] = False,
+    graph: Annotated[Optional[List[str]], typer.Option(help="Attribution graph id to attach, as `sparsescope "
+                                                       "attribute` stored it (repeatable).",
+                                                       show_default=False)] = None,
     fmt: Annotated[str, typer.Option("--format", help="html, md, json or pdf.")] = "html",
     out: Annotated[Optional[str], typer.Option(help="Output file (default WORKSPACE/reports/DICT.FORMAT).",
                                                show_default=False)] = None,
@@ -49,7 +52,8 @@ def report_cmd(
     ws: WorkspaceOpt = None,
 ):
     """Write a report on a dictionary and chosen features: one self-contained HTML file, Markdown with PNG
-    figures, JSON (re-importable labels) or PDF."""
+    figures, JSON (re-importable labels) or PDF; optionally with steering runs, head scores and attribution
+    graphs."""
     from analysis.reports import Selection, check_format, check_report_target, collect_report, write_report
     from analysis.reports.browser import find_browser
     from store.errors import InputError
@@ -65,11 +69,13 @@ def report_cmd(
     selection = Selection(features=parse_features(features)) if features is not None else \
         Selection(top=top if top is not None else 10, by=by)
     with _reader(space) as con:
-        report = collect_report(con, dictionary, selection, steering=steering or [], heads=heads)
+        report = collect_report(con, dictionary, selection, steering=steering or [], heads=heads,
+                                graphs=graph or [])
     files = write_report(report, fmt, target, force)
     size = sum(f.stat().st_size for f in files)
     extra = f" and {len(files) - 1} figure(s)" if len(files) > 1 else ""
-    console.print(f"wrote {fmt} report of {len(report.features)} features to {files[0]}{extra} "
+    graphs = f" and {len(report.graphs)} attribution graph(s)" if report.graphs else ""
+    console.print(f"wrote {fmt} report of {len(report.features)} features{graphs} to {files[0]}{extra} "
                   f"({size / 1e6:.1f} MB)")
     if fmt == "md" and find_browser() is None:
         console.print("figures left out: PNGs need Chromium (apt-get install chromium); the HTML report has them")

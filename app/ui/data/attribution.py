@@ -9,10 +9,9 @@ import re
 import duckdb
 import streamlit as st
 
+from analysis.graph_view import feature_notes
 from app.ui.data import cache
-from store import explanations as explained
 from store import graphs as repo
-from store import queries
 from store.dictionaries import DictionaryRow, list_dictionaries
 from store.errors import InputError
 
@@ -44,28 +43,11 @@ def graph(db: str, version: tuple, graph_id: int) -> tuple[repo.GraphRow, dict]:
     return cache._read(db, _one, graph_id)
 
 
-def _notes(con, wanted: tuple[tuple[str, tuple[int, ...]], ...]) -> dict[tuple[str, int], str]:
-    found: dict[tuple[str, int], str] = {}
-    for dictionary, features in wanted:
-        labels = queries.feature_notes(con, dictionary, features)
-        try:
-            texts = explained.explanations_of(con, dictionary, features)
-        except duckdb.CatalogException:  # no explanations table before its migration
-            texts = {}
-        for feature in features:
-            label = labels.get(feature, (None, None))[0]
-            explanation = " | ".join(e.text for e in texts.get(feature, []))
-            note = " \u00b7 ".join(part for part in (label, explanation) if part)
-            if note:
-                found[(dictionary, feature)] = note
-    return found
-
-
 @st.cache_data(show_spinner=False, max_entries=64)
 def notes(db: str, version: tuple, wanted: tuple[tuple[str, tuple[int, ...]], ...]) -> dict[tuple[str, int], str]:
     """(dictionary, feature) -> its label and explanations joined ("label · explanation"), for ((dictionary,
     features), ...); features with neither are left out."""
-    return cache._read(db, _notes, wanted)
+    return cache._read(db, feature_notes, wanted)
 
 
 # ------------------------------------------------------------------------------------------- ablate a node and rerun

@@ -7,19 +7,18 @@ import json
 import pandas as pd
 import streamlit as st
 
-from app.ui.data import attribution as data
-from app.ui.data import cache
-from app.ui.widgets.attribution import (
+from analysis.graph_view import (
     MAX_LINKS,
-    ablation_section,
-    clicked_node,
     faithfulness_words,
     graph_figure,
     metric_words,
-    node_details,
+    node_features,
     node_note,
     prompt_tokens,
 )
+from app.ui.data import attribution as data
+from app.ui.data import cache
+from app.ui.widgets.attribution import ablation_section, clicked_node, node_details
 from app.ui.widgets.common import int_param, md_escape, num, pct, show_error
 from store.errors import InputError
 
@@ -62,11 +61,7 @@ with st.expander(f"stored graphs ({len(rows)})", expanded=asked is None and len(
 row, graph = cache.fetch(data.graph, graph_id)
 metadata = graph["metadata"]
 tokens = prompt_tokens(graph)
-features = {}
-for node in graph["nodes"]:
-    if node["feature_type"] == "feature":
-        features.setdefault(node["dictionary"], set()).add(int(node["feature"]))
-notes = cache.fetch(data.notes, tuple((d, tuple(sorted(f))) for d, f in sorted(features.items())))
+notes = cache.fetch(data.notes, node_features(graph))
 nodes = {n["node_id"]: n for n in graph["nodes"]}
 asked_node = st.query_params.get("node")
 if asked_node is not None and asked_node not in nodes:

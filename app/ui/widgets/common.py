@@ -7,12 +7,14 @@ from typing import Sequence
 
 import streamlit as st
 
+from analysis.display import num as num
+from analysis.display import pct as pct
+from analysis.display import visible as visible
 from app.ui.main import HERE, page
 from store.errors import InputError
 
 HIGHLIGHT = "255, 140, 0"
 """RGB of token highlighting; the alpha channel carries the activation."""
-_VISIBLE = {"\n": "\u21b5", "\r": "\u240d", "\t": "\u21e5"}
 
 
 def int_param(name: str, value: str | None) -> int | None:
@@ -93,13 +95,6 @@ def feature_url(dictionary: str, feature: int) -> str:
     return "feature?" + urlencode({"dict": dictionary, "feature": int(feature)})
 
 
-def visible(token: str) -> str:
-    """A token as shown: line breaks and tabs as symbols, other control characters as escapes."""
-    shown = "".join(_VISIBLE.get(ch, ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode())
-                    for ch in token)
-    return shown or "\u2205"
-
-
 def token_text(token: str) -> str:
     """A token for HTML: visible(token), escaped."""
     return html.escape(visible(token))
@@ -153,14 +148,6 @@ def md_escape(text: str) -> str:
 def text_html(text: str, tag: str = "span", style: str = "") -> str:
     """User text (labels, notes) as escaped HTML."""
     return f'<{tag} style="{html.escape(style, quote=True)}">{html.escape(text)}</{tag}>'
-
-
-def pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.3g}%"
-
-
-def num(x: float | None) -> str:
-    return "-" if x is None or x != x else f"{x:.4g}"
 
 
 def example_html(example, scale: float) -> str:

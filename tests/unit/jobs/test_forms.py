@@ -34,6 +34,9 @@ def test_values_become_the_clis_arguments():
                                                                                    "--no-eval"]
     assert forms.argv("report", {"dictionary": "d", "steering": "1, 2", "heads": True}) == \
         ["report", "d", "--steering", "1", "--steering", "2", "--heads"]
+    graph = next(f for f in forms.fields("report") if f.name == "graph")
+    assert (graph.kind, graph.option) == ("list", "--graph") and "Attribution graph" in graph.help
+    assert forms.argv("report", {"dictionary": "d", "graph": "3, 4"}) == ["report", "d", "--graph", "3", "--graph", "4"]
 
 
 def test_attribute_offers_the_ablations_and_keeps_the_spaces_of_its_tokens():

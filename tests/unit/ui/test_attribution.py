@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from app.ui.widgets.attribution import LINK_WIDTH, NODE_SIZE
+from analysis.graph_view import LINK_WIDTH, NODE_SIZE
 from tests.attribution_graphs import Column, graph_document, save_document
 from tests.helpers import WORD_JOINER
 from tests.ui_store import HOOK, open_page, texts
