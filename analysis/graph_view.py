@@ -175,7 +175,11 @@ def faithfulness_words(row, metadata: dict) -> str:
              else f"the graph alone keeps {100 * row.recovered:.0f}% of {what}")
     loses = (f"removing {top} was not measured" if row.top_removed is None
              else f"removing {top} loses {100 * row.top_removed:.0f}%")
-    return f"{keeps} ({row.ablation} ablation); {loses}"
+    faith = metadata.get("faithfulness") or {}
+    pruned = faith.get("recovered_by_attribution")
+    before = ("" if pruned is None else f"; attribution pruning alone, before {faith.get('refine_rounds', 0)} "
+              f"refinement round(s), kept {100 * pruned:.0f}%")
+    return f"{keeps} ({row.ablation} ablation){before}; {loses}"
 
 
 def node_features(graph: dict) -> tuple[tuple[str, tuple[int, ...]], ...]:

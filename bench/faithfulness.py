@@ -49,17 +49,17 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from analysis.attribution import AttributionConfig, attribute
-    from app.commands.attribute import _prepare
-    from app.commands.common import existing_workspace
+    from analysis.attribution import AttributionConfig, attribute, open_request
+    from store import Workspace
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    space = existing_workspace(args.workspace)
+    space = Workspace.resolve(args.workspace, create=False)
     config = AttributionConfig(max_nodes=args.max_nodes, ablation=args.ablation, refine=args.refine)
     rows = []
     for kind, prompt, target, contrast in PROMPTS:
-        lm, sites, tokens, tid, cid, baseline = _prepare(space, "smollm2-135m-instruct", prompt, target, contrast,
-                                                         args.dictionaries, config, "builtin", "cpu")
+        lm, sites, tokens, tid, cid, baseline = open_request(space, "smollm2-135m-instruct", prompt, target,
+                                                             contrast, args.dictionaries, args.ablation, "builtin",
+                                                             "cpu")
         start = time.perf_counter()
         result = attribute(lm, tokens, sites, tid, cid, baseline, config)
         f = result.faith

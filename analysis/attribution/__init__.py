@@ -31,6 +31,7 @@ from analysis.attribution.run import (
     make_baseline,
     make_sites,
     node_id,
+    open_request,
     target_ids,
 )
 from analysis.attribution.splice import Baseline, Site, corpus_means, metric_of, run_ablated
@@ -39,7 +40,7 @@ from sae.models import prompt_tokens, single_token
 __all__ = [
     "Attribution", "AttributionConfig", "Baseline", "Faithfulness", "Link", "Node", "NodeAblation", "NodeScores",
     "Site", "ablate_node", "attribute", "corpus_contexts", "corpus_means", "edges", "faithfulness", "graph_document",
-    "keep_masks", "make_baseline", "make_sites", "metric_of", "node_attributions", "node_id", "predicted_change",
-    "prompt_tokens", "prune_links", "prune_nodes", "run_ablated", "single_token", "site_index", "target_ids",
+    "keep_masks", "make_baseline", "make_sites", "metric_of", "node_attributions", "node_id", "open_request",
+    "predicted_change", "prompt_tokens", "prune_links", "prune_nodes", "run_ablated", "single_token", "site_index", "target_ids",
     "top_nodes",
 ]

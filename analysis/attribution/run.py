@@ -128,6 +128,47 @@ def _d_in(site: Site) -> int:
     return int(site.sae.cfg.d_in)
 
 
+def open_request(space, model: str, prompt: str, target: str, contrast: str | None, dictionaries: str | None,
+                 ablation: str, corpus: str, device=None):
+    """An attribution request on a workspace (`dictionaries`: comma-separated names, None: the model's first
+    dictionary on each hook), every input checked before any work: (model, sites, tokens, target id, contrast id,
+    baseline)."""
+    from analysis.dictionaries import open_dictionary
+    from sae.models import load_model, prompt_tokens
+    from store import session
+    from store.dictionaries import list_dictionaries, require_dictionary
+
+    with session(space.db_path, read_only=True) as con:
+        if dictionaries:
+            names = [n.strip() for n in dictionaries.split(",") if n.strip()]
+            rows = [require_dictionary(con, n) for n in names]
+        else:
+            rows = _default_rows(list_dictionaries(con), model)
+        for row in rows:
+            if row.model != model:
+                raise InputError(f"dictionary {row.name!r} belongs to model {row.model!r}, not {model!r} "
+                                 "(--model picks the model)")
+        if not rows:
+            raise InputError(f"no dictionary of {model} in the workspace: train one (`sparsescope train`) or "
+                             "name them with --dictionaries")
+        lm = load_model(model, device=device)
+        tokens = prompt_tokens(lm, prompt).to(lm.cfg.device)
+        tid, cid = target_ids(lm, target, contrast)
+        sites = make_sites(lm, [(r.name, r.model, r.hook, open_dictionary(space, r.name, device=device, con=con)[1])
+                                for r in rows])
+        corpus_tokens = corpus_contexts(con, corpus) if ablation == "mean" else None
+    return lm, sites, tokens, tid, cid, make_baseline(lm, sites, ablation, corpus_tokens, corpus)
+
+
+def _default_rows(rows, model: str):
+    """The model's first dictionary on each hook (the store's order)."""
+    seen = {}
+    for row in rows:
+        if row.model == model and row.hook not in seen:
+            seen[row.hook] = row
+    return list(seen.values())
+
+
 # ------------------------------------------------------------------------------------------- the run
 
 def attribute(model, tokens: Tensor, sites: list[Site], target: int, contrast: int | None, baseline: Baseline,

@@ -56,8 +56,10 @@ def attribute_cmd(
 
         raise InputError(str(exc)) from None
     out = _json_target(space, json_out, force) if json_out else None
-    lm, sites, tokens, tid, cid, baseline = _prepare(space, model, prompt, target, contrast, dictionaries,
-                                                     config, corpus, device)
+    from analysis.attribution import open_request
+
+    lm, sites, tokens, tid, cid, baseline = open_request(space, model, prompt, target, contrast, dictionaries,
+                                                         config.ablation, corpus, device)
     result = _run(lm, tokens, sites, tid, cid, baseline, config)
     from analysis.attribution import graph_document
     from store.graphs import save_graph
@@ -91,46 +93,6 @@ def _json_target(space, json_out: str, force: bool):
     if not path.resolve().is_relative_to(space.root.resolve()):
         raise InputError(f"--json {json_out}: write inside the workspace {space.root}")
     return check_output_file(path, force, make_parent=True)
-
-
-def _prepare(space, model, prompt, target, contrast, dictionaries, config, corpus, device):
-    """Every input checked before any work: (model, sites, tokens, target id, contrast id, baseline)."""
-    from analysis.attribution import corpus_contexts, make_baseline, make_sites, prompt_tokens, target_ids
-    from analysis.dictionaries import open_dictionary
-    from sae.models import load_model
-    from store import session
-    from store.dictionaries import list_dictionaries, require_dictionary
-    from store.errors import InputError
-
-    with session(space.db_path, read_only=True) as con:
-        if dictionaries:
-            names = [n.strip() for n in dictionaries.split(",") if n.strip()]
-            rows = [require_dictionary(con, n) for n in names]
-        else:
-            rows = _default_rows(list_dictionaries(con), model)
-        for row in rows:
-            if row.model != model:
-                raise InputError(f"dictionary {row.name!r} belongs to model {row.model!r}, not {model!r} "
-                                 "(--model picks the model)")
-        if not rows:
-            raise InputError(f"no dictionary of {model} in the workspace: train one (`sparsescope train`) or "
-                             "name them with --dictionaries")
-        lm = load_model(model, device=device)
-        tokens = prompt_tokens(lm, prompt).to(lm.cfg.device)
-        tid, cid = target_ids(lm, target, contrast)
-        sites = make_sites(lm, [(r.name, r.model, r.hook, open_dictionary(space, r.name, device=device, con=con)[1])
-                                for r in rows])
-        corpus_tokens = corpus_contexts(con, corpus) if config.ablation == "mean" else None
-    return lm, sites, tokens, tid, cid, make_baseline(lm, sites, config.ablation, corpus_tokens, corpus)
-
-
-def _default_rows(rows, model: str):
-    """The model's first dictionary on each hook (the store's order)."""
-    seen = {}
-    for row in rows:
-        if row.model == model and row.hook not in seen:
-            seen[row.hook] = row
-    return list(seen.values())
 
 
 def _run(lm, tokens, sites, tid, cid, baseline, config):

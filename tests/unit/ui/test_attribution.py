@@ -185,3 +185,16 @@ def test_a_label_with_markup_is_shown_as_text_in_the_hover(ui_ws, graphs_ws):
     feature = _traces(_figure(at), "feature")[0]
     hover = dict(zip(feature["customdata"], feature["hovertext"]))["topk-demo:1@2"]
     assert "&lt;b&gt;bold&lt;/b&gt; &amp; &lt;a href=&#x27;x&#x27;&gt;link&lt;/a&gt;" in hover
+
+
+def test_the_faithfulness_words_name_what_attribution_pruning_alone_kept():
+    from types import SimpleNamespace
+
+    from analysis.graph_view import faithfulness_words
+
+    row = SimpleNamespace(target=" a", contrast=None, recovered=0.9, top_removed=0.4, ablation="mean")
+    refined = {"faithfulness": {"top_n": 10, "recovered_by_attribution": 0.11, "refine_rounds": 4}}
+    assert faithfulness_words(row, refined) == (
+        "the graph alone keeps 90% of the logit of ' a' (mean ablation); attribution pruning alone, before 4 "
+        "refinement round(s), kept 11%; removing its top 10 nodes loses 40%")
+    assert "attribution pruning alone" not in faithfulness_words(row, {"faithfulness": {"top_n": 10}})
