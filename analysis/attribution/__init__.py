@@ -41,6 +41,6 @@ __all__ = [
     "Attribution", "AttributionConfig", "Baseline", "Faithfulness", "Link", "Node", "NodeAblation", "NodeScores",
     "Site", "ablate_node", "attribute", "corpus_contexts", "corpus_means", "edges", "faithfulness", "graph_document",
     "keep_masks", "make_baseline", "make_sites", "metric_of", "node_attributions", "node_id", "open_request",
-    "predicted_change", "prompt_tokens", "prune_links", "prune_nodes", "run_ablated", "single_token", "site_index", "target_ids",
-    "top_nodes",
+    "predicted_change", "prompt_tokens", "prune_links", "prune_nodes", "run_ablated", "single_token", "site_index",
+    "target_ids", "top_nodes",
 ]
