@@ -3,8 +3,9 @@
 Trains GBA with two seeds, then TopK with two seeds at k = GBA's measured L0 (rounded), each through the
 training API (sae.training.train, what `sparsescope train` runs) for one pass over the cache's training rows.
 Prints one JSON line:
-  within_1_5x    share of GBA features whose frequency over the training rows is <= 1.5 x their group's target
-  dead           share of GBA features that never fired on the training rows
+  within_1_5x    share of GBA features (seed 0) whose frequency over all the training rows, measured with the
+                 trained dictionary, is <= 1.5 x their group's target
+  dead           share of GBA features (seed 0) that never fire on the training rows
   l0, fvu        per architecture, on the held-out rows (FVU: sum ||x - x_hat||^2 / sum ||x - mean||^2)
   fvu_ratio      GBA's FVU / TopK's
   seed_match     per architecture: share of seed 0's features whose best match among seed 1's decoder rows has
@@ -85,6 +86,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=4e-4)
     parser.add_argument("--update-every", type=int, default=1, help="GBA's update_every (steps)")
     parser.add_argument("--gamma", type=float, default=0.1, help="GBA's gamma (bias step)")
+    parser.add_argument("--min-fires", type=float, default=16.0,
+                        help="GBA's min_fires (expected firings a group's frequency is counted over)")
     parser.add_argument("--quick", action="store_true", help="synthetic data, 512 features")
     args = parser.parse_args()
     if args.quick:
@@ -100,7 +103,7 @@ def main() -> None:
 
         note = f"no activation cache at {args.activations}: synthetic sparse data instead"
         source, data = synthetic_source(Path(tempfile.mkdtemp())), "synthetic"
-    options = (("update_every", args.update_every), ("gamma", args.gamma))
+    options = (("update_every", args.update_every), ("gamma", args.gamma), ("min_fires", args.min_fires))
     held_out = source.held_out_rows()
     gba = [run(source, "gba", args.d_sae, None, seed, args, options) for seed in (0, 1)]
     gba_numbers = measure(*gba[0], held_out)
@@ -115,6 +118,7 @@ def main() -> None:
         "data": data, "note": note, "train_rows": source.n_train, "held_out_rows": int(held_out.shape[0]),
         "d_in": source.d_in, "d_sae": args.d_sae, "batch": args.batch, "lr": args.lr,
         "gba_update_every": args.update_every, "gba_gamma": args.gamma,
+        "gba_min_fires": args.min_fires,
         "within_1_5x": round(within, 4), "dead": round(dead, 4),
         "gba": {**gba_numbers, "l0": round(gba_numbers["l0"], 2), "seed_match": seed_match(gba[0][0], gba[1][0])},
         "topk": {**topk_numbers, "k": k, "l0": round(topk_numbers["l0"], 2),
