@@ -48,6 +48,8 @@ from torch import Tensor
 from sae.dictionaries.registry import Architecture, Option
 from store.errors import InputError
 
+MAX_WINDOWS = 32
+"""Past windows kept per feature (their firing counts and peaks) for the rare groups' frequencies."""
 OPTIONS = (
     Option("groups", 10, "groups of features, each with its own target frequency"),
     Option("target_high", 0.1, "target frequency of the first (most frequent) group"),
@@ -55,8 +57,9 @@ OPTIONS = (
     Option("gamma", 0.01, "bias step, a share of the peak pre-activation"),
     Option("update_every", 50, "steps between bias updates (the window that frequencies are counted over)"),
     Option("eps", 1e-6, "a feature firing less often than this in a window has its bias raised"),
-    Option("min_fires", 16.0, "a group's frequency is counted over as many of the last windows (at most "
-                              "MAX_WINDOWS) as its target needs to fire this often on average (0: the last window)"),
+    Option("min_fires", 16.0, f"a group's frequency is counted over as many of the last windows (at most "
+                              f"{MAX_WINDOWS}) as its target needs to fire this often on average (0: the last "
+                              "window alone)"),
     Option("quantile_init", True, "start each bias at its target's quantile of the initial pre-activations "
                                   "(false: at 0, as in the paper)"),
 )
@@ -148,8 +151,6 @@ class GBATrainingSAEConfig(TrainingSAEConfig):
 _WINDOW = ("fire_count", "peak", "window_tokens", "window_steps", "past_count", "past_peak", "past_tokens",
            "windows_done")
 """Buffers of the running window and the past ones (checkpointed, not saved with the inference weights)."""
-MAX_WINDOWS = 32
-"""Past windows kept per feature (their firing counts and peaks) for the rare groups' frequencies."""
 
 
 @torch.no_grad()
