@@ -5,7 +5,8 @@ The features are split into `groups` equal groups; group g aims at the activatio
 target_high * (target_low / target_high) ** (g / (groups - 1)) (geometric, the first group the most frequent).
 The loss is the reconstruction error alone. The biases are buffers, not parameters, so no optimizer ever sees
 them; every `update_every` steps, from the firing counts and peak pre-activations of the steps since the last
-update (running sums per feature, not a buffer of activations):
+update (running sums per feature, not a buffer of activations; for a group whose target that window is too short
+to count, of the last few windows: see below):
 
     p_m > target of m's group:  b_m <- max(b_m - gamma * r_m, -1)      (r_m: m's peak pre-activation)
     p_m < eps:                  b_m <- min(b_m + gamma * rbar_g, 0)    (rbar_g: mean positive peak of the group)
@@ -20,10 +21,19 @@ through the encoder is a gradient on every threshold w_m . b_pre - b_m, and with
 wants those lower; on the demo cache Adam moved b_pre by 0.4 (the rows lie about 0.6 from their median) within
 60 steps and L0 went from 67 to over 1,000 while the rule, a step of gamma * r_m per window, could not follow.
 
-Not in the paper: `quantile_init` starts every bias at its target (minus the quantile of the initial
-pre-activations), so that a single pass over a small cache already holds the targets; with it off the biases
-start at 0 as in the paper. The saved dictionary is a plain SAELens `standard` SAE (the biases are ordinary
-weights there); its metadata records the options it was trained with.
+Not in the paper: a window of `update_every` steps can be too short for a rare target (1,024 tokens hold one firing
+on average at 0.001): then "p_m > target" means "fired twice", "p_m < eps" means "never fired", and the rule
+settles where those are equally likely, above the target (about 1.15 x it at one expected firing, steps alike) and
+with a wide spread; one pass over the demo cache left 41% of the 0.001 group above 1.5 x it. Longer windows for
+every group leave too few updates to follow the encoder as it learns (91% and 80% within 1.5 x at 10 and 20 steps,
+against 94% at 1). So each feature's counts and peaks of the last MAX_WINDOWS windows are kept, and every update
+counts a group's frequency over as many of them as hold `min_fires` firings at its target (a sliding window, still
+updated every window; a group whose window is long enough uses the last one alone, as in the paper). After a bias
+step the kept peaks are shifted by it, to what they would be with the new bias. Also not in the paper:
+`quantile_init` starts every bias at its target (minus the quantile of the initial pre-activations), so that a
+single pass over a small cache already holds the targets; with it off the biases start at 0 as in the paper. The
+saved dictionary is a plain SAELens `standard` SAE (the biases are ordinary weights there); its metadata records
+the options it was trained with.
 """
 from __future__ import annotations
 
@@ -38,6 +48,8 @@ from torch import Tensor
 from sae.dictionaries.registry import Architecture, Option
 from store.errors import InputError
 
+MAX_WINDOWS = 32
+"""Past windows kept per feature (their firing counts and peaks) for the rare groups' frequencies."""
 OPTIONS = (
     Option("groups", 10, "groups of features, each with its own target frequency"),
     Option("target_high", 0.1, "target frequency of the first (most frequent) group"),
@@ -45,6 +57,9 @@ OPTIONS = (
     Option("gamma", 0.01, "bias step, a share of the peak pre-activation"),
     Option("update_every", 50, "steps between bias updates (the window that frequencies are counted over)"),
     Option("eps", 1e-6, "a feature firing less often than this in a window has its bias raised"),
+    Option("min_fires", 16.0, f"a group's frequency is counted over as many of the last windows (at most "
+                              f"{MAX_WINDOWS}) as its target needs to fire this often on average (0: the last "
+                              "window alone)"),
     Option("quantile_init", True, "start each bias at its target's quantile of the initial pre-activations "
                                   "(false: at 0, as in the paper)"),
 )
@@ -71,6 +86,8 @@ def check_gba_options(options: Mapping[str, Any], d_sae: int | None) -> None:
         raise InputError(f"--option update_every must be at least 1 (got {options['update_every']})")
     if not 0 <= options["eps"] <= 1:
         raise InputError(f"--option eps is a frequency: it must be in [0, 1] (got {options['eps']})")
+    if not options["min_fires"] >= 0:
+        raise InputError(f"--option min_fires must be at least 0 (got {options['min_fires']})")
 
 
 def group_targets(d_sae: int, groups: int, high: float, low: float) -> tuple[Tensor, Tensor]:
@@ -111,6 +128,8 @@ class GBATrainingSAEConfig(TrainingSAEConfig):
     """Steps between bias updates."""
     eps: float = _DEFAULTS["eps"]
     """Frequency below which a feature's bias is raised."""
+    min_fires: float = _DEFAULTS["min_fires"]
+    """Expected firings at its target that a group's frequency is counted over (in whole windows)."""
     quantile_init: bool = _DEFAULTS["quantile_init"]
     """Start the biases at their targets' quantiles of the initial pre-activations (else at 0)."""
 
@@ -129,8 +148,30 @@ class GBATrainingSAEConfig(TrainingSAEConfig):
         return StandardSAEConfig
 
 
-_WINDOW = ("fire_count", "peak", "window_tokens", "window_steps")
-"""Buffers of the running window (checkpointed, not saved with the inference weights)."""
+_WINDOW = ("fire_count", "peak", "window_tokens", "window_steps", "past_count", "past_peak", "past_tokens",
+           "windows_done")
+"""Buffers of the running window and the past ones (checkpointed, not saved with the inference weights)."""
+
+
+@torch.no_grad()
+def window_stats(count: Tensor, peak: Tensor, tokens: Tensor, newest: int, target: Tensor, group: Tensor,
+                 min_fires: float) -> tuple[Tensor, Tensor]:
+    """(frequency, peak pre-activation) [d_sae] of each feature over its group's last windows: as few as hold
+    min_fires / target tokens (the target fires min_fires times there on average), or all that are filled.
+
+    count, peak [W, d_sae] and tokens [W] are a ring of the last W windows; `newest` is the last one's slot."""
+    slots = tokens.shape[0]
+    order = (newest - torch.arange(slots, device=tokens.device)) % slots  # newest first
+    held = tokens[order].cumsum(0)  # tokens in the newest 1, 2, ... windows
+    filled = int((tokens[order] > 0).sum())
+    group_target = torch.zeros(int(group.max()) + 1, dtype=target.dtype, device=target.device)
+    group_target[group] = target
+    need = min_fires / group_target  # tokens each group's frequency is counted over
+    used = ((held[None, :] < need[:, None]).sum(dim=1) + 1).clamp(max=max(filled, 1))  # windows per group
+    mask = torch.arange(slots, device=tokens.device)[:, None] < used[group][None, :]  # [W, d_sae]
+    fires = (count[order] * mask).sum(dim=0)
+    freq = fires.float() / held[used - 1][group].clamp(min=1).float()
+    return freq, torch.where(mask, peak[order], float("-inf")).amax(dim=0)
 
 
 class GBATrainingSAE(StandardTrainingSAE):
@@ -150,6 +191,10 @@ class GBATrainingSAE(StandardTrainingSAE):
         self.register_buffer("peak", torch.full((cfg.d_sae,), float("-inf"), device=device))
         self.register_buffer("window_tokens", torch.zeros((), dtype=torch.long, device=device))
         self.register_buffer("window_steps", torch.zeros((), dtype=torch.long, device=device))
+        self.register_buffer("past_count", torch.zeros(MAX_WINDOWS, cfg.d_sae, dtype=torch.int32, device=device))
+        self.register_buffer("past_peak", torch.full((MAX_WINDOWS, cfg.d_sae), float("-inf"), device=device))
+        self.register_buffer("past_tokens", torch.zeros(MAX_WINDOWS, dtype=torch.long, device=device))
+        self.register_buffer("windows_done", torch.zeros((), dtype=torch.long, device=device))
 
     def initialize_weights(self) -> None:
         super().initialize_weights()
@@ -198,9 +243,16 @@ class GBATrainingSAE(StandardTrainingSAE):
         self.window_steps += 1
         if int(self.window_steps) < self.cfg.update_every:
             return
-        freq = self.fire_count.float() / self.window_tokens.clamp(min=1).float()
-        self.b_enc.copy_(adapt_biases(self.b_enc, freq, self.peak, self.target, self.group, self.cfg.gamma,
-                                      self.cfg.eps))
+        slot = int(self.windows_done) % MAX_WINDOWS
+        self.past_count[slot] = self.fire_count.to(torch.int32)
+        self.past_peak[slot] = self.peak
+        self.past_tokens[slot] = self.window_tokens
+        self.windows_done += 1
+        freq, peak = window_stats(self.past_count, self.past_peak, self.past_tokens, slot, self.target, self.group,
+                                  self.cfg.min_fires)
+        bias = adapt_biases(self.b_enc, freq, peak, self.target, self.group, self.cfg.gamma, self.cfg.eps)
+        self.past_peak += bias - self.b_enc  # the past peaks as they would be with the new bias
+        self.b_enc.copy_(bias)
         self.fire_count.zero_()
         self.peak.fill_(float("-inf"))
         self.window_tokens.zero_()

@@ -38,6 +38,57 @@ def test_the_bias_update_on_a_hand_made_batch_hits_both_clips():
     assert int(sae.window_tokens) == 0 and int(sae.fire_count.sum()) == 0  # the window starts again
 
 
+def _window(sae, rows):
+    sae.training_forward_pass(TrainStepInput(sae_in=rows, coefficients={}, dead_neuron_mask=None,
+                                             n_training_steps=0, is_logging_step=False))
+    sae.after_step(rows, torch.zeros(sae.cfg.d_sae, dtype=torch.bool), optimizer=None)
+
+
+def test_a_rare_groups_frequency_is_counted_over_enough_past_windows():
+    # Group 1's target 0.1 with min_fires 1 needs 10 tokens: windows of 4 rows are counted in threes. In the third
+    # window feature 2 fires once (1/12 < 0.1 over three windows: left alone, where the last window's 1/4 > 0.1
+    # lowered it) and feature 3 twice (2/12 > 0.1: lowered by gamma x its peak 0.2).
+    sae = _gba(2, 4, groups=2, target_high=0.5, target_low=0.1, gamma=0.5, update_every=1, eps=0.0, min_fires=1)
+    e1, e2 = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.stack([e1, e1, e1, e2], dim=1))
+        sae.b_dec.zero_()
+        sae.b_enc.copy_(torch.tensor([-0.9, -0.9, -0.5, -0.5]))
+    quiet = torch.zeros(4, 2)
+    _window(sae, quiet)
+    _window(sae, quiet)
+    _window(sae, torch.tensor([[0.6, 0.0], [0.0, 0.7], [0.0, 0.6], [0.0, 0.0]]))
+    torch.testing.assert_close(sae.b_enc, torch.tensor([-0.9, -0.9, -0.5, -0.6]))
+    # A quiet fourth window: windows 2 to 4 still hold feature 3's two firings, lowered again, by its peak as it
+    # would be with the new bias (0.2 - 0.1): -0.6 - 0.5 * 0.1
+    _window(sae, quiet)
+    torch.testing.assert_close(sae.b_enc, torch.tensor([-0.9, -0.9, -0.5, -0.65]))
+
+
+def test_one_pass_holds_the_rarest_group_when_a_window_is_too_short_for_its_target():
+    # One pass, update every step, 256 rows a step: the rarest target (0.002) fires half a time in a window.
+    # Counted over the last window alone (min_fires 0, the rule as written) the rarest group ended above 1.5 x
+    # its target; counted over enough windows for 16 firings it is held.
+    def within(min_fires: float) -> tuple[float, float]:
+        torch.manual_seed(0)
+        rows = torch.tensor(sparse_activations(n=20_000, d_in=16, seed=1))
+        rows = rows * input_scale(rows, 16, unit_norm=True)
+        sae = _gba(16, 64, groups=4, target_high=0.1, target_low=0.002, gamma=0.1, update_every=1,
+                   min_fires=min_fires)
+        init_from_sample(sae, rows[:4000])
+        optimizer = torch.optim.Adam(sae.parameters(), lr=3e-4)
+        steps = rows.shape[0] // 256
+        for step in range(steps):
+            train_step(sae, rows[step * 256:(step + 1) * 256], optimizer, step, steps)
+        with torch.no_grad():
+            freq = (sae.encode(rows) > 0).float().mean(dim=0)
+        return float((freq <= 1.5 * sae.target).float().mean()), float((freq == 0).float().mean())
+
+    held, dead = within(16.0)
+    assert held >= 0.95 and dead <= 0.05
+    assert within(0.0)[0] < 0.95
+
+
 def test_adapt_biases_leaves_features_between_eps_and_target_alone():
     group, target = group_targets(4, 2, 0.5, 0.1)
     torch.testing.assert_close(target, torch.tensor([0.5, 0.5, 0.1, 0.1]))
@@ -159,6 +210,7 @@ def test_input_scale_brings_gba_inputs_to_mean_norm_one():
     ((("target_low", 0.5), ("target_high", 0.1)), "must not exceed target_high"),
     ((("gamma", 0.0),), "gamma must be positive"),
     ((("update_every", 0),), "update_every must be at least 1"),
+    ((("min_fires", -1.0),), "min_fires must be at least 0"),
 ])
 def test_options_that_cannot_hold_are_refused_in_one_line(options, message):
     with pytest.raises(InputError, match=".*") as info:
