@@ -186,7 +186,7 @@ def attribute(model, tokens: Tensor, sites: list[Site], target: int, contrast: i
     if config.refine:
         start = time.perf_counter()
         refined = refine(model, tokens, sites, scores, nodes, baseline, target, contrast, config.refine,
-                         first_pos=first_pos)
+                         first_pos=first_pos, tick=progress("refine", config.refine) if progress else None)
         nodes, pruned, rounds = refined.nodes, refined.history[0], len(refined.history) - 1
         seconds["refine"] = time.perf_counter() - start
     start = time.perf_counter()
