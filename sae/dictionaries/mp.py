@@ -1,11 +1,14 @@
 """Matching-pursuit SAE ("From Flat to Hierarchical", MP-SAE) with the fast Gram encoder of pursuit.py.
 
 Subclasses SAELens' MatchingPursuitSAE classes (tied, unit-norm dictionary, decode and forward unchanged);
-only the encoder is replaced. Two inference modes:
-- fixed k (default): exactly k steps, as in training;
+only the encoder is replaced. Two modes:
+- fixed k (default): exactly k steps, in training and inference;
 - adaptive (cfg.adaptive): stop an input when its residual norm falls below cfg.residual_threshold or an
   atom repeats (cfg.stop_on_duplicate_support), up to cfg.max_iterations steps (d_in if None) -- SAELens'
-  own stopping rules, so SAELens' MatchingPursuitSAE with the same settings gives the same codes.
+  own stopping rules, so SAELens' MatchingPursuitSAE with the same settings gives the same codes. Training
+  with adaptive=true stops the same way, at most k steps (the paper's training loop), and the saved
+  dictionary gets max_iterations = k.
+b_dec starts at zero (the paper's MP-SAE has none; `decoder_bias=false` keeps it there): see init_from_sample.
 Registered as `sparsescope_mp`: `import sae` before `SAE.load_from_disk`.
 """
 from __future__ import annotations
