@@ -8,7 +8,8 @@ active feature; true L0 is 1.36. Directions: an orthonormal basis, parents and s
 other with epsilon 0.3 and siblings with epsilon 0.0895 (the notebook's "correlation 0.1" level), re-normalised.
 
 Each dictionary (d_sae 20) is trained through `sparsescope train` (the typer app in-process, a temporary
-workspace) on a .npy of the data: MP with --k K, TopK with --k K, and ReLU with the L1 coefficient found by
+workspace) on a .npy of the data: MP with --k K and b_dec starting at zero as in the paper (--option
+median_init=false, unless --mp-option is given), TopK with --k K, and ReLU with the L1 coefficient found by
 bisection (log scale) so that its held-out L0 is closest to MP's measured L0. Learned atoms (decoder rows)
 are matched to the true features and reported per group (parents, children, singletons):
   recovered   share of true features whose Hungarian-matched atom (on decoder cosine) has cosine > 0.9
@@ -184,8 +185,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--relu-tries", type=int, default=3, help="ReLU trainings of the L1 bisection")
     parser.add_argument("--l1-range", type=float, nargs=2, default=[0.01, 1.0])
-    parser.add_argument("--mp-option", action="append", default=[], help="--option NAME=VALUE for MP")
+    parser.add_argument("--mp-option", action="append", default=[],
+                        help="--option NAME=VALUE for MP (default: median_init=false, the paper's zero start)")
     args = parser.parse_args()
+    args.mp_option = args.mp_option or ["median_init=false"]
     if args.quick:
         args.steps, args.seeds, args.relu_tries, args.rows = 2_000, args.seeds[:1], 2, 50_000
     torch.set_num_threads(1)

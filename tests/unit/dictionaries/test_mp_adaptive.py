@@ -1,4 +1,4 @@
-"""MP-SAE as the paper trains it: no starting bias, adaptive stopping in training, the mp options and their checks."""
+"""MP-SAE as the paper trains it (options): b_dec from zero, adaptive stopping in training; the options' checks."""
 from __future__ import annotations
 
 import math
@@ -14,6 +14,7 @@ from sae.dictionaries import (
     MPTrainingSAE,
     MPTrainingSAEConfig,
     build_training_sae,
+    geometric_median,
     init_from_sample,
     mp_encode_steps,
     parse_options,
@@ -47,10 +48,14 @@ def mp_dictionary(**fields) -> MPTrainingSAE:
     return MPTrainingSAE(MPTrainingSAEConfig(d_in=D, d_sae=D, decoder_init_norm=1.0, **fields))
 
 
-def test_mp_starts_without_a_decoder_bias():
-    sae = mp_dictionary(k=2)
-    init_from_sample(sae, torch.rand(64, D) + 3)
-    assert torch.equal(sae.b_dec, torch.zeros(D))
+@pytest.mark.parametrize("fields, at_median", [({}, True), ({"median_init": False}, False),
+                                               ({"decoder_bias": False}, False)])
+def test_b_dec_starts_at_the_median_or_at_zero_as_in_the_paper(fields, at_median):
+    sample = torch.rand(64, D) + 3
+    sae = mp_dictionary(k=2, **fields)
+    init_from_sample(sae, sample)
+    expected = geometric_median(sample) if at_median else torch.zeros(D)
+    assert torch.allclose(sae.b_dec, expected)
 
 
 @pytest.mark.parametrize("decoder_bias", [True, False])
