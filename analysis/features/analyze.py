@@ -48,11 +48,15 @@ class AnalyzeRequest:
     batch: int = 16
     """Contexts encoded at a time (at most: see contexts_per_batch)."""
     device: str | None = None
+    residual_threshold: float | None = None
+    """MP dictionaries: analyse in adaptive mode, stopping at this residual norm (sae.dictionaries.mp)."""
 
     def check(self) -> None:
         for name in ("tokens", "examples", "quantiles", "batch"):
             if getattr(self, name) < 1:
                 raise InputError(f"--{name} must be at least 1 (got {getattr(self, name)})")
+        if self.residual_threshold is not None and not self.residual_threshold >= 0:
+            raise InputError(f"--residual-threshold must be >= 0 (got {self.residual_threshold})")
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,10 @@ def open_site(ws, req: AnalyzeRequest, lm=None, need_codes: bool = False) -> Sit
     with session(ws.db_path) as con:
         device = req.device if lm is None else next(lm.parameters()).device  # one device: a given model's
         row, sae = open_dictionary(ws, req.dictionary, device, con=con)
+        if req.residual_threshold is not None:
+            from sae.dictionaries import with_residual_threshold
+
+            with_residual_threshold(sae, req.residual_threshold, row.arch)
         if need_codes and not lookup(row.arch).has_codes:
             coded = " or ".join(a.name for a in ARCHITECTURES.values() if a.has_codes)
             raise InputError(f"dictionary {row.name!r} is a {row.arch} dictionary; this needs a {coded} one")
@@ -233,7 +241,8 @@ def mp_accumulator(sae):
     """The pursuit-step accumulator of an MP dictionary (one column per step it can take)."""
     from analysis.features.pursuit import MPStepAccumulator
 
-    steps = getattr(sae.cfg, "k", None) or getattr(sae.cfg, "max_iterations", None) or 32
+    adaptive = getattr(sae.cfg, "adaptive", True) and getattr(sae.cfg, "max_iterations", None)
+    steps = (sae.cfg.max_iterations if adaptive else getattr(sae.cfg, "k", None)) or 32
     return MPStepAccumulator(sae.cfg.d_sae, steps, device=sae.W_dec.device)
 
 

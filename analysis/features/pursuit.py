@@ -12,6 +12,7 @@ is explained). Counting every (child, parent) pair exactly needs d_sae^2 counter
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -174,3 +175,21 @@ def pursuit_traces(sae, acts: Tensor) -> list[PursuitTrace]:
         traces.append(PursuitTrace(ids.tolist(), coeffs.double().tolist(), norms.tolist(),
                                    float(sae_in[row].norm()), STOP_REASONS[int(steps.stop_reason[row])]))
     return traces
+
+
+def adaptive_stop(trace: PursuitTrace, threshold: float) -> int:
+    """Steps of `trace` that adaptive inference with this residual threshold would take: it stops after the
+    first step whose residual norm falls below the threshold or whose atom was already chosen (SAELens' rules,
+    checked after each step as sae.dictionaries.pursuit does); all of them when neither happens. The steps
+    before the stop are the same in both modes.
+
+    InputError (one line) for a negative threshold.
+    """
+    if not (math.isfinite(threshold) and threshold >= 0):
+        raise InputError(f"the residual threshold must be a finite number >= 0 (got {threshold})")
+    seen: set[int] = set()
+    for step, (atom, norm) in enumerate(zip(trace.atoms, trace.residual_norms), start=1):
+        if norm < threshold or atom in seen:
+            return step
+        seen.add(atom)
+    return len(trace.atoms)

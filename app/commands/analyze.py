@@ -1,7 +1,7 @@
 """Commands for feature statistics: analyze (one pass into the store) and codes (codebook code search)."""
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
@@ -24,6 +24,10 @@ def analyze_cmd(
                                                "quantile band.")] = 20,
     quantiles: Annotated[int, typer.Option(help="Activation bands sampled per feature.")] = 10,
     batch: BatchOpt = 16,
+    residual_threshold: Annotated[Optional[float], typer.Option(
+        help="MP dictionaries: analyse in adaptive mode, each token's pursuit stopping once its residual norm "
+             "(raw activation units) falls below this or an atom repeats, at most its k steps.",
+        show_default=False)] = None,
     device: DeviceOpt = None,
     ws: WorkspaceOpt = None,
 ):
@@ -38,7 +42,7 @@ def analyze_cmd(
     from analysis.features.analyze import AnalyzeRequest, analyze_dictionary
 
     req = AnalyzeRequest(dictionary, corpus=corpus, tokens=tokens, examples=examples, quantiles=quantiles,
-                         batch=batch, device=device)
+                         batch=batch, device=device, residual_threshold=residual_threshold)
     req.check()
     out = analyze_dictionary(existing_workspace(ws), req, progress=not quiet())
     if out is None:  # a torchrun rank other than 0: rank 0 wrote and reports

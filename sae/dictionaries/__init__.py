@@ -72,6 +72,7 @@ from sae.dictionaries.mp import (
     MPTrainingSAE,
     MPTrainingSAEConfig,
     mp_encode_steps,
+    with_residual_threshold,
 )
 from sae.dictionaries.neurons import NeuronsSAE, NeuronsSAEConfig, neuron_dictionary, neuron_layer
 from sae.dictionaries.step import StepOutput, train_step
@@ -87,4 +88,5 @@ __all__ = [
     "check_options", "codebook_code_ids", "feature_activations", "geometric_median", "init_from_sample",
     "kmeans_init", "load_dictionary", "lookup", "mp_encode_steps", "neuron_dictionary", "neuron_layer",
     "parse_options", "register", "replace_dead_codes", "save_dictionary", "train_step", "trainable", "unregister",
+    "with_residual_threshold",
 ]

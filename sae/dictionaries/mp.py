@@ -1,17 +1,22 @@
 """Matching-pursuit SAE ("From Flat to Hierarchical", MP-SAE) with the fast Gram encoder of pursuit.py.
 
 Subclasses SAELens' MatchingPursuitSAE classes (tied, unit-norm dictionary, decode and forward unchanged);
-only the encoder is replaced. Two inference modes:
-- fixed k (default): exactly k steps, as in training;
+only the encoder is replaced. Two modes:
+- fixed k (default): exactly k steps, in training and inference;
 - adaptive (cfg.adaptive): stop an input when its residual norm falls below cfg.residual_threshold or an
   atom repeats (cfg.stop_on_duplicate_support), up to cfg.max_iterations steps (d_in if None) -- SAELens'
-  own stopping rules, so SAELens' MatchingPursuitSAE with the same settings gives the same codes.
+  own stopping rules, so SAELens' MatchingPursuitSAE with the same settings gives the same codes. Training
+  with adaptive=true stops the same way, at most k steps (the paper's training loop), and the saved
+  dictionary gets max_iterations = k.
+b_dec starts at the geometric median, or at zero (median_init=False: the paper's MP-SAE has no bias;
+decoder_bias=False keeps it there): see init_from_sample.
 Registered as `sparsescope_mp`: `import sae` before `SAE.load_from_disk`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import NamedTuple
+import math
+from dataclasses import dataclass, replace
+from typing import Any, Mapping, NamedTuple
 
 import torch
 from sae_lens.saes.matching_pursuit_sae import (
@@ -24,10 +29,11 @@ from sae_lens.saes.sae import TrainStepInput, TrainStepOutput
 from torch import Tensor
 
 from sae.dictionaries.pursuit import STOP_REASONS, Pursuit, gram, pursue, rederive, scatter_codes
-from sae.dictionaries.registry import Architecture
+from sae.dictionaries.registry import Architecture, Option
+from store.errors import InputError
 
 __all__ = ["MP", "MPSAE", "MPSAEConfig", "MPSteps", "MPTrainingSAE", "MPTrainingSAEConfig", "STOP_REASONS",
-           "mp_encode_steps"]
+           "mp_encode_steps", "with_residual_threshold"]
 
 
 @dataclass
@@ -46,16 +52,28 @@ class MPSAEConfig(MatchingPursuitSAEConfig):
 
 @dataclass
 class MPTrainingSAEConfig(MatchingPursuitTrainingSAEConfig):
-    """Training always runs exactly k steps; `adaptive` is only copied into the saved inference config."""
+    """Fixed k: training runs exactly k steps. Adaptive: training stops each input as the paper's training loop
+    does (residual norm below residual_threshold, or a repeated atom), at most k steps, and so does the saved
+    dictionary (its max_iterations is k unless set)."""
 
     k: int = 32
-    """Pursuit steps per input."""
+    """Pursuit steps per input (the most steps in adaptive mode)."""
     adaptive: bool = False
-    """Inference mode of the saved dictionary (see MPSAEConfig)."""
+    """Train with the stopping rules, and save a dictionary that infers with them (see MPSAEConfig)."""
+    decoder_bias: bool = True
+    """Learn b_dec; False keeps it at zero (the paper's MP-SAE has no bias)."""
+    median_init: bool = True
+    """Start b_dec at the geometric median of a sample (False: at zero, as the paper's MP-SAE)."""
 
     @classmethod
     def architecture(cls) -> str:
         return "sparsescope_mp"
+
+    def get_inference_sae_cfg_dict(self) -> dict:
+        cfg = super().get_inference_sae_cfg_dict()
+        if self.adaptive and self.max_iterations is None:
+            cfg["max_iterations"] = self.k  # infer with the step budget it was trained with
+        return cfg
 
 
 class MPSteps(NamedTuple):
@@ -119,6 +137,23 @@ def mp_encode_steps(sae, x: Tensor, adaptive: bool | None = None) -> MPSteps:
                    found.stop_reason)
 
 
+def with_residual_threshold(sae, threshold: float, arch_name: str = "") -> None:
+    """Switch a loaded MP dictionary to adaptive inference: stop each input once its residual norm (raw
+    activation units) falls below `threshold` or an atom repeats, at most its k steps (or max_iterations).
+
+    InputError (one line) for a negative threshold or a dictionary that does not encode by pursuit.
+    """
+    if not isinstance(sae.cfg, MatchingPursuitSAEConfig):
+        raise InputError(f"a residual threshold applies to mp (matching pursuit) dictionaries, not "
+                         f"{arch_name or sae.cfg.architecture()} ones")
+    if not (math.isfinite(threshold) and threshold >= 0):
+        raise InputError(f"the residual threshold must be a finite number >= 0 (got {threshold})")
+    fields = {"residual_threshold": threshold, "max_iterations": sae.cfg.max_iterations or getattr(sae.cfg, "k", None)}
+    if hasattr(sae.cfg, "adaptive"):  # ours; SAELens' own MatchingPursuitSAE is always adaptive
+        fields["adaptive"] = True
+    sae.cfg = replace(sae.cfg, **fields)
+
+
 class MPSAE(MatchingPursuitSAE):
     """Inference MP-SAE: SAELens' class with the fast encoder."""
 
@@ -143,7 +178,12 @@ class MPTrainingSAE(MatchingPursuitTrainingSAE):
             return super().training_forward_pass(step_input)
         x = step_input.sae_in.to(self.dtype)
         sae_in = self.process_sae_in(x)
-        found = pursue(sae_in.detach(), self.W_dec.detach(), gram(self.W_dec.detach()), self.cfg.k)
+        cfg = self.cfg
+        # Adaptive (the paper's training loop): stop on a small residual or a repeated atom, at most k steps.
+        threshold, stop_on_repeat = (cfg.residual_threshold, cfg.stop_on_duplicate_support) if cfg.adaptive \
+            else (0.0, False)
+        found = pursue(sae_in.detach(), self.W_dec.detach(), gram(self.W_dec.detach()), cfg.k, threshold,
+                       stop_on_repeat)
         coeffs, residual = rederive(sae_in, self.W_dec, found.atom_ids)
         # sum_t a_t W[j_t] = sae_in - residual, so the decoder output needs no [N, d_sae] matmul.
         sae_out = x - residual
@@ -156,13 +196,34 @@ class MPTrainingSAE(MatchingPursuitTrainingSAE):
                                loss=mse_loss, losses={"mse_loss": mse_loss}, metrics=metrics)
 
     @torch.no_grad()
+    def init_from_sample(self, sample: Tensor) -> None:
+        """Data-dependent initialisation (sae.dictionaries.init_from_sample): b_dec at the geometric median of
+        the sample, or zero with median_init=False or decoder_bias=False.
+
+        The median suits activations with a large common offset (a language model's residual stream: on
+        SmolLM2's layer 6, 150k tokens, FVU 0.55 against 0.64 from zero). On data without one it hurts MP:
+        pursuit adds only positive multiples of atoms, so it cannot put back what centring on an inside point
+        removed, and the atoms drift to mixtures (the paper's synthetic hierarchy, bench/hierarchy.py: 0.44 of
+        the children recovered from the median, 1.0 from zero).
+        """
+        if self.cfg.median_init and self.cfg.decoder_bias:
+            from sae.dictionaries.factory import geometric_median
+
+            self.b_dec.copy_(geometric_median(sample))
+        else:
+            self.b_dec.zero_()
+
+    @torch.no_grad()
     def normalize_decoder(self) -> None:
         """Project the atoms back to unit norm (MP's selection and coefficients assume it)."""
         self.W_dec.div_(self.W_dec.norm(dim=-1, keepdim=True).clamp(min=1e-8))
 
     def after_step(self, batch: Tensor, fired: Tensor, optimizer: torch.optim.Optimizer) -> None:
-        """Upkeep after each optimizer step (train_step): unit-norm atoms."""
+        """Upkeep after each optimizer step (train_step): unit-norm atoms, and b_dec back to zero without a
+        decoder bias (zeroed here rather than frozen, so that every parameter keeps a gradient: DDP hooks)."""
         self.normalize_decoder()
+        if not self.cfg.decoder_bias:
+            self.b_dec.zero_()
 
 
 def _coo(atom_ids: Tensor, coeffs: Tensor, d_sae: int) -> Tensor:
@@ -173,7 +234,26 @@ def _coo(atom_ids: Tensor, coeffs: Tensor, d_sae: int) -> Tensor:
     return torch.sparse_coo_tensor(indices, coeffs[used], (atom_ids.shape[0], d_sae), check_invariants=False).coalesce()
 
 
+OPTIONS = (
+    Option("adaptive", False, "stop each input early (residual norm below residual_threshold, or an atom chosen "
+                              "twice), at most k steps, in training and in the saved dictionary"),
+    Option("decoder_bias", True, "learn a decoder bias b_dec (false: none, as the paper's MP-SAE)"),
+    Option("median_init", True, "start b_dec at the geometric median of a sample (false: at zero, as the paper's "
+                                "MP-SAE; better where the data have no common offset)"),
+    Option("residual_threshold", 0.01, "adaptive mode's residual norm to stop at, on inputs scaled to mean norm "
+                                       "sqrt(d_in) (saved in raw activation units)"),
+)
+
+
+def check_mp_options(options: Mapping[str, Any], d_sae: int | None) -> None:
+    """InputError (one line) for MP options that cannot hold."""
+    threshold = options["residual_threshold"]
+    if not (math.isfinite(threshold) and threshold >= 0):
+        raise InputError(f"--option residual_threshold must be a finite number >= 0 (got {threshold})")
+
+
 MP = Architecture(
     "mp", MPTrainingSAE, MPTrainingSAEConfig, MPSAE, MPSAEConfig, saelens_names=("sparsescope_mp", "matching_pursuit"),
-    default_k=32, k_meaning="pursuit steps", config_fields={"decoder_init_norm": 1.0}, has_pursuit_steps=True,
-    tied=True)
+    default_k=32, k_meaning="pursuit steps (the most steps with adaptive=true)",
+    config_fields={"decoder_init_norm": 1.0}, has_pursuit_steps=True, tied=True, options=OPTIONS,
+    check=check_mp_options)

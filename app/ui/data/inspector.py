@@ -21,3 +21,10 @@ def traces(model_name: str, hook: str, name: str, stamp: int, text: str) -> list
     sae = cache.dictionary(name, stamp)
     with cache.using_model(model_name) as lm:
         return trace_prompt(lm, hook, text, sae)
+
+
+def adaptive_stop(trace, threshold: float) -> int:
+    """analysis.features.pursuit.adaptive_stop: steps adaptive inference would take (InputError below 0)."""
+    from analysis.features.pursuit import adaptive_stop as stop_at
+
+    return stop_at(trace, threshold)

@@ -139,7 +139,20 @@ if not trace.atoms:
     st.stop()
 st.caption(f"{len(trace.atoms)} steps ({md_escape(trace.stop_reason)}): the residual norm falls from "
            f"{num(trace.input_norm)} to {num(trace.residual_norms[-1])}")
-st.plotly_chart(pursuit_figure(trace), width="stretch")
+threshold = st.number_input("residual threshold (adaptive stop)", value=None, step=0.1, format="%g",
+                            help="Where adaptive inference would stop this token: after the first step whose "
+                                 "residual norm falls below this or whose atom repeats (`sparsescope analyze "
+                                 "--residual-threshold`, `--option adaptive=true` in training).")
+stop = None
+if threshold is not None:
+    try:
+        stop = di.adaptive_stop(trace, threshold)
+    except InputError as exc:
+        show_error(exc)
+    else:
+        st.caption(f"adaptive inference with residual threshold {num(threshold)} stops after step {stop} of "
+                   f"{len(trace.atoms)}")
+st.plotly_chart(pursuit_figure(trace, threshold if stop is not None else None, stop), width="stretch")
 linked = traced in data.analysed
 found = cache.fetch(cache.summaries, traced, tuple(sorted(set(trace.atoms)))) if linked else {}
 pursuit_table(traced, trace, {i: s.label for i, s in found.items()}, linked)

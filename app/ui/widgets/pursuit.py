@@ -8,9 +8,10 @@ import streamlit as st
 from app.ui.widgets.common import feature_url
 
 
-def pursuit_figure(trace) -> go.Figure:
+def pursuit_figure(trace, threshold: float | None = None, stop: int | None = None) -> go.Figure:
     """Bars: the coefficient added at each step (hover: its atom); line: the residual norm before step 1 and
-    after each step, on a second axis."""
+    after each step, on a second axis; with a threshold, a dashed line at it and a dotted one where adaptive
+    inference would stop (after step `stop`)."""
     steps = list(range(1, len(trace.atoms) + 1))
     fig = go.Figure([
         go.Bar(x=steps, y=trace.coeffs, name="coefficient", customdata=trace.atoms,
@@ -22,6 +23,11 @@ def pursuit_figure(trace) -> go.Figure:
     fig.update_layout(xaxis=dict(title="pursuit step", dtick=1), yaxis_title="coefficient", height=300,
                       yaxis2=dict(title="residual norm", overlaying="y", side="right", rangemode="tozero"),
                       legend=dict(orientation="h", y=1.12), margin=dict(t=30, b=10))
+    if threshold is not None:
+        fig.add_shape(type="line", xref="paper", x0=0, x1=1, yref="y2", y0=threshold, y1=threshold,
+                      line=dict(dash="dash", color="grey"), name="residual threshold")
+    if stop is not None:
+        fig.add_vline(x=stop + 0.5, line=dict(dash="dot", color="firebrick"), annotation_text="adaptive stop")
     return fig
 
 

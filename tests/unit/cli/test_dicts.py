@@ -130,6 +130,11 @@ def _bad_files(tmp_path):
     ("gba-too-many-groups", ["--arch", "gba", "--activations", "{acts}", "--d-sae", "8", "--option", "groups=9"],
      "--option groups (9) cannot exceed the number of features (8)"),
     ("option-elsewhere", ["--activations", "{acts}", "--option", "groups=4"], "--option does not apply to topk"),
+    ("mp-threshold", ["--arch", "mp", "--activations", "{acts}", "--option", "residual_threshold=-0.5"],
+     "--option residual_threshold must be a finite number >= 0 (got -0.5)"),
+    ("mp-adaptive", ["--arch", "mp", "--activations", "{acts}", "--option", "adaptive=maybe"],
+     "--option adaptive must be bool (got 'maybe')"),
+    ("adaptive-elsewhere", ["--activations", "{acts}", "--option", "adaptive=true"], "--option does not apply to topk"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(monkeypatch, capsys, tmp_path, acts, plain_saelens, case, args,
                                                   needle):

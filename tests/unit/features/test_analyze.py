@@ -165,6 +165,8 @@ def _results(ws):
     (["analyze", "tk", "--corpus", "missing"], "unknown corpus 'missing'"),
     (["codes", "tk", "a"], "is a topk dictionary; this needs a codebook one"),
     (["codes", "cb", "(unclosed"], "does not compile"),
+    (["analyze", "tk", "--residual-threshold", "0.1"], "applies to mp (matching pursuit) dictionaries, not topk"),
+    (["analyze", "mp", "--residual-threshold", "-1"], "--residual-threshold must be >= 0"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(space, tiny_model, monkeypatch, args, needle):
     import sae.models
@@ -223,3 +225,14 @@ def test_a_cache_of_other_text_is_not_read(space, tiny_model, value, needle):
     finally:
         (cache / MANIFEST).write_text(original)
     assert site.cache is None and needle in site.note and "the model runs instead" in site.note
+
+
+def test_an_mp_dictionary_analysed_with_a_residual_threshold_stops_early(space, tiny_model):
+    """A threshold above every input's norm stops each token after its first atom: one feature per token."""
+    ws, _ = space
+    counts = {}
+    for threshold in (None, 1e9):
+        out = _analyze(ws, tiny_model, "mp", residual_threshold=threshold)
+        with session(ws.db_path) as con:
+            counts[threshold] = con.execute("SELECT sum(count) FROM features WHERE dictionary = 'mp'").fetchone()[0]
+    assert counts[1e9] <= out.n_tokens < counts[None]

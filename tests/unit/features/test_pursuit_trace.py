@@ -68,3 +68,17 @@ def test_other_architectures_are_refused():
     topk = build_training_sae(DictSpec("topk", d_in=64, d_sae=96, k=5))
     with pytest.raises(InputError, match="applies to MP"):
         pursuit_traces(topk, torch.zeros(3, 64))
+
+
+def test_adaptive_stop_follows_the_residual_threshold_and_repeats():
+    from analysis.features.pursuit import PursuitTrace, adaptive_stop
+
+    trace = PursuitTrace(atoms=[5, 2, 9, 2, 7], coeffs=[1.0] * 5, residual_norms=[3.0, 2.0, 1.0, 0.5, 0.2],
+                         input_norm=4.0, stop_reason="max_steps")
+    assert adaptive_stop(trace, 0.0) == 4  # atom 2 comes back at step 4 (its step is applied)
+    assert adaptive_stop(trace, 2.5) == 2
+    assert adaptive_stop(trace, 100.0) == 1  # checked after each step, as the encoder does
+    no_repeat = PursuitTrace([1, 2, 3], [1.0] * 3, [3.0, 2.0, 1.0], 4.0, "max_steps")
+    assert adaptive_stop(no_repeat, 0.5) == 3
+    with pytest.raises(InputError, match="finite number >= 0"):
+        adaptive_stop(trace, -0.1)

@@ -76,6 +76,21 @@ def test_deep_link_restores_text_dictionary_and_token_and_traces_the_pursuit(ui_
     assert not at.exception and at.query_params["token"] == "2"
 
 
+def test_a_residual_threshold_marks_where_adaptive_inference_would_stop(ui_ws):
+    at = open_page(PAGE, text="Pursuit, step by step.", dict="mp-demo", token=4)
+    n_steps = len(at.dataframe[-1].value)
+    assert n_steps > 1 and not any("adaptive inference" in c.value for c in at.caption)
+    (box,) = [n for n in at.number_input if n.label.startswith("residual threshold")]
+    box.set_value(1e9).run()  # above every residual norm: it stops after the first step
+    assert not at.exception and not at.error
+    assert f"stops after step 1 of {n_steps}" in texts(at)
+    assert "adaptive stop" in at.get("plotly_chart")[-1].proto.spec
+    box.set_value(-1.0).run()
+    assert not at.exception and len(at.error) == 1
+    assert "must be a finite number >= 0" in at.error[0].value.replace("\\", "")
+    assert not any("adaptive stop" in c.proto.spec for c in at.get("plotly_chart"))  # bad input stops the page
+
+
 def test_the_trace_of_a_dictionary_that_is_not_mp_says_it_applies_to_mp(ui_ws):
     at = open_page(PAGE, dict="topk-demo", trace="codebook-demo")
     assert not at.exception and not at.error
