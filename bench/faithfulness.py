@@ -15,6 +15,7 @@ workspace (`make demo`); `make bench` leaves it out.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -57,9 +58,10 @@ def main() -> None:
     config = AttributionConfig(max_nodes=args.max_nodes, ablation=args.ablation, refine=args.refine)
     rows = []
     for kind, prompt, target, contrast in PROMPTS:
-        lm, sites, tokens, tid, cid, baseline = open_request(space, "smollm2-135m-instruct", prompt, target,
-                                                             contrast, args.dictionaries, args.ablation, "builtin",
-                                                             "cpu")
+        with contextlib.redirect_stdout(sys.stderr):  # the model loader prints; stdout is the JSON line alone
+            lm, sites, tokens, tid, cid, baseline = open_request(space, "smollm2-135m-instruct", prompt, target,
+                                                                 contrast, args.dictionaries, args.ablation,
+                                                                 "builtin", "cpu")
         start = time.perf_counter()
         result = attribute(lm, tokens, sites, tid, cid, baseline, config)
         f = result.faith

@@ -33,6 +33,8 @@ PAIRED_DROPS = 4
 """Single swaps pair each of the 2 x width best additions with each of this many least useful kept nodes."""
 CHUNK = 16
 """Candidate graphs measured per batched forward."""
+TOKEN_BUDGET = 1024
+"""Tokens measured per round at most (candidates x prompt length): a long prompt gets fewer single swaps."""
 Key = tuple[int, int, int]
 """(site, pos, feature) of a feature node."""
 
@@ -74,7 +76,8 @@ def _gradient(model, tokens, sites, masks, chosen: set[Key], baseline, target, c
     return float(metric.detach()), [torch.zeros_like(gf[0]) if g is None else g[0] for g, (gf, _) in zip(grads, gates)]
 
 
-def _candidates(grads: list[Tensor], chosen: set[Key], sign: float, width: int, first_pos: int) -> list[set[Key]]:
+def _candidates(grads: list[Tensor], chosen: set[Key], sign: float, width: int, first_pos: int,
+                budget: int) -> list[set[Key]]:
     adds = []
     for i, g in enumerate(grads):
         gain = g.detach() * sign
@@ -91,7 +94,7 @@ def _candidates(grads: list[Tensor], chosen: set[Key], sign: float, width: int, 
     for j in range(1, min(width, len(adds), len(drops)) + 1):
         out.append((chosen - set(drops[:j])) | {key for _, key in adds[:j]})
     out += [(chosen - {drop}) | {key} for _, key in adds[:2 * width] for drop in drops[:PAIRED_DROPS]]
-    return out
+    return out[:max(2 * width, budget)]
 
 
 @torch.no_grad()
@@ -100,7 +103,8 @@ def refine(model, tokens: Tensor, sites: list[Site], scores: NodeScores, nodes: 
            tick: Callable[[], None] | None = None) -> Refinement:
     """The graph's feature nodes swapped, round by round, towards the set whose graph-only metric is closest to
     the full model's (see the module docstring); at most `rounds` rounds of one forward and backward plus batched
-    forwards of the width + 8 x width candidates."""
+    forwards of the width + 8 x width candidates (fewer on a long prompt: TOKEN_BUDGET tokens a round, at least
+    2 x width candidates)."""
     errors = [n for n in nodes if n.feature is None]
     chosen = {(n.site, n.pos, n.feature) for n in nodes if n.feature is not None}
     masks = keep_masks(sites, tokens.shape[1], errors, first_pos=first_pos, device=tokens.device)
@@ -108,7 +112,8 @@ def refine(model, tokens: Tensor, sites: list[Site], scores: NodeScores, nodes: 
     metric, grads = _gradient(model, tokens, sites, masks, chosen, baseline, target, contrast, first_pos)
     history = [metric]
     for _ in range(rounds if chosen else 0):
-        sets = _candidates(grads, chosen, 1.0 if metric < full else -1.0, width, first_pos)
+        sets = _candidates(grads, chosen, 1.0 if metric < full else -1.0, width, first_pos,
+                           TOKEN_BUDGET // tokens.shape[1])
         if not sets:
             break
         measured = [m for lo in range(0, len(sets), CHUNK)
