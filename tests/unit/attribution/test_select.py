@@ -8,7 +8,7 @@ from analysis.attribution import keep_masks, make_baseline, node_attributions, p
 from analysis.attribution.faithfulness import faithfulness
 from analysis.attribution.select import _gates, _gradient, refine
 from analysis.attribution.splice import run_gated
-from tests.unit.attribution.test_attribution import LAST, PROMPT, _dictionary, _sites
+from tests.unit.attribution.conftest import LAST, PROMPT, _dictionary, _sites
 
 HOOKS = ("blocks.0.hook_resid_post", LAST)
 
