@@ -41,8 +41,9 @@ FIGURE = ("bars: the learned dictionaries evaluated alike; black marks: the supe
           "red mark: the edit floor, the agreement of an edit that changes nothing.")
 
 
-def _number(value) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+def _number(value) -> float | int | None:
+    """A figure as stored (an int stays one), None for anything not a number."""
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def axis_value(figures: dict, key: str, attribute: str | None) -> float | None:
