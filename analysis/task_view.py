@@ -37,8 +37,7 @@ ROWS = (  # (label, key, format)
 ATTRIBUTES = ("io", "s", "order")
 REFERENCE = "supervised dictionary"
 FLOOR = "edit floor (an edit that changes nothing)"
-FIGURE = ("bars: the learned dictionaries evaluated alike; black marks: the supervised dictionary (the reference); "
-          "red mark: the edit floor, the agreement of an edit that changes nothing.")
+FIGURE = "bars: the learned dictionaries evaluated alike; black marks: the supervised dictionary (the reference)"
 
 
 def _number(value) -> float | int | None:
@@ -67,6 +66,13 @@ def comparable(evals: list[TaskEval], picked: TaskEval) -> list[TaskEval]:
 def edit_floor(result: dict) -> float | None:
     """The IO edit agreement of an edit that changes nothing (absent from results saved before it was measured)."""
     return _number(result["model_check"].get("edit_accuracy_unedited"))
+
+
+def figure_words(result: dict) -> str:
+    """The chart's legend in words (the edit floor only where the result measured it)."""
+    floor = "; red mark: the edit floor, the agreement of an edit that changes nothing" if edit_floor(result) \
+        is not None else ""
+    return FIGURE + floor + "."
 
 
 def model_check_words(result: dict) -> str:

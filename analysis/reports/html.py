@@ -25,8 +25,7 @@ from analysis.reports.graphs import (
 )
 from analysis.reports.html_feature import esc, feature_html, fmt, steering_html
 from analysis.reports.task_evals import SECTION, TaskEvalEntry
-from analysis.task_view import FIGURE as EVALS_FIGURE
-from analysis.task_view import figures_table, model_check_words, row_format
+from analysis.task_view import figure_words, figures_table, model_check_words, row_format
 
 _CSS = """
 :root{--ink:#1d232a;--muted:#6b7280;--line:#e5e7eb;--accent:#d95f02}
@@ -202,8 +201,9 @@ def _task_eval(entry: TaskEvalEntry, i: int, page: Page) -> str:
     head = "".join(f"<th>{esc(c)}</th>" for c in columns)
     body = "".join(f"<tr><th>{esc(label)}</th>" + "".join(f'<td class="num">{fmt(c, row_format(label))}</td>'
                                                          for c in cells) + "</tr>" for label, cells in rows)
-    return (f'<h3>{esc(entry.picked.run)}</h3><p>{esc(model_check_words(entry.picked.result))}</p>'
-            f'{page.plot(entry.figure_dict(), f"task-eval-{i}")}<p class="muted">{esc(EVALS_FIGURE)}</p>'
+    result = entry.picked.result
+    return (f'<h3>{esc(entry.picked.run)}</h3><p>{esc(model_check_words(result))}</p>'
+            f'{page.plot(entry.figure_dict(), f"task-eval-{i}")}<p class="muted">{esc(figure_words(result))}</p>'
             f'<table class="stats"><thead><tr><th>figure</th>{head}</tr></thead><tbody>{body}</tbody></table>'
             f'<p>Reproduce it: <code>{esc(entry.command)}</code></p>')
 

@@ -5,7 +5,7 @@ that reproduces it."""
 import pandas as pd
 import streamlit as st
 
-from analysis.task_view import FIGURE, command, comparable, evals_figure, figures_table, model_check_words
+from analysis.task_view import command, comparable, evals_figure, figure_words, figures_table, model_check_words
 from app.ui.data import evaluations as data
 from app.ui.widgets.common import md_escape, show_error
 from store.errors import InputError
@@ -37,7 +37,7 @@ picked = by_key[(name, run)]
 peers = comparable(evals, picked)
 
 st.markdown(md_escape(f"**Model check**: {model_check_words(picked.result)}"))
-st.caption(md_escape(FIGURE))
+st.caption(md_escape(figure_words(picked.result)))
 st.plotly_chart(evals_figure(picked, peers), width="stretch", key=f"evals-{name}-{run}")
 columns, rows = figures_table(picked, peers)
 st.dataframe(pd.DataFrame([[label, *cells] for label, cells in rows], columns=["figure", *columns]),

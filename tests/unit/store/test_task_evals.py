@@ -5,7 +5,16 @@ import json
 import duckdb
 import pytest
 
-from analysis.task_view import FLOOR, REFERENCE, command, comparable, evals_figure, figures_table, model_check_words
+from analysis.task_view import (
+    FLOOR,
+    REFERENCE,
+    command,
+    comparable,
+    evals_figure,
+    figure_words,
+    figures_table,
+    model_check_words,
+)
 from store.dictionaries import DictionaryRow, add_dictionary
 from store.migrations import migrate
 from store.task_evals import dictionary_folders, files_stamp, task_evals_in, workspace_task_evals
@@ -88,6 +97,7 @@ def test_the_view_compares_dictionaries_evaluated_alike_against_the_supervised_o
     words = model_check_words(picked.result)
     assert "IO > S 99.5%, logit diff 5.14; mean-ablated 0.31; counterfactual patch -0.84" in words
     assert "changes nothing agrees with it on 6.2%" in words
+    assert "red mark: the edit floor" in figure_words(picked.result)
     assert command(picked) == ("sparsescope eval-task ioi --dictionary a --prompts 40 --fit-prompts 80 --seed 0 "
                                "--edit-features 2")
 
@@ -96,4 +106,4 @@ def test_a_result_without_the_edit_floor_draws_none(tmp_path):
     save_task_eval(tmp_path, task_eval_result("a", unedited=None))
     (picked,), _ = task_evals_in([("a", tmp_path)])
     assert FLOOR not in {t["name"] for t in evals_figure(picked, [picked]).to_dict()["data"]}
-    assert "changes nothing" not in model_check_words(picked.result)
+    assert "changes nothing" not in model_check_words(picked.result) + figure_words(picked.result)
