@@ -4,8 +4,9 @@
     write_report(report, "html", Path("reports/topk.html"))
 
 `collect.py` gathers the Report from the store (graphs.py the attribution graphs attached with `graphs=[ID]`,
-drawn by analysis/graph_view.py as on the Attribution page); html.py / markdown.py / json_io.py render it; browser.py
-drives headless Chromium (PNG figures through kaleido, PDF printing); neuronpedia.py exports dashboards in
+drawn by analysis/graph_view.py as on the Attribution page; task_evals.py the dictionary's stored `eval-task`
+results, drawn by analysis/task_view.py as on the Evaluations page); html.py / markdown.py / json_io.py render it;
+browser.py drives headless Chromium (PNG figures through kaleido, PDF printing); neuronpedia.py exports dashboards in
 the layout Neuronpedia uploads, with the explanation records it imports. The JSON schema is documented in
 SCHEMA.md.
 """

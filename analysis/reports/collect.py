@@ -12,6 +12,7 @@ import duckdb
 
 from analysis.reports.extras import HeadScores, SteeringRun, head_attribution, head_scores, steering_runs
 from analysis.reports.graphs import GraphEntry, graph_entries
+from analysis.reports.task_evals import TaskEvalEntry, task_eval_entries
 from store import dictionaries as dict_repo
 from store.errors import InputError
 from store.explanations import Explained, explanations_of
@@ -108,6 +109,10 @@ class Report:
     heads: HeadScores | None = None
     graphs: list[GraphEntry] = field(default_factory=list)
     """Attribution graphs attached with --graph, in the order asked."""
+    task_evals: list[TaskEvalEntry] = field(default_factory=list)
+    """The dictionary's stored task evaluations (`sparsescope eval-task`), each with its peers."""
+    task_eval_notes: list[str] = field(default_factory=list)
+    """Result files of the dictionary's folder that were skipped, and why."""
     generated: str = ""
     """UTC time the report was built, ISO 8601."""
 
@@ -199,6 +204,7 @@ def collect_report(con: duckdb.DuckDBPyConnection, dictionary: str, selection: S
     attached = graph_entries(con, list(graphs or []))
     heads_of = head_attribution(con, dictionary, ids)
     explained = explanations_of(con, dictionary, ids)
+    evals, eval_notes = task_eval_entries(con, dictionary)
     entries = []
     for feature in ids:
         entry = FeatureEntry(_trim(feature_card(con, dictionary, feature), cfg))
@@ -208,4 +214,5 @@ def collect_report(con: duckdb.DuckDBPyConnection, dictionary: str, selection: S
         entries.append(entry)
     return Report(dictionary=summary, features=entries, steering=runs,
                   heads=head_scores(con, summary.model) if heads else None, graphs=attached,
+                  task_evals=evals, task_eval_notes=eval_notes,
                   generated=datetime.now(timezone.utc).isoformat(timespec="seconds"))

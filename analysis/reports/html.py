@@ -24,6 +24,8 @@ from analysis.reports.graphs import (
     not_used_words,
 )
 from analysis.reports.html_feature import esc, feature_html, fmt, steering_html
+from analysis.reports.task_evals import SECTION, TaskEvalEntry
+from analysis.task_view import figure_words, figures_table, model_check_words, row_format
 
 _CSS = """
 :root{--ink:#1d232a;--muted:#6b7280;--line:#e5e7eb;--accent:#d95f02}
@@ -144,6 +146,8 @@ def _extra_sections(report: Report) -> list[tuple[str, str]]:
     if report.heads is not None:
         out.append(("heads", "Attention head scores"))
     out += [(f"graph-{g.row.id}", f"Attribution graph #{g.row.id}") for g in report.graphs]
+    if report.task_evals:
+        out.append((SECTION, "Task evaluations"))
     return out
 
 
@@ -192,6 +196,26 @@ def _graph(entry: GraphEntry, report: Report, page: Page) -> str:
             f'<tbody>{nodes}</tbody></table></section>')
 
 
+def _task_eval(entry: TaskEvalEntry, i: int, page: Page) -> str:
+    columns, rows = figures_table(entry.picked, entry.peers)
+    head = "".join(f"<th>{esc(c)}</th>" for c in columns)
+    body = "".join(f"<tr><th>{esc(label)}</th>" + "".join(f'<td class="num">{fmt(c, row_format(label))}</td>'
+                                                         for c in cells) + "</tr>" for label, cells in rows)
+    result = entry.picked.result
+    return (f'<h3>{esc(entry.picked.run)}</h3><p>{esc(model_check_words(result))}</p>'
+            f'{page.plot(entry.figure_dict(), f"task-eval-{i}")}<p class="muted">{esc(figure_words(result))}</p>'
+            f'<table class="stats"><thead><tr><th>figure</th>{head}</tr></thead><tbody>{body}</tbody></table>'
+            f'<p>Reproduce it: <code>{esc(entry.command)}</code></p>')
+
+
+def _task_evals(report: Report, page: Page) -> str:
+    if not report.task_evals:
+        return ""
+    notes = "".join(f'<p class="muted">{esc(n)}</p>' for n in report.task_eval_notes)
+    return (f'<section id="{SECTION}"><h2>Task evaluations</h2>{notes}'
+            f'{"".join(_task_eval(e, i, page) for i, e in enumerate(report.task_evals))}</section>')
+
+
 def render_html(report: Report) -> str:
     """The whole report as one HTML document (str)."""
     page = Page()
@@ -202,6 +226,7 @@ def render_html(report: Report) -> str:
                 f'</section>') if loose else ""
     heads = _heads(report, page)
     graphs = "".join(_graph(g, report, page) for g in report.graphs)
+    graphs += _task_evals(report, page)
     title = f"SparseScope report: {report.dictionary.name}"
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{esc(title)}</title>'

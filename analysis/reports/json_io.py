@@ -16,6 +16,7 @@ import duckdb
 
 from analysis.reports.collect import FeatureEntry, Report
 from analysis.reports.graphs import GraphEntry
+from analysis.reports.task_evals import TaskEvalEntry
 from store import dictionaries as dict_repo
 from store.errors import InputError
 from store.explanations import Explained, ScoreRow, import_explanations
@@ -76,6 +77,14 @@ def _graph(entry: GraphEntry) -> dict:
             "created": r.created, "graph": entry.document}
 
 
+def _task_eval(entry: TaskEvalEntry) -> dict:
+    e = entry.picked
+    return {"dictionary": e.dictionary, "run": e.run, "task": e.task, "hook": e.hook, "seed": e.seed,
+            "edit_features": e.edit_features, "command": entry.command, "result": e.result,
+            "compared_with": [{"dictionary": p.dictionary, "run": p.run, "figures": p.learned}
+                              for p in entry.peers[1:]]}
+
+
 def report_to_dict(report: Report) -> dict:
     d = report.dictionary
     summary = {k: getattr(d, k) for k in ("name", "model", "hook", "arch", "d_in", "d_sae", "k", "source",
@@ -86,7 +95,8 @@ def report_to_dict(report: Report) -> dict:
     return _clean({"schema": SCHEMA, "version": SCHEMA_VERSION, "generated": report.generated,
                    "dictionary": summary, "features": [_feature(f) for f in report.features],
                    "steering_runs": [vars(r) for r in report.steering], "heads": heads,
-                   "graphs": [_graph(g) for g in report.graphs]})
+                   "graphs": [_graph(g) for g in report.graphs],
+                   "task_evaluations": [_task_eval(e) for e in report.task_evals]})
 
 
 def report_to_json(report: Report) -> str:

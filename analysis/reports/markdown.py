@@ -22,6 +22,8 @@ from analysis.reports.graphs import (
     node_rows,
     not_used_words,
 )
+from analysis.reports.task_evals import SECTION
+from analysis.task_view import figures_table, model_check_words, row_format
 from store.queries import Example, Ranked
 
 _SPECIAL = re.compile(r"([\\`*_\[\]<>|#~])")
@@ -188,6 +190,21 @@ def _graph_md(entry: GraphEntry, report: Report, images: dict[str, dict] | None,
     return lines
 
 
+def _task_evals_md(report: Report) -> list[str]:
+    if not report.task_evals:
+        return []
+    lines = [f'<a id="{SECTION}"></a>', "", "## Task evaluations", ""]
+    lines += [line for n in report.task_eval_notes for line in (f"_{md(n)}_", "")]
+    for entry in report.task_evals:
+        columns, rows = figures_table(entry.picked, entry.peers)
+        lines += [f"### {md(entry.picked.run)}", "", md(model_check_words(entry.picked.result)), ""]
+        lines += _table(["figure", *map(md, columns)],
+                        [[md(label), *(num(c, row_format(label)) for c in cells)] for label, cells in rows],
+                        "-" + "r" * len(columns))
+        lines += [f"Reproduce it: `{entry.command}`", ""]
+    return lines
+
+
 def render_markdown(report: Report, folder: str = "report_files",
                     with_images: bool = True) -> tuple[str, dict[str, dict]]:
     """(Markdown text, {relative PNG path: figure}) for the report; `folder` is where the PNGs will lie.
@@ -203,6 +220,7 @@ def render_markdown(report: Report, folder: str = "report_files",
     lines += ["## Contents", ""]
     lines += [f"- [Feature {f.card.feature}](#f-{f.card.feature}) {md(f.card.label)}".rstrip() for f in report.features]
     lines += [f"- [Attribution graph #{g.row.id}](#graph-{g.row.id})" for g in report.graphs]
+    lines += [f"- [Task evaluations](#{SECTION})"] if report.task_evals else []
     lines += [""] + _summary_md(report, images, folder)
     loose = [r for r in report.steering if not any(r.run_id in f.steering for f in report.features)]
     if loose:
@@ -216,6 +234,7 @@ def render_markdown(report: Report, folder: str = "report_files",
                             "r" * (report.heads.n_heads + 1))
     for graph in report.graphs:
         lines += _graph_md(graph, report, images, folder)
+    lines += _task_evals_md(report)
     for entry in report.features:
         lines += _feature_md(entry, report, images, folder)
     return "\n".join(lines) + "\n", images or {}

@@ -7,14 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from store.errors import InputError
+from store.task_evals import RESULTS_FOLDER
 from store.workspace import Workspace
 
 TASKS = {"ioi": "indirect object identification: templated prompts, attributes IO name, S name, order ABB/BAB"}
 """Every task `eval-task` takes, with what it is."""
 DEFAULT_MODEL = "smollm2-135m-instruct"
-RESULTS_FOLDER = "task_evals"
-"""Under a dictionary's folder (or the workspace, for the supervised dictionary alone): one JSON per task, site,
-seed and --edit-features."""
 
 
 @dataclass(frozen=True)

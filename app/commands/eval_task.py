@@ -10,18 +10,6 @@ from rich.text import Text
 
 from app.commands.common import WorkspaceOpt, app, console, quiet, workspace
 
-ROWS = (  # (label, key, format)
-    ("sufficiency (reconstruction)", "sufficiency_all", ".2f"),
-    ("  logit diff kept", "logit_diff_kept_all", ".2f"),
-    ("sufficiency (task features)", "sufficiency", ".2f"),
-    ("  logit diff kept", "logit_diff_kept", ".2f"),
-    ("necessity (task features removed)", "necessity", ".2f"),
-    ("  logit diff after removal", "logit_diff_removed", ".2f"),
-    ("IO edit agreement with the patch", "edit_accuracy", ".2f"),
-    ("IO edit magnitude (feature weight)", "edit_magnitude", ".2f"),
-    ("task features", "task_features", "d"),
-)
-
 
 @app.command(name="eval-task")
 def eval_task_cmd(
@@ -59,6 +47,8 @@ def eval_task_cmd(
 
 
 def _print(result: dict) -> None:
+    from analysis.task_view import ROWS
+
     check = result["model_check"]
     console.print(Text.assemble((f"{result['task']}", "bold"), f" on {result['model']} at the last token of "
                                 f"{result['hook']}: {result['prompts']} prompts ({result['names']} names, "

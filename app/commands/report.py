@@ -53,7 +53,7 @@ def report_cmd(
 ):
     """Write a report on a dictionary and chosen features: one self-contained HTML file, Markdown with PNG
     figures, JSON (re-importable labels) or PDF; optionally with steering runs, head scores and attribution
-    graphs."""
+    graphs. The dictionary's stored task evaluations (`sparsescope eval-task`) get a section of their own."""
     from analysis.reports import Selection, check_format, check_report_target, collect_report, write_report
     from analysis.reports.browser import find_browser
     from store.errors import InputError
@@ -75,6 +75,7 @@ def report_cmd(
     size = sum(f.stat().st_size for f in files)
     extra = f" and {len(files) - 1} figure(s)" if len(files) > 1 else ""
     graphs = f" and {len(report.graphs)} attribution graph(s)" if report.graphs else ""
+    graphs += f" and {len(report.task_evals)} task evaluation(s)" if report.task_evals else ""
     console.print(f"wrote {fmt} report of {len(report.features)} features{graphs} to {files[0]}{extra} "
                   f"({size / 1e6:.1f} MB)")
     if fmt == "md" and find_browser() is None:

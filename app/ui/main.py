@@ -37,6 +37,7 @@ PAGES: list[PageSpec] = [
     PageSpec("views/heads.py", "Attention heads", "heads", ":material/grid_view:"),
     PageSpec("views/codes.py", "Code search", "codes", ":material/manage_search:"),
     PageSpec("views/attribution.py", "Attribution", "attribution", ":material/account_tree:"),
+    PageSpec("views/evaluations.py", "Evaluations", "evaluations", ":material/fact_check:"),
     PageSpec("views/jobs.py", "Jobs", "jobs", ":material/work_history:"),
 ]
 
