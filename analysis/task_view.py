@@ -13,10 +13,10 @@ import plotly.graph_objects as go
 from store.task_evals import SUPERVISED, TaskEval
 
 AXES = (  # (label, key, attribute of the interpretability F1 or None)
-    ("sufficiency: task features", "sufficiency", None),
-    ("sufficiency: reconstruction", "sufficiency_all", None),
+    ("sufficiency:<br>task features", "sufficiency", None),
+    ("sufficiency:<br>reconstruction", "sufficiency_all", None),
     ("necessity", "necessity", None),
-    ("IO edit agreement", "edit_accuracy", None),
+    ("IO edit<br>agreement", "edit_accuracy", None),
     ("best F1: IO", "interpretability", "io"),
     ("best F1: S", "interpretability", "s"),
     ("best F1: order", "interpretability", "order"),
@@ -111,10 +111,11 @@ def evals_figure(picked: TaskEval, peers: list[TaskEval]) -> go.Figure:
                     hovertemplate="%{x}: %{y:.3f}<extra>supervised</extra>")
     floor = edit_floor(picked.result)
     if floor is not None:
-        fig.add_scatter(name=FLOOR, x=["IO edit agreement"], y=[floor], mode="markers",
+        fig.add_scatter(name=FLOOR, x=["IO edit<br>agreement"], y=[floor], mode="markers",
                         marker=dict(color="rgb(220, 38, 38)", **mark),
                         hovertemplate="%{x}: %{y:.3f}<extra>edit floor</extra>")
-    fig.update_layout(barmode="group", height=420, margin=dict(l=40, r=20, t=40, b=40), yaxis_title="score",
+    fig.update_layout(barmode="group", height=420, xaxis_tickangle=0, margin=dict(l=40, r=20, t=40, b=40),
+                      yaxis_title="score",
                       title=f"{picked.task} at {picked.hook} (seed {picked.seed}, {picked.edit_features} edit "
                             "features)", legend=dict(orientation="h", y=-0.15))
     return fig

@@ -5,7 +5,15 @@ that reproduces it."""
 import pandas as pd
 import streamlit as st
 
-from analysis.task_view import command, comparable, evals_figure, figure_words, figures_table, model_check_words
+from analysis.task_view import (
+    command,
+    comparable,
+    evals_figure,
+    figure_words,
+    figures_table,
+    model_check_words,
+    row_format,
+)
 from app.ui.data import evaluations as data
 from app.ui.widgets.common import md_escape, show_error
 from store.errors import InputError
@@ -36,13 +44,13 @@ st.query_params.update({"dict": name, "run": run})
 picked = by_key[(name, run)]
 peers = comparable(evals, picked)
 
-st.markdown(md_escape(f"**Model check**: {model_check_words(picked.result)}"))
+st.markdown("**Model check**: " + md_escape(model_check_words(picked.result)))
 st.caption(md_escape(figure_words(picked.result)))
 st.plotly_chart(evals_figure(picked, peers), width="stretch", key=f"evals-{name}-{run}")
 columns, rows = figures_table(picked, peers)
-st.dataframe(pd.DataFrame([[label, *cells] for label, cells in rows], columns=["figure", *columns]),
-             hide_index=True, width="stretch",
-             column_config={c: st.column_config.NumberColumn(format="%.3f") for c in columns})
+st.dataframe(pd.DataFrame([[label, *("-" if c is None else format(c, row_format(label)) for c in cells)]
+                           for label, cells in rows], columns=["figure", *columns]),
+             hide_index=True, width="stretch")
 st.markdown("Reproduce it:")
 st.code(command(picked), language="bash")
 if len(peers) > 1:

@@ -84,7 +84,7 @@ def test_the_view_compares_dictionaries_evaluated_alike_against_the_supervised_o
     (reference,) = [t for t in fig["data"] if t["name"] == REFERENCE]
     assert list(reference["y"]) == [1.08, None, 1.05, 0.955, None, None, None]
     (floor,) = [t for t in fig["data"] if t["name"] == FLOOR]
-    assert list(floor["x"]) == ["IO edit agreement"] and list(floor["y"]) == [0.0625]
+    assert list(floor["x"]) == ["IO edit<br>agreement"] and list(floor["y"]) == [0.0625]
 
     columns, rows = figures_table(picked, peers)
     table = dict(rows)

@@ -66,8 +66,9 @@ def test_an_evaluation_is_drawn_with_the_supervised_reference_and_its_table(eval
 
     table = at.dataframe[0].value.set_index("figure")
     assert list(table.columns) == ["supervised", "topk-demo", "mp-demo"]
-    assert table.loc["sufficiency (task features)"].tolist() == [1.08, 0.25, 0.5]
-    assert table.loc["best f1 per io value", "mp-demo"] == 0.25
+    assert table.loc["sufficiency (task features)"].tolist() == ["1.080", "0.250", "0.500"]
+    assert table.loc["best f1 per io value", "mp-demo"] == "0.250"
+    assert table.loc["best f1 per io value", "supervised"] == "-"  # the supervised dictionary has no F1
     shown = _shown(at)
     assert "IO > S 99.5%, logit diff 5.14; mean-ablated 0.31; counterfactual patch -0.84" in shown
     (code,) = at.code
