@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 import torch
-from jaxtyping import Bool, Float
+from jaxtyping import Float
 from torch import Tensor
 
 
@@ -109,18 +109,6 @@ def _edge_hook(site: Site, state: SiteState):
     return hook
 
 
-def _ablation_hook(site: Site, keep_f: Bool[Tensor, "pos d_sae"], keep_eps: Bool[Tensor, " pos"],
-                   base_f: Tensor, base_eps: Tensor):
-    def hook(x: Tensor, hook) -> Tensor:
-        flat, shape = _flat(x)
-        f = site.encode(flat)
-        eps = flat - site.decode(f)
-        f = torch.where(keep_f, f, base_f)
-        eps = torch.where(keep_eps[:, None], eps, base_eps)
-        return (site.decode(f) + eps).reshape(shape)
-    return hook
-
-
 def _freeze_hooks(model, freeze_final_norm: bool) -> list[tuple[str, Callable]]:
     """ln_final's scale as a constant of the backward pass (circuit-tracer freezes norm scales): the metric is then
     linear in the last block's residual stream."""
@@ -174,10 +162,8 @@ def run_ablated(model, tokens: Tensor, sites: list[Site], keep: list[tuple[Tenso
                 target: int, contrast: int | None) -> float:
     """The metric with, at every site, the features and errors outside `keep` (per site: [pos, d_sae] and [pos]
     masks) replaced by the baseline. Downstream sites encode what the ablated upstream gives them."""
-    hooks = [(s.hook, _ablation_hook(s, kf, ke, bf, be))
-             for s, (kf, ke), bf, be in zip(sites, keep, baseline.features, baseline.errors)]
-    with _hooked(model, hooks):
-        return float(metric_of(model(tokens), target, contrast))
+    gates = [(kf.float()[None], ke.float()[None]) for kf, ke in keep]
+    return float(run_gated(model, tokens, sites, gates, baseline, target, contrast)[0])
 
 
 def _gated_hook(site: Site, gates_f: Float[Tensor, "b pos d_sae"], gates_e: Float[Tensor, "b pos"],
