@@ -25,9 +25,7 @@ if TYPE_CHECKING:
 
 def dictionary_folder(ws: Workspace, row: repo.DictionaryRow) -> Path:
     """The dictionary's folder: as recorded, else under this workspace (a store moved with its workspace)."""
-    recorded = Path(row.path).expanduser()
-    moved = ws.named("dictionaries", row.name)
-    return moved if not recorded.is_dir() and moved.is_dir() else recorded
+    return repo.row_folder(row, ws.root)
 
 
 def open_dictionary(ws: Workspace, name: str, device: str | None = None,

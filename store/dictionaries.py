@@ -2,16 +2,18 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 
 from store.db import transaction
 from store.errors import InputError
-from store.paths import check_name
+from store.paths import check_name, confined
 
 _HIST = re.compile(r"^(\w+)_hist:([-0-9.e+]+):([-0-9.e+]+)$")
 
@@ -78,6 +80,16 @@ def require_dictionary(con: duckdb.DuckDBPyConnection, name: str) -> DictionaryR
         known = ", ".join(d.name for d in list_dictionaries(con)) or "none yet"
         raise InputError(f"unknown dictionary {name!r} (known: {known})")
     return row
+
+
+def row_folder(row: DictionaryRow, root: str | os.PathLike | None) -> Path:
+    """The dictionary's folder: as recorded, else ROOT/dictionaries/NAME when that exists (a store moved with its
+    workspace); the recorded one when there is no root."""
+    recorded = Path(row.path).expanduser()
+    if recorded.is_dir() or root is None:
+        return recorded
+    moved = confined(Path(root) / "dictionaries", row.name, root=root)
+    return moved if moved.is_dir() else recorded
 
 
 def delete_dictionary(con: duckdb.DuckDBPyConnection, name: str) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import duckdb
 
-from store.dictionaries import list_dictionaries
+from store.dictionaries import list_dictionaries, row_folder
 
 RESULTS_FOLDER = "task_evals"
 """Under a dictionary's folder (or the workspace, for the supervised dictionary alone): one JSON per task, site,
@@ -83,12 +83,7 @@ def read_task_evals(folder: Path, dictionary: str) -> tuple[list[TaskEval], list
 def dictionary_folders(con: duckdb.DuckDBPyConnection, root: Path | None) -> list[tuple[str, Path]]:
     """(name, folder) of every stored dictionary: the recorded folder, else ROOT/dictionaries/NAME (a workspace
     moved with its store)."""
-    out = []
-    for row in list_dictionaries(con):
-        folder = Path(row.path).expanduser()
-        moved = Path(root) / "dictionaries" / row.name if root is not None else None
-        out.append((row.name, moved if not folder.is_dir() and moved is not None and moved.is_dir() else folder))
-    return out
+    return [(row.name, row_folder(row, root)) for row in list_dictionaries(con)]
 
 
 def database_root(con: duckdb.DuckDBPyConnection) -> Path | None:
