@@ -55,8 +55,9 @@ class AnalyzeRequest:
         for name in ("tokens", "examples", "quantiles", "batch"):
             if getattr(self, name) < 1:
                 raise InputError(f"--{name} must be at least 1 (got {getattr(self, name)})")
-        if self.residual_threshold is not None and not self.residual_threshold >= 0:
-            raise InputError(f"--residual-threshold must be >= 0 (got {self.residual_threshold})")
+        if self.residual_threshold is not None:
+            from sae.dictionaries.mp import check_residual_threshold
+            check_residual_threshold(self.residual_threshold, "--residual-threshold")
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ is explained). Counting every (child, parent) pair exactly needs d_sae^2 counter
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -185,8 +184,9 @@ def adaptive_stop(trace: PursuitTrace, threshold: float) -> int:
 
     InputError (one line) for a negative threshold.
     """
-    if not (math.isfinite(threshold) and threshold >= 0):
-        raise InputError(f"the residual threshold must be a finite number >= 0 (got {threshold})")
+    from sae.dictionaries.mp import check_residual_threshold
+
+    check_residual_threshold(threshold)
     seen: set[int] = set()
     for step, (atom, norm) in enumerate(zip(trace.atoms, trace.residual_norms), start=1):
         if norm < threshold or atom in seen:

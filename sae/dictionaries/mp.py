@@ -33,7 +33,7 @@ from sae.dictionaries.registry import Architecture, Option
 from store.errors import InputError
 
 __all__ = ["MP", "MPSAE", "MPSAEConfig", "MPSteps", "MPTrainingSAE", "MPTrainingSAEConfig", "STOP_REASONS",
-           "mp_encode_steps", "with_residual_threshold"]
+           "check_residual_threshold", "mp_encode_steps", "with_residual_threshold"]
 
 
 @dataclass
@@ -137,6 +137,12 @@ def mp_encode_steps(sae, x: Tensor, adaptive: bool | None = None) -> MPSteps:
                    found.stop_reason)
 
 
+def check_residual_threshold(threshold: float, what: str = "the residual threshold") -> None:
+    """InputError (one line) unless the threshold is a finite number >= 0 (`what` names it in the message)."""
+    if not (math.isfinite(threshold) and threshold >= 0):
+        raise InputError(f"{what} must be a finite number >= 0 (got {threshold})")
+
+
 def with_residual_threshold(sae, threshold: float, arch_name: str = "") -> None:
     """Switch a loaded MP dictionary to adaptive inference: stop each input once its residual norm (raw
     activation units) falls below `threshold` or an atom repeats, at most its k steps (or max_iterations).
@@ -146,8 +152,7 @@ def with_residual_threshold(sae, threshold: float, arch_name: str = "") -> None:
     if not isinstance(sae.cfg, MatchingPursuitSAEConfig):
         raise InputError(f"a residual threshold applies to mp (matching pursuit) dictionaries, not "
                          f"{arch_name or sae.cfg.architecture()} ones")
-    if not (math.isfinite(threshold) and threshold >= 0):
-        raise InputError(f"the residual threshold must be a finite number >= 0 (got {threshold})")
+    check_residual_threshold(threshold)
     fields = {"residual_threshold": threshold, "max_iterations": sae.cfg.max_iterations or getattr(sae.cfg, "k", None)}
     if hasattr(sae.cfg, "adaptive"):  # ours; SAELens' own MatchingPursuitSAE is always adaptive
         fields["adaptive"] = True
@@ -247,9 +252,7 @@ OPTIONS = (
 
 def check_mp_options(options: Mapping[str, Any], d_sae: int | None) -> None:
     """InputError (one line) for MP options that cannot hold."""
-    threshold = options["residual_threshold"]
-    if not (math.isfinite(threshold) and threshold >= 0):
-        raise InputError(f"--option residual_threshold must be a finite number >= 0 (got {threshold})")
+    check_residual_threshold(options["residual_threshold"], "--option residual_threshold")
 
 
 MP = Architecture(

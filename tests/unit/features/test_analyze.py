@@ -166,7 +166,7 @@ def _results(ws):
     (["codes", "tk", "a"], "is a topk dictionary; this needs a codebook one"),
     (["codes", "cb", "(unclosed"], "does not compile"),
     (["analyze", "tk", "--residual-threshold", "0.1"], "applies to mp (matching pursuit) dictionaries, not topk"),
-    (["analyze", "mp", "--residual-threshold", "-1"], "--residual-threshold must be >= 0"),
+    (["analyze", "mp", "--residual-threshold", "-1"], "--residual-threshold must be a finite number >= 0"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(space, tiny_model, monkeypatch, args, needle):
     import sae.models
